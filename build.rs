@@ -1,0 +1,26 @@
+//! Generates include/ectp.h from src/ffi with cbindgen (configured by
+//! cbindgen.toml). The header is committed; tests/header.rs fails when the
+//! committed header differs from what the sources generate.
+
+use std::env;
+use std::path::PathBuf;
+
+fn main() {
+    let dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    println!("cargo:rerun-if-changed=src/ffi");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml is valid");
+    let out = dir.join("include").join("ectp.h");
+    // Only src/ffi makes the C API: constants of the other layers stay out.
+    let builder = cbindgen::Builder::new().with_config(config).with_src(dir.join("src/ffi/mod.rs"));
+    match builder.generate() {
+        Ok(bindings) => {
+            // Writes only when the content changed, so the header's mtime is stable.
+            bindings.write_to_file(&out);
+        }
+        Err(e) => {
+            // A syntax error in the sources is reported by rustc itself.
+            println!("cargo:warning=cbindgen could not generate {}: {e}", out.display());
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The few system calls socket2 and std do not wrap: eventfd, poll,
+//! getrandom and the interface lookup for IPv6 multicast. The only module of
+//! the driver where `unsafe` is allowed.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// A Linux eventfd used as a level-triggered flag: readable while set.
+#[derive(Debug)]
+pub struct EventFd(OwnedFd);
+
+impl EventFd {
+    /// A new, unset, non-blocking eventfd.
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; a negative return is an error.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a freshly created descriptor that nothing else owns.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Make it readable (idempotent while set).
+    pub fn set(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own descriptor.
+        let _ = unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Make it unreadable again.
+    pub fn clear(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64; EAGAIN when unset is fine.
+        let _ = unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    /// The descriptor, for poll.
+    pub fn raw(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Wait until one of `fds` is readable or `timeout` passes (None: forever).
+/// Returns, for each descriptor, whether it is readable.
+pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>, ready: &mut [bool]) -> io::Result<()> {
+    let mut pfds: [libc::pollfd; 4] = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 4];
+    let n = fds.len().min(pfds.len());
+    for (p, &fd) in pfds.iter_mut().zip(fds) {
+        p.fd = fd;
+        p.events = libc::POLLIN;
+    }
+    let ms = match timeout {
+        None => -1,
+        // Round up, so that a deadline is never missed by a sub-millisecond.
+        Some(d) => i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX),
+    };
+    // SAFETY: pfds is a live array of at least n pollfd structs.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    for (r, p) in ready.iter_mut().zip(&pfds[..n]) {
+        *r = r_ok(p.revents);
+    }
+    Ok(())
+}
+
+fn r_ok(revents: libc::c_short) -> bool {
+    revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// 64 random bits from the kernel, to seed the protocol's generator.
+pub fn random_seed() -> u64 {
+    let mut v: u64 = 0;
+    // SAFETY: writes at most 8 bytes into a live u64.
+    let n = unsafe { libc::getrandom((&mut v as *mut u64).cast(), 8, 0) };
+    if n != 8 {
+        // No entropy source: fall back to the clock, still unique enough for IDs.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        v = t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32;
+    }
+    v
+}
+
+/// Index of the interface that holds address `ip`, if any.
+pub fn interface_index_of(ip: IpAddr) -> Option<u32> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills head with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: cur is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and points to a sockaddr of its family.
+        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        let addr = match family {
+            libc::AF_INET => {
+                // SAFETY: the family says this is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says this is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                IpAddr::from(sin6.sin6_addr.s6_addr)
+            }
+            _ => continue,
+        };
+        if addr == ip {
+            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+            let idx = unsafe { libc::if_nametoindex(ifa.ifa_name) };
+            if idx != 0 {
+                found = Some(idx);
+                break;
+            }
+        }
+    }
+    // SAFETY: head came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eventfd_is_a_level_flag() {
+        let e = EventFd::new().unwrap();
+        let mut r = [false];
+        poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r).unwrap();
+        assert!(!r[0]);
+        e.set();
+        e.set();
+        poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r).unwrap();
+        assert!(r[0]);
+        e.clear();
+        poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r).unwrap();
+        assert!(!r[0]);
+    }
+
+    #[test]
+    fn loopback_has_an_interface_index() {
+        assert!(interface_index_of("127.0.0.1".parse().unwrap()).is_some());
+        assert!(interface_index_of("192.0.2.77".parse().unwrap()).is_none());
+        assert_ne!(random_seed(), random_seed());
+    }
+}
+
+/// setsockopt with the caller's bytes.
+pub fn setsockopt(s: &impl AsRawFd, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(value.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: value is a live slice of len bytes; the kernel only reads it.
+    let r = unsafe { libc::setsockopt(s.as_raw_fd(), level, name, value.as_ptr().cast(), len) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// getsockopt into the caller's bytes; returns the length written.
+pub fn getsockopt(s: &impl AsRawFd, level: i32, name: i32, out: &mut [u8]) -> io::Result<usize> {
+    let mut len = libc::socklen_t::try_from(out.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: out is a live, writable slice of len bytes; len is updated by the kernel.
+    let r = unsafe { libc::getsockopt(s.as_raw_fd(), level, name, out.as_mut_ptr().cast(), &mut len) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(len as usize) }
+}

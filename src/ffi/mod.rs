@@ -1,0 +1,367 @@
+//! The C API of libectp (`include/ectp.h`): the functions of the legacy
+//! library, with the meanings and errnos of shared/spec/API.md.
+//!
+//! Every function returns -1 and sets `errno` on failure, and none lets a
+//! panic cross into C (see [`error::guard`]). This module, with the driver's
+//! `sys` module, is the only place where `unsafe` is allowed.
+#![allow(unsafe_code)]
+
+mod addr;
+mod error;
+mod options;
+mod table;
+pub mod types;
+
+use std::sync::Arc;
+
+use libc::{c_int, c_void, size_t, sockaddr, socklen_t, ssize_t};
+use socket2::Domain;
+
+use crate::driver::{Endpoint, Error, EventHandler};
+use crate::proto::{Event, MAX_MESSAGE};
+use error::{guard, Errno, EFAULT, EINVAL};
+use table::Handle;
+pub use types::*;
+
+/// Flags `msendm`, `msendmsg` and `mrecvmsg` understand.
+const KNOWN_FLAGS: c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+
+fn nonblocking(flags: c_int) -> Result<bool, Errno> {
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(EINVAL);
+    }
+    Ok(flags & libc::MSG_DONTWAIT != 0)
+}
+
+/// The caller's buffer as a slice: EFAULT for NULL with a length.
+fn in_slice<'a>(buf: *const c_void, len: size_t) -> Result<&'a [u8], Errno> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if buf.is_null() {
+        return Err(EFAULT);
+    }
+    if len > isize::MAX as usize {
+        return Err(EINVAL);
+    }
+    // SAFETY: the caller promises `len` readable bytes at the non-NULL `buf`.
+    Ok(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) })
+}
+
+fn out_slice<'a>(buf: *mut c_void, len: size_t) -> Result<&'a mut [u8], Errno> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if buf.is_null() {
+        return Err(EFAULT);
+    }
+    if len > isize::MAX as usize {
+        return Err(EINVAL);
+    }
+    // SAFETY: the caller promises `len` writable bytes at the non-NULL `buf`.
+    Ok(unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) })
+}
+
+/// Create a new ECTP-3 endpoint. `domain` is AF_INET or AF_INET6; `type`
+/// SOCK_DGRAM or 0; `protocol` 0 or IPPROTO_UDP. Its role is decided later by
+/// `mcreate` (TO) or `mjoin` (TU). Returns a descriptor that polls readable
+/// exactly when `mrecvmsg` would not block; release it with `mterminate` (TO)
+/// or `mleave` (TU), never with `close`.
+#[unsafe(no_mangle)]
+pub extern "C" fn msocket(domain: c_int, r#type: c_int, protocol: c_int) -> c_int {
+    guard(-1, || {
+        let domain = match domain {
+            libc::AF_INET => Domain::IPV4,
+            libc::AF_INET6 => Domain::IPV6,
+            _ => return Err(EINVAL),
+        };
+        if !matches!(r#type, 0 | libc::SOCK_DGRAM) || !matches!(protocol, 0 | libc::IPPROTO_UDP) {
+            return Err(EINVAL);
+        }
+        Ok(table::insert(Endpoint::new(domain)?))
+    })
+}
+
+/// Set an option. With `level == SOL_ECTP`, an ECTP option (connection
+/// options only before `mcreate`/`mjoin`: EISCONN after); any other level is
+/// applied to the underlying UDP socket(s) (IP_MULTICAST_TTL, SO_RCVBUF...).
+#[unsafe(no_mangle)]
+pub extern "C" fn msetsockopt(sd: c_int, level: c_int, optname: c_int, optval: *const c_void, optlen: socklen_t) -> c_int {
+    guard(-1, || {
+        let h = table::get(sd)?;
+        if level == SOL_ECTP {
+            options::set(&h, optname, optval, optlen)?;
+        } else {
+            let value = in_slice(optval, optlen as size_t)?;
+            h.ep.set_raw_option(level, optname, value)?;
+        }
+        Ok(0)
+    })
+}
+
+/// Read an option: an ECTP option with `level == SOL_ECTP` (ECTP_MEMBERS on
+/// the TO, ECTP_USER_ID and ECTP_TOKEN_ID on a TU), else an option of the
+/// underlying UDP socket. `*optlen` is the room at `optval` on entry and the
+/// length written on return.
+#[unsafe(no_mangle)]
+pub extern "C" fn mgetsockopt(sd: c_int, level: c_int, optname: c_int, optval: *mut c_void, optlen: *mut socklen_t) -> c_int {
+    guard(-1, || {
+        let h = table::get(sd)?;
+        if level == SOL_ECTP {
+            options::get(&h, optname, optval, optlen)?;
+        } else {
+            if optlen.is_null() {
+                return Err(EFAULT);
+            }
+            // SAFETY: optlen is non-NULL and points to the caller's socklen_t.
+            let room = unsafe { optlen.read_unaligned() } as size_t;
+            let out = out_slice(optval, room)?;
+            let n = h.ep.get_raw_option(level, optname, out)?;
+            // SAFETY: as above.
+            unsafe { optlen.write_unaligned(n as socklen_t) };
+        }
+        Ok(0)
+    })
+}
+
+/// Alias of `mgetsockopt`: a spelling found in the legacy documentation.
+#[unsafe(no_mangle)]
+pub extern "C" fn mgetesockopt(sd: c_int, level: c_int, optname: c_int, optval: *mut c_void, optlen: *mut socklen_t) -> c_int {
+    mgetsockopt(sd, level, optname, optval, optlen)
+}
+
+/// TO only: become the TC-Owner of a new connection. `local` is the TO's
+/// unicast address (its port is ignored: the TO listens on the group port)
+/// and selects the interface the multicast leaves by; `group` is the
+/// multicast address and group port. Multicasts CCR and, if ECTP_CCT > 0,
+/// blocks for CCT while listening TUs join. Returns 0.
+#[unsafe(no_mangle)]
+pub extern "C" fn mcreate(sd: c_int, local: *const sockaddr, locallen: socklen_t, group: *const sockaddr, grouplen: socklen_t) -> c_int {
+    guard(-1, || {
+        let h = table::get(sd)?;
+        let local = addr::from_c(local, locallen)?;
+        let group = addr::from_c(group, grouplen)?;
+        let (join_cb, token_cb) = *h.callbacks.lock();
+        if h.ep.is_owner().is_some() {
+            return Err(Error::AlreadyConnected.into());
+        }
+        h.ep.configure(|c| {
+            c.ask_joins = join_cb.is_some();
+            c.ask_tokens = token_cb.is_some();
+            Ok(())
+        })?;
+        let handler = callback_handler(sd, &h);
+        h.ep.create(local, group, handler)?;
+        Ok(0)
+    })
+}
+
+/// The closure the driver thread calls for TO events: it calls the C
+/// callbacks with no library lock held.
+fn callback_handler(sd: c_int, h: &Arc<Handle>) -> Option<EventHandler> {
+    let (join_cb, token_cb) = *h.callbacks.lock();
+    if join_cb.is_none() && token_cb.is_none() {
+        return None;
+    }
+    Some(Box::new(move |e: Event| {
+        let (cb, user_id, a) = match e {
+            Event::JoinRequest { user_id, addr } => (join_cb, user_id, addr),
+            Event::TokenRequest { user_id, addr } => (token_cb, user_id, addr),
+        };
+        let Some(cb) = cb else { return };
+        // SAFETY: a zeroed sockaddr_storage is a valid value.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = addr::to_c(a, &mut storage);
+        // SAFETY: the program gave us this function for exactly this call;
+        // the address lives until it returns.
+        unsafe { cb(sd, user_id, (&storage as *const libc::sockaddr_storage).cast(), len) };
+    }))
+}
+
+/// TU only: join the connection that the TO at `owner` runs on `group`.
+/// Joins in the creation phase if the TO's CCR is heard, else late, then
+/// joins the control tree. Blocks until accepted (0), refused (-1,
+/// ECONNREFUSED) or unanswered after its retries (-1, ETIMEDOUT).
+#[unsafe(no_mangle)]
+pub extern "C" fn mjoin(sd: c_int, owner: *const sockaddr, ownerlen: socklen_t, group: *const sockaddr, grouplen: socklen_t) -> c_int {
+    guard(-1, || {
+        let h = table::get(sd)?;
+        let owner = addr::from_c(owner, ownerlen)?;
+        let group = addr::from_c(group, grouplen)?;
+        h.ep.join(owner, group)?;
+        Ok(0)
+    })
+}
+
+fn send(sd: c_int, buf: *const c_void, len: size_t, flags: c_int, as_owner: bool) -> Result<ssize_t, Errno> {
+    let h = table::get(sd)?;
+    let nb = nonblocking(flags)?;
+    match h.ep.is_owner() {
+        None => return Err(Error::NotConnected.into()),
+        Some(o) if o != as_owner => return Err(Error::WrongRole.into()),
+        Some(_) => {}
+    }
+    if len == 0 {
+        return Err(EINVAL);
+    }
+    if len > MAX_MESSAGE {
+        return Err(Errno(libc::EMSGSIZE));
+    }
+    let msg = in_slice(buf, len)?;
+    h.ep.send(msg, as_owner, nb)?;
+    Ok(len as ssize_t)
+}
+
+/// TO only: multicast one message (1 byte to 16 MiB) to every TU. Blocks
+/// while flow control holds it back, unless `flags` has MSG_DONTWAIT (-1,
+/// EAGAIN). Returns `len`.
+#[unsafe(no_mangle)]
+pub extern "C" fn msendm(sd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    guard(-1, || send(sd, buf, len, flags, true))
+}
+
+/// SU only (a TU holding a token): send one message (1 byte to 16 MiB) by
+/// unicast to the TO. -1 with EPERM when the caller holds no token.
+#[unsafe(no_mangle)]
+pub extern "C" fn msendmsg(sd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    guard(-1, || send(sd, buf, len, flags, false))
+}
+
+/// The next whole message: on a TU, the TO's multicast data in order; on the
+/// TO, unicast data from any SU. Blocks unless MSG_DONTWAIT (-1, EAGAIN).
+/// Returns the bytes copied (the rest of a longer message is discarded and
+/// ECTP_MSG_TRUNC set); 0 at the normal end of the connection; -1 with
+/// ECONNRESET when this TU was ejected or the TO is gone. `info` may be NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn mrecvmsg(sd: c_int, buf: *mut c_void, len: size_t, flags: c_int, info: *mut ectp_rcvinfo) -> ssize_t {
+    guard(-1, || {
+        let h = table::get(sd)?;
+        let nb = nonblocking(flags)?;
+        let out = out_slice(buf, len)?;
+        let r = h.ep.recv(out, nb)?;
+        if !info.is_null() {
+            // SAFETY: info is non-NULL and points to the caller's ectp_rcvinfo;
+            // every field is written.
+            unsafe {
+                let info = &mut *info;
+                info.user_id = r.user_id;
+                info.token_id = r.token_id;
+                info.flags = (if r.truncated { ECTP_MSG_TRUNC } else { 0 }) | (if r.gap { ECTP_MSG_GAP } else { 0 });
+                info.from = std::mem::zeroed();
+                info.fromlen = match r.from {
+                    Some(a) => addr::to_c(a, &mut info.from),
+                    None => 0,
+                };
+            }
+        }
+        Ok(r.len as ssize_t)
+    })
+}
+
+/// TU only: ask the TO for a token and wait for the answer. Returns the
+/// token id (1..255), or -1 with EACCES (refused), ETIMEDOUT, or EALREADY
+/// (already holds one).
+#[unsafe(no_mangle)]
+pub extern "C" fn mtoken_get(sd: c_int) -> c_int {
+    guard(-1, || Ok(c_int::from(table::get(sd)?.ep.token_get()?)))
+}
+
+/// TU only: send what is still queued, return the token, and wait for the
+/// TO's confirm. 0 on success; -1 with EPERM when no token is held.
+#[unsafe(no_mangle)]
+pub extern "C" fn mtoken_return(sd: c_int) -> c_int {
+    guard(-1, || {
+        table::get(sd)?.ep.token_return()?;
+        Ok(0)
+    })
+}
+
+fn flag(flag: c_int) -> Result<bool, Errno> {
+    match flag {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(EINVAL),
+    }
+}
+
+/// TO only: answer a join request reported by the join callback: `flag` 1
+/// accepts, 0 refuses. -1 with ENOENT when no such request is pending.
+#[unsafe(no_mangle)]
+pub extern "C" fn mjoin_confirm(sd: c_int, user_id: u32, flag: c_int) -> c_int {
+    guard(-1, || {
+        let accept = self::flag(flag)?;
+        table::get(sd)?.ep.confirm_join(user_id, accept)?;
+        Ok(0)
+    })
+}
+
+/// TO only: answer a token request reported by the token callback: `flag` 1
+/// grants, 0 refuses. -1 with ENOENT when no such request is pending.
+#[unsafe(no_mangle)]
+pub extern "C" fn mtoken_confirm(sd: c_int, user_id: u32, flag: c_int) -> c_int {
+    guard(-1, || {
+        let accept = self::flag(flag)?;
+        table::get(sd)?.ep.confirm_token(user_id, accept)?;
+        Ok(0)
+    })
+}
+
+/// On a TU: leave the connection (ULR to its parent) and release `sd`;
+/// `user_id` is ignored. On the TO: eject the TU `user_id` (-1 with ENOENT
+/// if there is none); `sd` stays open. On an endpoint with no role yet:
+/// release it.
+#[unsafe(no_mangle)]
+pub extern "C" fn mleave(sd: c_int, user_id: u32) -> c_int {
+    guard(-1, || {
+        let h = table::get(sd)?;
+        if h.ep.is_owner() == Some(true) {
+            h.ep.eject(user_id)?;
+            return Ok(0);
+        }
+        h.ep.leave()?;
+        table::remove(sd);
+        Ok(0)
+    })
+}
+
+/// TO only: deliver what is still queued, multicast CTR, and release `sd`.
+/// On an endpoint with no role yet: release it.
+#[unsafe(no_mangle)]
+pub extern "C" fn mterminate(sd: c_int) -> c_int {
+    guard(-1, || {
+        let h = table::get(sd)?;
+        h.ep.terminate()?;
+        table::remove(sd);
+        Ok(0)
+    })
+}
+
+/// Extension: copy the endpoint's counters into `*out`. Returns 0.
+#[unsafe(no_mangle)]
+pub extern "C" fn ectp_get_stats(sd: c_int, out: *mut ectp_stats) -> c_int {
+    guard(-1, || {
+        let h = table::get(sd)?;
+        if out.is_null() {
+            return Err(EFAULT);
+        }
+        let s = h.ep.stats();
+        let v = ectp_stats {
+            packets_sent: s.packets_sent,
+            packets_received: s.packets_received,
+            data_sent: s.data_sent,
+            data_received: s.data_received,
+            rdata_sent: s.rdata_sent,
+            duplicates: s.duplicates,
+            dropped_malformed: s.dropped_malformed_total(),
+            dropped_checksum: s.dropped_malformed[crate::wire::ParseError::BadChecksum.index()],
+            dropped_foreign: s.dropped_foreign,
+            dropped_unexpected: s.dropped_unexpected,
+            messages_delivered: s.messages_delivered,
+            gaps: s.gaps,
+            retransmissions: s.retransmissions,
+        };
+        // SAFETY: out is non-NULL and points to the caller's ectp_stats.
+        unsafe { out.write_unaligned(v) };
+        Ok(0)
+    })
+}

@@ -1,0 +1,141 @@
+//! `msetsockopt` / `mgetsockopt` at level SOL_ECTP.
+#![allow(unsafe_code)]
+
+use std::mem::size_of;
+use std::time::Duration;
+
+use libc::{c_int, c_void, socklen_t};
+
+use super::error::{Errno, EFAULT, EINVAL};
+use super::table::Handle;
+use super::types::*;
+use crate::driver::Error;
+use crate::proto::MSS_RANGE;
+use crate::wire::{Ro, Tco};
+
+const ENOPROTOOPT: Errno = Errno(libc::ENOPROTOOPT);
+
+fn read_int(optval: *const c_void, optlen: socklen_t) -> Result<c_int, Errno> {
+    if optval.is_null() {
+        return Err(EFAULT);
+    }
+    if optlen as usize != size_of::<c_int>() {
+        return Err(EINVAL);
+    }
+    // SAFETY: optval is non-NULL and the caller says it holds an int.
+    Ok(unsafe { optval.cast::<c_int>().read_unaligned() })
+}
+
+fn in_range(v: c_int, lo: c_int, hi: c_int) -> Result<c_int, Errno> {
+    if (lo..=hi).contains(&v) { Ok(v) } else { Err(EINVAL) }
+}
+
+fn ms(v: c_int) -> Duration {
+    Duration::from_millis(v as u64)
+}
+
+/// Set one SOL_ECTP option.
+pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t) -> Result<(), Errno> {
+    if matches!(optname, ECTP_JOIN_CALLBACK | ECTP_TOKEN_CALLBACK) {
+        if optval.is_null() {
+            return Err(EFAULT);
+        }
+        if optlen as usize != size_of::<ectp_join_callback>() {
+            return Err(EINVAL);
+        }
+        // SAFETY: optval is non-NULL and the caller says it holds a function
+        // pointer (NULL allowed: removes the callback).
+        let cb: ectp_join_callback = unsafe { optval.cast::<ectp_join_callback>().read_unaligned() };
+        // Only before mcreate, like the connection options.
+        h.ep.configure(|_| Ok(()))?;
+        let mut cbs = h.callbacks.lock();
+        if optname == ECTP_JOIN_CALLBACK { cbs.0 = cb } else { cbs.1 = cb }
+        return Ok(());
+    }
+    if matches!(optname, ECTP_MEMBERS | ECTP_USER_ID | ECTP_TOKEN_ID) {
+        return Err(ENOPROTOOPT); // read only
+    }
+    if !(ECTP_TCO..=ECTP_MAX_TOKENS).contains(&optname) {
+        return Err(ENOPROTOOPT);
+    }
+    let v = read_int(optval, optlen)?;
+    // Validate before taking the endpoint's lock, so that a bad value is
+    // EINVAL whatever the state.
+    let v = match optname {
+        ECTP_TCO => in_range(v, 0, 1)?,
+        ECTP_RO => in_range(v, 0, 2)?,
+        ECTP_AGN | ECTP_FDN | ECTP_MAX_TOKENS => in_range(v, 1, 255)?,
+        ECTP_MSS => in_range(v, c_int::from(MSS_RANGE.0), c_int::from(MSS_RANGE.1))?,
+        ECTP_HGT => in_range(v, 10, 3_600_000)?,
+        ECTP_CCT => in_range(v, 0, 3_600_000)?,
+        ECTP_RXT => in_range(v, 10, 60_000)?,
+        ECTP_RETRIES => in_range(v, 1, 100)?,
+        _ => return Err(ENOPROTOOPT),
+    };
+    h.ep.configure(|c| {
+        match optname {
+            ECTP_TCO => c.tco = if v == ECTP_TCO_TREE { Tco::Tree } else { Tco::Flat },
+            ECTP_RO => c.ro = Ro::from_u8(v as u8).ok_or(Error::Invalid)?,
+            ECTP_AGN => c.agn = v as u8,
+            ECTP_FDN => c.fdn = v as u8,
+            ECTP_MAX_TOKENS => c.max_tokens = v as u8,
+            ECTP_MSS => c.mss = v as u16,
+            ECTP_HGT => c.hgt = ms(v),
+            ECTP_CCT => c.cct = ms(v),
+            ECTP_RXT => c.rxt = ms(v),
+            ECTP_RETRIES => c.retries = v as u32,
+            _ => return Err(Error::Invalid),
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Read one SOL_ECTP option.
+pub fn get(h: &Handle, optname: c_int, optval: *mut c_void, optlen: *mut socklen_t) -> Result<(), Errno> {
+    if optval.is_null() || optlen.is_null() {
+        return Err(EFAULT);
+    }
+    // SAFETY: optlen is non-NULL; the caller says it points to a socklen_t.
+    let room = unsafe { optlen.read_unaligned() } as usize;
+    if matches!(optname, ECTP_JOIN_CALLBACK | ECTP_TOKEN_CALLBACK) {
+        if room < size_of::<ectp_join_callback>() {
+            return Err(EINVAL);
+        }
+        let cbs = *h.callbacks.lock();
+        let cb = if optname == ECTP_JOIN_CALLBACK { cbs.0 } else { cbs.1 };
+        // SAFETY: optval has room for a function pointer (checked above).
+        unsafe {
+            optval.cast::<ectp_join_callback>().write_unaligned(cb);
+            optlen.write_unaligned(size_of::<ectp_join_callback>() as socklen_t);
+        }
+        return Ok(());
+    }
+    if room < size_of::<c_int>() {
+        return Err(EINVAL);
+    }
+    let c = h.ep.config();
+    let ms = |d: Duration| c_int::try_from(d.as_millis()).unwrap_or(c_int::MAX);
+    let v: c_int = match optname {
+        ECTP_TCO => c.tco as c_int,
+        ECTP_RO => c.ro as c_int,
+        ECTP_AGN => c_int::from(c.agn),
+        ECTP_FDN => c_int::from(c.fdn),
+        ECTP_MAX_TOKENS => c_int::from(c.max_tokens),
+        ECTP_MSS => c_int::from(c.mss),
+        ECTP_HGT => ms(c.hgt),
+        ECTP_CCT => ms(c.cct),
+        ECTP_RXT => ms(c.rxt),
+        ECTP_RETRIES => c_int::try_from(c.retries).unwrap_or(c_int::MAX),
+        ECTP_MEMBERS => c_int::try_from(h.ep.members()?).unwrap_or(c_int::MAX),
+        ECTP_USER_ID => h.ep.user_info()?.0 as c_int,
+        ECTP_TOKEN_ID => c_int::from(h.ep.user_info()?.1),
+        _ => return Err(ENOPROTOOPT),
+    };
+    // SAFETY: optval has room for an int (checked above); optlen is valid.
+    unsafe {
+        optval.cast::<c_int>().write_unaligned(v);
+        optlen.write_unaligned(size_of::<c_int>() as socklen_t);
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! The constants and structures of `ectp.h` (see docs/c-constants.md).
+#![allow(non_camel_case_types)]
+
+use libc::{c_int, sockaddr, sockaddr_storage, socklen_t};
+
+/// Option level of the ECTP options of `msetsockopt`/`mgetsockopt`.
+pub const SOL_ECTP: c_int = 0x4543;
+
+/// Tree configuration: ECTP_TCO_FLAT or ECTP_TCO_TREE (int). Default flat.
+pub const ECTP_TCO: c_int = 1;
+/// Reliability: ECTP_RO_UNRELIABLE, ECTP_RO_SEMIRELIABLE, ECTP_RO_RELIABLE (int). Default reliable.
+pub const ECTP_RO: c_int = 2;
+/// ACK generation number, 1..255 (int). Default 8.
+pub const ECTP_AGN: c_int = 3;
+/// Bytes of user data per DATA packet, 64..65000 (int). Default 1400, which fits a 1500-byte MTU.
+pub const ECTP_MSS: c_int = 4;
+/// Failure detection number, 1..255 (int). Default 3.
+pub const ECTP_FDN: c_int = 5;
+/// Heartbeat generation time in milliseconds, 10..3600000 (int). Default 3000.
+pub const ECTP_HGT: c_int = 6;
+/// Connection creation time in milliseconds, 0..3600000 (int); 0: every join is late. Default 0.
+pub const ECTP_CCT: c_int = 7;
+/// The TO's join callback (ectp_join_callback); set before mcreate.
+pub const ECTP_JOIN_CALLBACK: c_int = 8;
+/// The TO's token callback (ectp_token_callback); set before mcreate.
+pub const ECTP_TOKEN_CALLBACK: c_int = 9;
+/// Read only, TO: the number of active TUs (int).
+pub const ECTP_MEMBERS: c_int = 10;
+/// Read only, TU: its member id (int).
+pub const ECTP_USER_ID: c_int = 11;
+/// Read only, TU: the token it holds, or 0 (int).
+pub const ECTP_TOKEN_ID: c_int = 12;
+/// Request retransmission timeout in milliseconds, 10..60000 (int): how long a
+/// join or token request waits for its answer before it is sent again. Default 250.
+pub const ECTP_RXT: c_int = 13;
+/// How many times a join or token request is sent before the call fails with
+/// ETIMEDOUT, 1..100 (int). Default 8.
+pub const ECTP_RETRIES: c_int = 14;
+/// Most tokens the TO hands out at once, 1..255 (int). Default 255.
+pub const ECTP_MAX_TOKENS: c_int = 15;
+
+/// ECTP_TCO: every TU's parent is the TO.
+pub const ECTP_TCO_FLAT: c_int = 0;
+/// ECTP_TCO: TUs that offer to be repair agents become parents of later joiners.
+pub const ECTP_TCO_TREE: c_int = 1;
+/// ECTP_RO: no repair; losses are flagged with ECTP_MSG_GAP.
+pub const ECTP_RO_UNRELIABLE: c_int = 0;
+/// ECTP_RO: what the parent still buffers is repaired.
+pub const ECTP_RO_SEMIRELIABLE: c_int = 1;
+/// ECTP_RO: every loss is repaired.
+pub const ECTP_RO_RELIABLE: c_int = 2;
+
+/// ectp_rcvinfo.flags: the message was longer than the buffer; the rest was discarded.
+pub const ECTP_MSG_TRUNC: u32 = 1;
+/// ectp_rcvinfo.flags: data was lost before this message (unreliable or semi-reliable modes only).
+pub const ECTP_MSG_GAP: u32 = 2;
+
+/// What `mrecvmsg` reports about the message it returned.
+#[repr(C)]
+pub struct ectp_rcvinfo {
+    /// TO side: the sending TU's member id; TU side: 0.
+    pub user_id: u32,
+    /// 0 for the TO's multicast data, else the SU's token id.
+    pub token_id: u8,
+    /// ECTP_MSG_TRUNC, ECTP_MSG_GAP.
+    pub flags: u32,
+    /// The sender's unicast address.
+    pub from: sockaddr_storage,
+    /// Length of `from`.
+    pub fromlen: socklen_t,
+}
+
+/// Counters of an endpoint, filled by `ectp_get_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct ectp_stats {
+    /// Datagrams sent.
+    pub packets_sent: u64,
+    /// Datagrams received.
+    pub packets_received: u64,
+    /// DATA packets sent for the first time.
+    pub data_sent: u64,
+    /// New DATA/RDATA packets received.
+    pub data_received: u64,
+    /// RDATA packets sent.
+    pub rdata_sent: u64,
+    /// DATA/RDATA received again.
+    pub duplicates: u64,
+    /// Dropped as malformed (truncated, bad version or type, bad length, bad checksum, bad element).
+    pub dropped_malformed: u64,
+    /// Of those, dropped for a bad checksum.
+    pub dropped_checksum: u64,
+    /// Dropped: of another connection.
+    pub dropped_foreign: u64,
+    /// Dropped: not expected from that sender in this state.
+    pub dropped_unexpected: u64,
+    /// Messages delivered to the application.
+    pub messages_delivered: u64,
+    /// Messages delivered with ECTP_MSG_GAP.
+    pub gaps: u64,
+    /// Control requests sent again after RXT.
+    pub retransmissions: u64,
+}
+
+/// Called by the TO's library thread, with no library lock held, for each
+/// join request; answer with `mjoin_confirm` (now or later, from any thread).
+pub type ectp_join_callback =
+    Option<unsafe extern "C" fn(sd: c_int, user_id: u32, addr: *const sockaddr, addrlen: socklen_t)>;
+/// Called by the TO's library thread, with no library lock held, for each
+/// token request; answer with `mtoken_confirm` (now or later, from any thread).
+pub type ectp_token_callback =
+    Option<unsafe extern "C" fn(sd: c_int, user_id: u32, addr: *const sockaddr, addrlen: socklen_t)>;

@@ -1,0 +1,120 @@
+//! Connection and endpoint parameters (draft clause "Timers and parameters").
+//!
+//! The connection parameters (TCO, RO, AGN, MSS, FDN, HGT) are chosen by the TO
+//! and announced in the Connection element of CCR and LJC; a TU adopts them.
+//! The local parameters (RXT, retries, window...) are each endpoint's own.
+
+use std::time::Duration;
+
+use crate::wire::{ConnectionParams, Ro, Tco};
+
+/// Largest message `Owner::send`/`User::send` accept, and a receiver reassembles.
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Default bytes of user data per DATA packet: fits a 1500-byte MTU over IPv6
+/// (40 IP + 8 UDP + 16 ECTP + 1400 = 1464) with room to spare.
+pub const DEFAULT_MSS: u16 = 1400;
+/// Smallest and largest MSS accepted.
+pub const MSS_RANGE: (u16, u16) = (64, 65000);
+
+/// Every parameter of an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Config {
+    /// Tree configuration option.
+    pub tco: Tco,
+    /// Reliability option.
+    pub ro: Ro,
+    /// ACK generation number.
+    pub agn: u8,
+    /// Maximum segment size: user bytes per DATA packet.
+    pub mss: u16,
+    /// Failure detection number.
+    pub fdn: u8,
+    /// Heartbeat generation time.
+    pub hgt: Duration,
+    /// Connection creation time (TO); zero means every join is late.
+    pub cct: Duration,
+    /// Request retransmission timeout (RXT/RTO) for LJR, TJR, TGR, TRR, CTR...
+    pub rxt: Duration,
+    /// How many times a request is sent before it is given up.
+    pub retries: u32,
+    /// Most tokens the TO hands out at once (1..=255).
+    pub max_tokens: u8,
+    /// Flow-control window: DATA packets queued or unacknowledged at most.
+    pub window: u32,
+    /// TO: report join requests as events and wait for a confirm (else accept all).
+    pub ask_joins: bool,
+    /// TO: report token requests as events and wait for a confirm (else accept all).
+    pub ask_tokens: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            tco: Tco::Flat,
+            ro: Ro::Reliable,
+            agn: 8,
+            mss: DEFAULT_MSS,
+            fdn: 3,
+            hgt: Duration::from_millis(3000),
+            cct: Duration::ZERO,
+            rxt: Duration::from_millis(250),
+            retries: 8,
+            max_tokens: 255,
+            window: 1024,
+            ask_joins: false,
+            ask_tokens: false,
+        }
+    }
+}
+
+impl Config {
+    /// The connection parameters as the Connection element carries them.
+    pub fn connection_params(&self) -> ConnectionParams {
+        ConnectionParams {
+            tco: self.tco,
+            ro: self.ro,
+            agn: self.agn,
+            fdn: self.fdn,
+            mss: self.mss,
+            hgt_ms: u32::try_from(self.hgt.as_millis()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Adopt the TO's connection parameters (TU, on CCR or LJC). Values a
+    /// hostile TO could use to make us misbehave are clamped to sane ranges.
+    pub fn adopt(&mut self, p: &ConnectionParams) {
+        self.tco = p.tco;
+        self.ro = p.ro;
+        self.agn = p.agn.max(1);
+        self.fdn = p.fdn.max(1);
+        self.mss = p.mss.clamp(MSS_RANGE.0, MSS_RANGE.1);
+        self.hgt = Duration::from_millis(u64::from(p.hgt_ms.max(10)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adopt_round_trips_and_clamps() {
+        let mut sent = Config::default();
+        sent.ro = Ro::SemiReliable;
+        sent.mss = 900;
+        sent.hgt = Duration::from_millis(500);
+        let mut got = Config::default();
+        got.adopt(&sent.connection_params());
+        assert_eq!(got.ro, Ro::SemiReliable);
+        assert_eq!(got.mss, 900);
+        assert_eq!(got.hgt, Duration::from_millis(500));
+
+        let mut hostile = sent.connection_params();
+        hostile.mss = 1;
+        hostile.agn = 0;
+        hostile.hgt_ms = 0;
+        got.adopt(&hostile);
+        assert_eq!(got.mss, MSS_RANGE.0);
+        assert_eq!(got.agn, 1);
+        assert_eq!(got.hgt, Duration::from_millis(10));
+    }
+}

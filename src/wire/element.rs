@@ -1,0 +1,513 @@
+//! Extension elements: the chain between the base header and the user data.
+//!
+//! draft-dykim-ectp-00 §5.2 and its Table 1 name the elements and their 4-bit codes, but give
+//! only nominal sizes; the byte layouts below are the project's (see `docs/wire-format.md`).
+//! Every element starts with a byte whose high 4 bits are the Next Element code, the code of the
+//! element that follows it (0 = none: the user data follows). The base header's Next Element
+//! names the first one.
+//!
+//! | code | element | bytes |
+//! |---|---|---|
+//! | 1 | Connection | 12 |
+//! | 2 | Acknowledgement | 12 + 4 * ceil(n / 32), n = valid bitmap bits |
+//! | 3 | Membership | 8 |
+//! | 4 | Timestamp | 12 |
+//! | 6 | Address | 8 (IPv4) or 20 (IPv6) |
+//!
+//! Code 5 is the QoS element, which the draft reserves for ECTP-4 and which ECTP-3 does not use: it
+//! is an unknown element here, as are 7..=15. At most one element of each kind may appear. Parse
+//! accepts them in any order; emit writes them in code order. Reserved bytes and bits are sent as
+//! zero and ignored on receipt.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+
+use super::packet::{EmitError, ParseError};
+use super::{array, put};
+
+/// Next Element code meaning "no further element" (Table 1, "End of Element").
+const END: u8 = 0;
+/// Element codes (draft-dykim-ectp-00 Table 1; Address is 6 because 5 is reserved for QoS).
+const CONNECTION: u8 = 1;
+const ACK: u8 = 2;
+const MEMBERSHIP: u8 = 3;
+const TIMESTAMP: u8 = 4;
+const ADDRESS: u8 = 6;
+
+/// Offset of the byte every element starts with: Next Element in its high 4 bits.
+const NEXT: usize = 0;
+
+/// Connection element layout.
+mod connection {
+    use core::ops::Range;
+    /// Bits 3-2 of byte 0: TCO; bits 1-0: RO.
+    pub const OPTIONS: usize = 0;
+    pub const AGN: usize = 1;
+    pub const FDN: usize = 2;
+    pub const MSS: Range<usize> = 4..6;
+    pub const HGT: Range<usize> = 8..12;
+    pub const LEN: usize = 12;
+}
+
+/// Acknowledgement element layout (the fixed part; the bitmap follows).
+mod ack {
+    use core::ops::Range;
+    pub const BITMAP_LEN: usize = 1;
+    pub const LSN: Range<usize> = 4..8;
+    pub const ADN: Range<usize> = 8..12;
+    pub const FIXED_LEN: usize = 12;
+}
+
+/// Membership element layout.
+mod membership {
+    use core::ops::Range;
+    pub const TREE_LEVEL: usize = 1;
+    pub const CHILD_ID: Range<usize> = 2..4;
+    pub const MEMBER_ID: Range<usize> = 4..8;
+    pub const LEN: usize = 8;
+}
+
+/// Timestamp element layout.
+mod timestamp {
+    use core::ops::Range;
+    pub const VALUE: Range<usize> = 4..12;
+    pub const LEN: usize = 12;
+}
+
+/// Address element layout (the fixed part; 4 or 16 address bytes follow).
+mod address {
+    use core::ops::Range;
+    pub const FAMILY: usize = 1;
+    pub const PORT: Range<usize> = 2..4;
+    pub const FIXED_LEN: usize = 4;
+    pub const FAMILY_V4: u8 = 4;
+    pub const FAMILY_V6: u8 = 6;
+}
+
+/// The extension elements of one packet, each present at most once (draft-dykim-ectp-00 §5.2).
+///
+/// Which packet type carries which elements is listed in `docs/wire-format.md`; parsing does not
+/// enforce it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Elements {
+    /// Connection element (code 1): connection parameters, in CCR, LJC and TGR.
+    pub connection: Option<ConnectionParams>,
+    /// Acknowledgement element (code 2): reception status, in ACK (and HBACK from the TO to an SU).
+    pub ack: Option<AckInfo>,
+    /// Membership element (code 3): tree membership, in TJC, HB, ACK and others.
+    pub membership: Option<Membership>,
+    /// Timestamp element (microseconds).
+    ///
+    /// Code 4: the sender's clock, in HB, echoed unchanged in HBACK to measure the RTT.
+    pub timestamp: Option<u64>,
+    /// Address element (code 6): e.g. the repair agent an LJC recommends as parent. An IPv6
+    /// address is sent without flow info or scope id, and parsed with both 0.
+    pub address: Option<SocketAddr>,
+}
+
+/// Connection parameters carried in the Connection element (code 1; draft-dykim-ectp-00 §5.2,
+/// §6.1).
+///
+/// Layout (12 bytes): `[0]` Next Element << 4 | TCO << 2 | RO; `[1]` AGN; `[2]` FDN;
+/// `[3]` reserved; `[4-5]` MSS; `[6-7]` reserved; `[8-11]` HGT in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionParams {
+    /// Tree configuration option.
+    pub tco: Tco,
+    /// Reliability option.
+    pub ro: Ro,
+    /// ACK generation number: a child with Child ID c acknowledges PSNs with PSN % AGN == c % AGN.
+    pub agn: u8,
+    /// Failure detection number: heartbeats missed before a parent or child is given up.
+    pub fdn: u8,
+    /// Maximum segment size: the largest user data of one DATA packet, in bytes.
+    pub mss: u16,
+    /// Heartbeat generation time (the HB period), in milliseconds.
+    pub hgt_ms: u32,
+}
+
+/// Tree configuration option, TCO (2 bits of the Connection element; draft-dykim-ectp-00 §6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Tco {
+    /// Flat tree: every TU is a child of the TO.
+    Flat = 0,
+    /// Multi-level tree: repair agents (RAs) act as parents of local groups.
+    Tree = 1,
+}
+
+impl Tco {
+    /// The TCO for a 2-bit field value; `None` for 2 and 3 (and anything larger).
+    pub fn from_u8(v: u8) -> Option<Tco> {
+        match v {
+            0 => Some(Tco::Flat),
+            1 => Some(Tco::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// Reliability option, RO (2 bits of the Connection element; draft-dykim-ectp-00 §6.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Ro {
+    /// Binary 00: no retransmission; ACKs only report status.
+    Unreliable = 0,
+    /// Binary 01: a parent repairs only what it still buffers.
+    SemiReliable = 1,
+    /// Binary 10: every loss is repaired.
+    Reliable = 2,
+}
+
+impl Ro {
+    /// The RO for a 2-bit field value; `None` for 3 (and anything larger).
+    pub fn from_u8(v: u8) -> Option<Ro> {
+        match v {
+            0 => Some(Ro::Unreliable),
+            1 => Some(Ro::SemiReliable),
+            2 => Some(Ro::Reliable),
+            _ => None,
+        }
+    }
+}
+
+/// Largest number of valid bits in an ACK bitmap (the bitmap length field is one byte).
+pub const ACK_BITMAP_BITS: usize = 255;
+
+/// Reception status carried in the Acknowledgement element (code 2; draft-dykim-ectp-00 §5.2,
+/// §6.4).
+///
+/// Layout (12 + 4 * ceil(n / 32) bytes, n = `bitmap_len`): `[0]` Next Element << 4; `[1]` n;
+/// `[2-3]` reserved; `[4-7]` LSN; `[8-11]` ADN; `[12..]` the bitmap padded with zero bits to a
+/// 32-bit boundary. Bits of `bitmap` at or beyond `bitmap_len` are always zero after a parse or
+/// [`AckInfo::set_received`], so two equal reports compare equal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckInfo {
+    /// Lowest sequence number (LSN): the lowest PSN not yet received.
+    pub lsn: u32,
+    /// Active descendants number (ADN): active members in the sender's subtree, summed up the tree.
+    pub adn: u32,
+    /// valid bits in `bitmap`
+    pub bitmap_len: u8,
+    /// Bit i (byte i / 8, most significant bit first) is 1 if PSN LSN + 1 + i was received, 0 if
+    /// it is lost.
+    pub bitmap: [u8; 32],
+}
+
+impl AckInfo {
+    /// A report with the given LSN and ADN and an empty bitmap.
+    pub fn new(lsn: u32, adn: u32) -> AckInfo {
+        AckInfo {
+            lsn,
+            adn,
+            bitmap_len: 0,
+            bitmap: [0; 32],
+        }
+    }
+
+    /// Records whether PSN LSN + 1 + `i` was received. Extends `bitmap_len` to `i + 1` if needed
+    /// (the bits in between stay 0, "lost"); ignores `i >= ACK_BITMAP_BITS`.
+    pub fn set_received(&mut self, i: usize, received: bool) {
+        if i >= ACK_BITMAP_BITS {
+            return;
+        }
+        let Some(byte) = self.bitmap.get_mut(i / 8) else {
+            return;
+        };
+        let mask = 0x80u8 >> (i % 8);
+        if received {
+            *byte |= mask;
+        } else {
+            *byte &= !mask;
+        }
+        if i >= usize::from(self.bitmap_len) {
+            self.bitmap_len = u8::try_from(i + 1).unwrap_or(u8::MAX);
+        }
+    }
+
+    /// Whether bit `i` says PSN LSN + 1 + `i` was received; false at or beyond `bitmap_len`.
+    pub fn is_received(&self, i: usize) -> bool {
+        i < usize::from(self.bitmap_len)
+            && self
+                .bitmap
+                .get(i / 8)
+                .is_some_and(|byte| byte & (0x80 >> (i % 8)) != 0)
+    }
+
+    /// Bitmap bytes on the wire: the valid bits rounded up to whole 32-bit words.
+    fn wire_bitmap_bytes(&self) -> usize {
+        4 * usize::from(self.bitmap_len).div_ceil(32)
+    }
+}
+
+/// Mask of the bits of bitmap byte `j` that are below `bitmap_len` (the others are padding).
+fn valid_bits(bitmap_len: u8, j: usize) -> u8 {
+    match usize::from(bitmap_len).saturating_sub(8 * j) {
+        0 => 0,
+        n @ 1..=7 => !(0xFFu8 >> n),
+        _ => 0xFF,
+    }
+}
+
+/// Tree membership carried in the Membership element (code 3; draft-dykim-ectp-00 §5.2).
+///
+/// Layout (8 bytes): `[0]` Next Element << 4; `[1]` Tree Level; `[2-3]` Child ID;
+/// `[4-7]` Member ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Membership {
+    /// Tree Level: depth in the control tree, as the parent assigns it in TJC.
+    pub tree_level: u8,
+    /// Child ID given by the parent in TJC; in HB, the child that must answer with HBACK.
+    pub child_id: u16,
+    /// Member ID assigned by the TO (in LJC) and presented in TJR.
+    pub member_id: u32,
+}
+
+/// One element, as the parse and emit loops see it.
+enum Item {
+    Connection(ConnectionParams),
+    Ack(AckInfo),
+    Membership(Membership),
+    Timestamp(u64),
+    Address(SocketAddr),
+}
+
+impl Item {
+    fn code(&self) -> u8 {
+        match self {
+            Item::Connection(_) => CONNECTION,
+            Item::Ack(_) => ACK,
+            Item::Membership(_) => MEMBERSHIP,
+            Item::Timestamp(_) => TIMESTAMP,
+            Item::Address(_) => ADDRESS,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Item::Connection(_) => connection::LEN,
+            Item::Ack(a) => ack::FIXED_LEN + a.wire_bitmap_bytes(),
+            Item::Membership(_) => membership::LEN,
+            Item::Timestamp(_) => timestamp::LEN,
+            Item::Address(SocketAddr::V4(_)) => address::FIXED_LEN + 4,
+            Item::Address(SocketAddr::V6(_)) => address::FIXED_LEN + 16,
+        }
+    }
+
+    /// Parses the element with code `code` at the start of `buf`; returns it and the bytes after
+    /// it.
+    fn parse(code: u8, buf: &[u8]) -> Result<(Item, &[u8]), ParseError> {
+        match code {
+            CONNECTION => {
+                let (b, rest) = buf
+                    .split_first_chunk::<{ connection::LEN }>()
+                    .ok_or(ParseError::Truncated)?;
+                let options = b[connection::OPTIONS];
+                let tco = Tco::from_u8((options >> 2) & 0b11).ok_or(ParseError::BadElement)?;
+                let ro = Ro::from_u8(options & 0b11).ok_or(ParseError::BadElement)?;
+                let params = ConnectionParams {
+                    tco,
+                    ro,
+                    agn: b[connection::AGN],
+                    fdn: b[connection::FDN],
+                    mss: u16::from_be_bytes(array(&b[connection::MSS])),
+                    hgt_ms: u32::from_be_bytes(array(&b[connection::HGT])),
+                };
+                Ok((Item::Connection(params), rest))
+            }
+            ACK => {
+                let (b, rest) = buf
+                    .split_first_chunk::<{ ack::FIXED_LEN }>()
+                    .ok_or(ParseError::Truncated)?;
+                let mut info = AckInfo::new(
+                    u32::from_be_bytes(array(&b[ack::LSN])),
+                    u32::from_be_bytes(array(&b[ack::ADN])),
+                );
+                info.bitmap_len = b[ack::BITMAP_LEN];
+                let (bits, rest) = rest
+                    .split_at_checked(info.wire_bitmap_bytes())
+                    .ok_or(ParseError::Truncated)?;
+                // At most 32 bytes, so the zip covers every byte of `bits`.
+                for (j, (dst, src)) in info.bitmap.iter_mut().zip(bits).enumerate() {
+                    if src & !valid_bits(info.bitmap_len, j) != 0 {
+                        return Err(ParseError::BadElement);
+                    }
+                    *dst = *src;
+                }
+                Ok((Item::Ack(info), rest))
+            }
+            MEMBERSHIP => {
+                let (b, rest) = buf
+                    .split_first_chunk::<{ membership::LEN }>()
+                    .ok_or(ParseError::Truncated)?;
+                let m = Membership {
+                    tree_level: b[membership::TREE_LEVEL],
+                    child_id: u16::from_be_bytes(array(&b[membership::CHILD_ID])),
+                    member_id: u32::from_be_bytes(array(&b[membership::MEMBER_ID])),
+                };
+                Ok((Item::Membership(m), rest))
+            }
+            TIMESTAMP => {
+                let (b, rest) = buf
+                    .split_first_chunk::<{ timestamp::LEN }>()
+                    .ok_or(ParseError::Truncated)?;
+                Ok((
+                    Item::Timestamp(u64::from_be_bytes(array(&b[timestamp::VALUE]))),
+                    rest,
+                ))
+            }
+            ADDRESS => {
+                let (b, rest) = buf
+                    .split_first_chunk::<{ address::FIXED_LEN }>()
+                    .ok_or(ParseError::Truncated)?;
+                let port = u16::from_be_bytes(array(&b[address::PORT]));
+                match b[address::FAMILY] {
+                    address::FAMILY_V4 => {
+                        let (ip, rest) =
+                            rest.split_first_chunk::<4>().ok_or(ParseError::Truncated)?;
+                        Ok((
+                            Item::Address(SocketAddr::from((Ipv4Addr::from(*ip), port))),
+                            rest,
+                        ))
+                    }
+                    address::FAMILY_V6 => {
+                        let (ip, rest) = rest
+                            .split_first_chunk::<16>()
+                            .ok_or(ParseError::Truncated)?;
+                        let sa = SocketAddrV6::new(Ipv6Addr::from(*ip), port, 0, 0);
+                        Ok((Item::Address(SocketAddr::V6(sa)), rest))
+                    }
+                    _ => Err(ParseError::BadElement),
+                }
+            }
+            _ => Err(ParseError::UnknownElement),
+        }
+    }
+
+    /// Writes this element with Next Element `next` at the start of `out`; returns the rest of
+    /// `out`, or `None` if `out` is too short.
+    fn emit<'b>(&self, next: u8, out: &'b mut [u8]) -> Option<&'b mut [u8]> {
+        let (b, rest) = out.split_at_mut_checked(self.len())?;
+        b.fill(0);
+        let mut first = next << 4;
+        match self {
+            Item::Connection(c) => {
+                first |= (c.tco as u8) << 2 | c.ro as u8;
+                *b.get_mut(connection::AGN)? = c.agn;
+                *b.get_mut(connection::FDN)? = c.fdn;
+                put(b.get_mut(connection::MSS)?, &c.mss.to_be_bytes());
+                put(b.get_mut(connection::HGT)?, &c.hgt_ms.to_be_bytes());
+            }
+            Item::Ack(a) => {
+                *b.get_mut(ack::BITMAP_LEN)? = a.bitmap_len;
+                put(b.get_mut(ack::LSN)?, &a.lsn.to_be_bytes());
+                put(b.get_mut(ack::ADN)?, &a.adn.to_be_bytes());
+                // Bits beyond bitmap_len are padding: send them as zero whatever the caller left.
+                let bits = b.get_mut(ack::FIXED_LEN..)?;
+                for (j, (dst, src)) in bits.iter_mut().zip(a.bitmap).enumerate() {
+                    *dst = src & valid_bits(a.bitmap_len, j);
+                }
+            }
+            Item::Membership(m) => {
+                *b.get_mut(membership::TREE_LEVEL)? = m.tree_level;
+                put(b.get_mut(membership::CHILD_ID)?, &m.child_id.to_be_bytes());
+                put(
+                    b.get_mut(membership::MEMBER_ID)?,
+                    &m.member_id.to_be_bytes(),
+                );
+            }
+            Item::Timestamp(t) => put(b.get_mut(timestamp::VALUE)?, &t.to_be_bytes()),
+            Item::Address(sa) => {
+                *b.get_mut(address::FAMILY)? = match sa {
+                    SocketAddr::V4(_) => address::FAMILY_V4,
+                    SocketAddr::V6(_) => address::FAMILY_V6,
+                };
+                put(b.get_mut(address::PORT)?, &sa.port().to_be_bytes());
+                let ip = b.get_mut(address::FIXED_LEN..)?;
+                match sa {
+                    SocketAddr::V4(v4) => put(ip, &v4.ip().octets()),
+                    SocketAddr::V6(v6) => put(ip, &v6.ip().octets()),
+                }
+            }
+        }
+        *b.get_mut(NEXT)? = first;
+        Some(rest)
+    }
+}
+
+impl Elements {
+    /// Encoded length in bytes of all present elements.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.items().map(|item| item.len()).sum()
+    }
+
+    /// The present elements in code order, the order emit writes them.
+    fn items(&self) -> impl Iterator<Item = Item> {
+        [
+            self.connection.map(Item::Connection),
+            self.ack.map(Item::Ack),
+            self.membership.map(Item::Membership),
+            self.timestamp.map(Item::Timestamp),
+            self.address.map(Item::Address),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// Code of the first element emit writes, for the base header's Next Element (0 if none).
+    pub(super) fn first_code(&self) -> u8 {
+        self.items().next().map_or(END, |item| item.code())
+    }
+
+    /// Parses the element chain that starts with code `first` at the start of `buf`; returns the
+    /// elements and the bytes after the last one (the user data).
+    pub(super) fn parse(first: u8, buf: &[u8]) -> Result<(Elements, &[u8]), ParseError> {
+        let mut elements = Elements::default();
+        let mut code = first;
+        let mut buf = buf;
+        // Each round fills one more of five slots or fails, so the loop ends.
+        while code != END {
+            if elements.has(code) {
+                return Err(ParseError::DuplicateElement);
+            }
+            let (item, rest) = Item::parse(code, buf)?;
+            code = buf.first().map_or(END, |b| b >> 4);
+            buf = rest;
+            match item {
+                Item::Connection(c) => elements.connection = Some(c),
+                Item::Ack(a) => elements.ack = Some(a),
+                Item::Membership(m) => elements.membership = Some(m),
+                Item::Timestamp(t) => elements.timestamp = Some(t),
+                Item::Address(a) => elements.address = Some(a),
+            }
+        }
+        Ok((elements, buf))
+    }
+
+    /// Whether the element with code `code` is already present (false for unknown codes).
+    fn has(&self, code: u8) -> bool {
+        match code {
+            CONNECTION => self.connection.is_some(),
+            ACK => self.ack.is_some(),
+            MEMBERSHIP => self.membership.is_some(),
+            TIMESTAMP => self.timestamp.is_some(),
+            ADDRESS => self.address.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Writes the chain at the start of `out`, each element's Next Element naming the one after it;
+    /// returns the number of bytes written ([`Elements::len`]).
+    pub(super) fn emit(&self, out: &mut [u8]) -> Result<usize, EmitError> {
+        let mut items = self.items().peekable();
+        let mut rest = out;
+        while let Some(item) = items.next() {
+            let next = items.peek().map_or(END, |n| n.code());
+            rest = item.emit(next, rest).ok_or(EmitError::BufferTooSmall)?;
+        }
+        Ok(self.len())
+    }
+}
+
+#[cfg(test)]
+mod tests;
