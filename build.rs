@@ -17,6 +17,9 @@ fn main() {
         Ok(bindings) => {
             // Writes only when the content changed, so the header's mtime is stable.
             bindings.write_to_file(&out);
+            // A copy the tests compare with the committed header.
+            let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+            bindings.write_to_file(out_dir.join("ectp.h"));
         }
         Err(e) => {
             // A syntax error in the sources is reported by rustc itself.

@@ -1,0 +1,41 @@
+/*
+ * Helpers shared by the example programs gserv (the TO) and gclnt (a TU):
+ * numeric address parsing (IPv4 and IPv6 literals, no name lookups),
+ * address formatting, integer option parsing and monotonic time.
+ */
+#ifndef ECTP_EXAMPLES_COMMON_H
+#define ECTP_EXAMPLES_COMMON_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+
+/* Long enough for "[<IPv6 literal>%<scope>]:<port>". */
+#define ADDR_TEXT_LEN 80
+
+/*
+ * Fills *ss with the numeric address `text` (an IPv4 literal such as
+ * 239.255.10.10 or an IPv6 literal such as ff15::ec7b, optionally followed
+ * by %<interface name or index> for a scoped IPv6 address) and `port`.
+ * Returns 0, or -1 with a message written to `err` (errlen bytes).
+ */
+int parse_addr(const char *text, uint16_t port, struct sockaddr_storage *ss,
+               socklen_t *len, char *err, size_t errlen);
+
+/* "1.2.3.4:5" or "[::1]:5" (with %scope when there is one). Never fails. */
+const char *format_addr(const struct sockaddr *sa, socklen_t len,
+                        char *buf, size_t buflen);
+
+/* Parses a decimal integer in [min, max]; 0 on success, -1 otherwise. */
+int parse_long(const char *text, long min, long max, long *out);
+
+/* Monotonic clock, nanoseconds and milliseconds. */
+uint64_t now_ns(void);
+uint64_t now_ms(void);
+
+/* Sleeps `ns` nanoseconds, resuming after signals unless *stop becomes set
+ * (stop may be NULL). */
+void sleep_ns(uint64_t ns, volatile sig_atomic_t *stop);
+
+#endif
