@@ -96,6 +96,18 @@
 #define ECTP_MAX_TOKENS 15
 
 /**
+ * Testing aid (like NORM's NormSetRxLoss): percentage of received datagrams
+ * dropped on purpose, 0..100 (int). Default 0. May be set at any time.
+ */
+#define ECTP_RX_LOSS 16
+
+/**
+ * Testing aid (like NORM's NormSetTxLoss): percentage of datagrams to send
+ * dropped on purpose, 0..100 (int). Default 0. May be set at any time.
+ */
+#define ECTP_TX_LOSS 17
+
+/**
  * ECTP_TCO: every TU's parent is the TO.
  */
 #define ECTP_TCO_FLAT 0
@@ -212,6 +224,10 @@ struct ectp_stats {
    * Control requests sent again after RXT.
    */
   uint64_t retransmissions;
+  /**
+   * Datagrams dropped on purpose (ECTP_RX_LOSS, ECTP_TX_LOSS).
+   */
+  uint64_t dropped_injected;
 };
 
 /**

@@ -64,6 +64,25 @@ struct State {
     group: Option<SocketAddr>,
     shutdown: bool,
     ready_set: bool,
+    loss: Loss,
+}
+
+/// Testing aid (as NORM's NormSetRxLoss / NormSetTxLoss): drop this fraction
+/// of the datagrams received and sent, before the protocol sees them.
+#[derive(Debug)]
+struct Loss {
+    rx: f64,
+    tx: f64,
+    rng: Rng,
+    dropped: u64,
+}
+
+impl Loss {
+    fn drop(&mut self, fraction: f64) -> bool {
+        let d = fraction > 0.0 && self.rng.unit() < fraction;
+        self.dropped += u64::from(d);
+        d
+    }
 }
 
 /// An endpoint, shared by the application's threads and its driver thread.
@@ -93,6 +112,7 @@ impl Endpoint {
                 group: None,
                 shutdown: false,
                 ready_set: false,
+                loss: Loss { rx: 0.0, tx: 0.0, rng: Rng::new(sys::random_seed()), dropped: 0 },
             }),
             cond: Condvar::new(),
             ready: EventFd::new()?,
@@ -127,6 +147,24 @@ impl Endpoint {
             Role::Owner(o) => *o.config(),
             Role::User(u) => *u.config(),
         }
+    }
+
+    /// Testing aid: drop `rx` and `tx` (fractions 0..=1) of the datagrams
+    /// received and sent; None leaves a direction as it is.
+    pub fn set_loss(&self, rx: Option<f64>, tx: Option<f64>) {
+        let mut st = self.state.lock();
+        if let Some(rx) = rx {
+            st.loss.rx = rx.clamp(0.0, 1.0);
+        }
+        if let Some(tx) = tx {
+            st.loss.tx = tx.clamp(0.0, 1.0);
+        }
+    }
+
+    /// The loss fractions in force (received, sent).
+    pub fn loss(&self) -> (f64, f64) {
+        let st = self.state.lock();
+        (st.loss.rx, st.loss.tx)
     }
 
     /// Set an option of another level on every socket, now and later.
@@ -354,11 +392,13 @@ impl Endpoint {
     /// What the core counted.
     pub fn stats(&self) -> Stats {
         let st = self.state.lock();
-        match &st.role {
+        let mut s = match &st.role {
             Role::Owner(o) => *o.stats(),
             Role::User(u) => *u.stats(),
             Role::Unbound => Stats::default(),
-        }
+        };
+        s.dropped_injected = st.loss.dropped;
+        s
     }
 
     /// Whether this endpoint is the TO (Some(true)), a TU (Some(false)), or
@@ -486,6 +526,10 @@ impl Endpoint {
                     match socket::recv_from(s, &mut rx_buf) {
                         Ok(Some((len, from))) => {
                             n += 1;
+                            let rx_loss = st.loss.rx;
+                            if st.loss.drop(rx_loss) {
+                                continue;
+                            }
                             match &mut st.role {
                                 Role::Owner(o) => o.handle(now, from, &rx_buf[..len]),
                                 Role::User(u) => u.handle(now, from, &rx_buf[..len]),
@@ -521,6 +565,8 @@ impl Endpoint {
                 Role::Unbound => {}
             }
             busy |= tx.is_full();
+            let tx_loss = st.loss.tx;
+            tx.drop_some(|| st.loss.drop(tx_loss));
             self.update_ready(&mut st);
             let deadline = match &st.role {
                 Role::Owner(o) => o.poll_timeout(),
@@ -534,7 +580,7 @@ impl Endpoint {
                     Dest::Group => group,
                     Dest::Unicast(a) => Some(a),
                 };
-                if let Some(to) = to {
+                if let (Some(to), false) = (to, bytes.is_empty()) {
                     if let Err(e) = self.primary.send_to(bytes, to) {
                         log::debug!("send to {to}: {e}");
                     }
@@ -579,6 +625,15 @@ impl TxBatch {
             return None;
         }
         self.buf.get_mut(i * MAX_DATAGRAM..(i + 1) * MAX_DATAGRAM)
+    }
+
+    /// Testing aid: forget the datagrams `drop` picks.
+    fn drop_some(&mut self, mut drop: impl FnMut() -> bool) {
+        for t in &mut self.sent {
+            if drop() {
+                t.len = 0;
+            }
+        }
     }
 
     fn commit(&mut self, t: Transmit) {

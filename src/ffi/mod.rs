@@ -359,6 +359,7 @@ pub extern "C" fn ectp_get_stats(sd: c_int, out: *mut ectp_stats) -> c_int {
             messages_delivered: s.messages_delivered,
             gaps: s.gaps,
             retransmissions: s.retransmissions,
+            dropped_injected: s.dropped_injected,
         };
         // SAFETY: out is non-NULL and points to the caller's ectp_stats.
         unsafe { out.write_unaligned(v) };

@@ -55,6 +55,13 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
     if matches!(optname, ECTP_MEMBERS | ECTP_USER_ID | ECTP_TOKEN_ID) {
         return Err(ENOPROTOOPT); // read only
     }
+    if matches!(optname, ECTP_RX_LOSS | ECTP_TX_LOSS) {
+        // Testing aids: local, allowed at any time.
+        let v = f64::from(in_range(read_int(optval, optlen)?, 0, 100)?) / 100.0;
+        let (rx, tx) = if optname == ECTP_RX_LOSS { (Some(v), None) } else { (None, Some(v)) };
+        h.ep.set_loss(rx, tx);
+        return Ok(());
+    }
     if !(ECTP_TCO..=ECTP_MAX_TOKENS).contains(&optname) {
         return Err(ENOPROTOOPT);
     }
@@ -127,6 +134,8 @@ pub fn get(h: &Handle, optname: c_int, optval: *mut c_void, optlen: *mut socklen
         ECTP_CCT => ms(c.cct),
         ECTP_RXT => ms(c.rxt),
         ECTP_RETRIES => c_int::try_from(c.retries).unwrap_or(c_int::MAX),
+        ECTP_RX_LOSS => (h.ep.loss().0 * 100.0).round() as c_int,
+        ECTP_TX_LOSS => (h.ep.loss().1 * 100.0).round() as c_int,
         ECTP_MEMBERS => c_int::try_from(h.ep.members()?).unwrap_or(c_int::MAX),
         ECTP_USER_ID => h.ep.user_info()?.0 as c_int,
         ECTP_TOKEN_ID => c_int::from(h.ep.user_info()?.1),

@@ -38,6 +38,12 @@ pub const ECTP_RXT: c_int = 13;
 pub const ECTP_RETRIES: c_int = 14;
 /// Most tokens the TO hands out at once, 1..255 (int). Default 255.
 pub const ECTP_MAX_TOKENS: c_int = 15;
+/// Testing aid (like NORM's NormSetRxLoss): percentage of received datagrams
+/// dropped on purpose, 0..100 (int). Default 0. May be set at any time.
+pub const ECTP_RX_LOSS: c_int = 16;
+/// Testing aid (like NORM's NormSetTxLoss): percentage of datagrams to send
+/// dropped on purpose, 0..100 (int). Default 0. May be set at any time.
+pub const ECTP_TX_LOSS: c_int = 17;
 
 /// ECTP_TCO: every TU's parent is the TO.
 pub const ECTP_TCO_FLAT: c_int = 0;
@@ -100,6 +106,8 @@ pub struct ectp_stats {
     pub gaps: u64,
     /// Control requests sent again after RXT.
     pub retransmissions: u64,
+    /// Datagrams dropped on purpose (ECTP_RX_LOSS, ECTP_TX_LOSS).
+    pub dropped_injected: u64,
 }
 
 /// Called by the TO's library thread, with no library lock held, for each

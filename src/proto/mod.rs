@@ -15,6 +15,7 @@
 //! Application calls (`send`, `recv`, `confirm_join`, `request_token`...)
 //! change the state directly; the driver must then run steps 2 to 4 again.
 
+mod ack;
 mod config;
 mod owner;
 mod receiver;

@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::ack::{ack_of, RepairLimiter};
 use super::receiver::{Accept, Message, Receiver};
 use super::sender::{QueueError, Sender};
 use super::{Config, Ctl, Dest, Event, Rng, Stats, Transmit, MAX_MESSAGE};
-use crate::wire::{Header, Membership, Packet, PacketType, Psn};
+use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro};
 
 /// How often CTR is multicast at termination (it has no confirm).
 const CTR_SENDS: u32 = 3;
@@ -75,6 +76,12 @@ struct Member {
     /// First PSN this member delivers (LJC's and TJC's PSN).
     start: Psn,
     token: TokenState,
+    /// Lowest PSN it has not received, from its ACKs (its start before any).
+    lsn: Psn,
+    /// When a packet from it last arrived (failure detection).
+    heard: Instant,
+    /// Round-trip time measured by HB/HBACK.
+    rtt: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +129,14 @@ pub struct Owner {
     /// NDATA: when to send the next one while idle, and the current interval.
     ndata_next: Option<Instant>,
     ndata_interval: Duration,
+    /// Forward repair: PSNs to send again as RDATA, and the back-off.
+    rdata: VecDeque<Psn>,
+    repairs: RepairLimiter,
+    /// Timestamps are microseconds since this instant.
+    epoch: Instant,
+    hb_next: Instant,
+    /// Which member the next HB asks to answer (round robin).
+    hb_turn: u32,
     stats: Stats,
 }
 
@@ -131,8 +146,8 @@ impl Owner {
     /// creation time, CCR goes out at once and every RXT until CCT expires.
     pub fn new(cfg: Config, local: SocketAddr, rng: &mut Rng, now: Instant) -> Owner {
         let isn = Psn(rng.nonzero_u32());
-        // Sent DATA is kept for repair once the reliable modes repair (next issue).
-        let keep_sent = false;
+        // Sent DATA is kept for repair, except in the unreliable mode.
+        let keep_sent = cfg.ro != Ro::Unreliable;
         let phase = if cfg.cct.is_zero() { Phase::Open } else { Phase::Creating { ends: now + cfg.cct } };
         Owner {
             conn_id: rng.nonzero_u32(),
@@ -153,6 +168,11 @@ impl Owner {
             events: VecDeque::new(),
             ndata_next: None,
             ndata_interval: cfg.rxt,
+            rdata: VecDeque::new(),
+            repairs: RepairLimiter::default(),
+            epoch: now,
+            hb_next: now + cfg.hgt,
+            hb_turn: 0,
             stats: Stats::default(),
             cfg,
         }
@@ -183,6 +203,16 @@ impl Owner {
         self.members.values().filter(|m| m.state == MemberState::Active).count()
     }
 
+    /// The round-trip time measured to member `user_id`, once known.
+    pub fn rtt(&self, user_id: u32) -> Option<Duration> {
+        self.members.get(&user_id).and_then(|m| m.rtt)
+    }
+
+    /// DATA packets queued or kept for repair: what the window bounds.
+    pub fn in_window(&self) -> usize {
+        self.sender.in_window()
+    }
+
     /// Member ids in the control tree, in order.
     pub fn member_ids(&self) -> Vec<u32> {
         self.members.iter().filter(|(_, m)| m.state == MemberState::Active).map(|(id, _)| *id).collect()
@@ -200,6 +230,11 @@ impl Owner {
         if !matches!(self.phase, Phase::Open | Phase::Creating { .. }) {
             return Err(OwnerError::Terminated);
         }
+        // Semi-reliable: the buffer is bounded, not the sending; the oldest
+        // data goes (HB then tells receivers what is no longer repairable).
+        if self.cfg.ro == Ro::SemiReliable {
+            self.sender.make_room(msg.len());
+        }
         self.sender.queue(msg).map_err(|e| match e {
             QueueError::WouldBlock => OwnerError::WouldBlock,
             QueueError::BadLength => OwnerError::BadLength,
@@ -208,7 +243,7 @@ impl Owner {
 
     /// Whether a message of `len` bytes would be queued now.
     pub fn can_send(&self, len: usize) -> bool {
-        self.sender.has_room(len)
+        self.sender.has_room(len) || self.cfg.ro == Ro::SemiReliable
     }
 
     /// The next whole message from an SU (`mrecvmsg` on the TO).
@@ -272,6 +307,7 @@ impl Owner {
         let mut ctl = Ctl::new(Dest::Unicast(m.addr), h);
         ctl.elements.membership = Some(Membership { tree_level: 1, child_id: m.child_id, member_id: user_id });
         self.repeats.push(Repeat { ctl, left: ULR_SENDS, next: now });
+        self.update_stable();
         Ok(())
     }
 
@@ -305,6 +341,9 @@ impl Owner {
             self.stats.dropped_unexpected += 1;
             return;
         }
+        if let Some(m) = self.member_at(from).and_then(|id| self.members.get_mut(&id)) {
+            m.heard = now;
+        }
         let handled = match h.packet_type {
             PacketType::Ljr => self.on_ljr(now, from),
             PacketType::Tjr => self.on_tjr(now, from, &packet),
@@ -313,6 +352,9 @@ impl Owner {
             PacketType::Trr => self.on_trr(from, h.token_id),
             PacketType::Data | PacketType::Rdata => self.on_backward(from, &packet),
             PacketType::Ulr if h.flag => self.on_leave(from),
+            PacketType::Ack => self.on_ack(now, from, &packet),
+            PacketType::Hback => self.on_hback(now, from, &packet),
+            PacketType::Hb => self.on_su_heartbeat(from, &packet),
             _ => false,
         };
         if !handled {
@@ -329,22 +371,20 @@ impl Owner {
             self.count_sent(t);
             return t;
         }
+        while let Some(psn) = self.rdata.pop_front() {
+            if let Some(res) = self.sender.emit_repair(psn, self.conn_id, buf) {
+                self.stats.rdata_sent += 1;
+                return self.sent(res, Dest::Group);
+            }
+        }
         if let Some(res) = self.sender.emit_next(self.conn_id, buf) {
             self.ndata_interval = self.cfg.rxt;
             self.ndata_next = Some(now + self.ndata_interval);
             self.stats.data_sent += 1;
-            return match res {
-                Ok(len) => {
-                    self.stats.packets_sent += 1;
-                    Some(Transmit { dest: Dest::Group, len })
-                }
-                Err(e) => {
-                    log::error!("cannot emit DATA: {e}");
-                    None
-                }
-            };
+            return self.sent(res, Dest::Group);
         }
-        if self.phase == Phase::Draining {
+        // Termination waits until every member has everything (or was ejected).
+        if self.phase == Phase::Draining && self.sender.is_empty() {
             self.phase = Phase::Terminating { sent: 0, next: now };
             self.run_timers(now);
             return self.poll_transmit(now, buf);
@@ -369,18 +409,35 @@ impl Owner {
             Phase::Terminating { next, .. } => at(next),
             _ => {}
         }
+        if matches!(self.phase, Phase::Open | Phase::Creating { .. } | Phase::Draining) {
+            at(self.hb_next);
+            if let Some(d) = self.failure_deadline() {
+                at(d);
+            }
+        }
         if let Some(n) = self.ndata_next {
             at(n);
         }
         for r in &self.repeats {
             at(r.next);
         }
-        for rx in self.backward.values() {
-            if let Some(d) = rx.hole_deadline(self.cfg.rxt) {
-                at(d);
+        if self.cfg.ro == Ro::Unreliable {
+            for rx in self.backward.values() {
+                if let Some(d) = rx.hole_deadline(self.cfg.rxt) {
+                    at(d);
+                }
             }
         }
         t
+    }
+
+    /// How long a member may stay silent before it is taken for dead.
+    fn failure_time(&self) -> Duration {
+        self.cfg.hgt * u32::from(self.cfg.fdn.max(1))
+    }
+
+    fn failure_deadline(&self) -> Option<Instant> {
+        self.members.values().filter(|m| m.state != MemberState::Pending).map(|m| m.heard).min().map(|h| h + self.failure_time())
     }
 
     /// Run the timers that are due.
@@ -440,11 +497,33 @@ impl Owner {
             i += 1;
         }
         self.refused.retain(|_, until| *until > now);
+        if matches!(self.phase, Phase::Open | Phase::Creating { .. } | Phase::Draining) {
+            if now >= self.hb_next {
+                self.heartbeat(now);
+            }
+            self.detect_failures(now);
+        }
         let patience = self.cfg.rxt;
+        let unreliable = self.cfg.ro == Ro::Unreliable;
         for (&token_id, rx) in self.backward.iter_mut() {
-            rx.expire_holes(now, patience);
+            if unreliable {
+                rx.expire_holes(now, patience);
+            }
             let user_id = self.tokens[usize::from(token_id)];
             collect(rx, user_id, token_id, &self.members, &mut self.inbox, &mut self.stats);
+        }
+    }
+
+    fn sent(&mut self, res: Result<usize, crate::wire::EmitError>, dest: Dest) -> Option<Transmit> {
+        match res {
+            Ok(len) => {
+                self.stats.packets_sent += 1;
+                Some(Transmit { dest, len })
+            }
+            Err(e) => {
+                log::error!("cannot emit DATA: {e}");
+                None
+            }
         }
     }
 
@@ -478,14 +557,24 @@ impl Owner {
         Some(ctl)
     }
 
-    fn new_member(&mut self, addr: SocketAddr, creation: bool) -> u32 {
+    fn new_member(&mut self, addr: SocketAddr, creation: bool, now: Instant) -> u32 {
         let user_id = self.next_user_id;
         self.next_user_id = self.next_user_id.wrapping_add(1).max(1);
         let start = if creation { self.isn } else { self.sender.next_psn() };
         let child_id = (user_id & 0xffff) as u16;
         self.members.insert(
             user_id,
-            Member { addr, state: MemberState::Pending, creation, child_id, start, token: TokenState::None },
+            Member {
+                addr,
+                state: MemberState::Pending,
+                creation,
+                child_id,
+                start,
+                token: TokenState::None,
+                lsn: start,
+                heard: now,
+                rtt: None,
+            },
         );
         self.by_addr.insert(addr, user_id);
         if self.cfg.ask_joins {
@@ -506,6 +595,7 @@ impl Owner {
         } else {
             // A late joiner starts at the next message boundary.
             m.start = next;
+            m.lsn = next;
             m.state = MemberState::Admitted;
             let ctl = self.confirm_packet(user_id, PacketType::Ljc);
             self.ctl.extend(ctl);
@@ -519,7 +609,7 @@ impl Owner {
     }
 
     /// LJR: a late join request, or a resend of one.
-    fn on_ljr(&mut self, _now: Instant, from: SocketAddr) -> bool {
+    fn on_ljr(&mut self, now: Instant, from: SocketAddr) -> bool {
         if !matches!(self.phase, Phase::Open | Phase::Creating { .. }) {
             return false;
         }
@@ -529,7 +619,7 @@ impl Owner {
         }
         match self.member_at(from) {
             None => {
-                self.new_member(from, false);
+                self.new_member(from, false, now);
             }
             Some(id) => match self.members.get(&id).map(|m| m.state) {
                 // The LJC was lost: send it again.
@@ -545,7 +635,7 @@ impl Owner {
 
     /// TJR: a tree join, from a late joiner after LJC or, in the creation
     /// phase, from a TU that heard CCR.
-    fn on_tjr(&mut self, _now: Instant, from: SocketAddr, packet: &Packet<'_>) -> bool {
+    fn on_tjr(&mut self, now: Instant, from: SocketAddr, packet: &Packet<'_>) -> bool {
         if self.refused.contains_key(&from) {
             self.refuse_again(from, PacketType::Tjc);
             return true;
@@ -564,7 +654,7 @@ impl Owner {
                 true
             }
             None if self.is_creating() && packet.elements.membership.is_none_or(|m| m.member_id == 0) => {
-                self.new_member(from, true);
+                self.new_member(from, true, now);
                 true
             }
             None => {
@@ -665,10 +755,124 @@ impl Owner {
         match self.member_at(from) {
             Some(id) => {
                 self.remove_member(id);
+                self.update_stable();
                 true
             }
             None => false,
         }
+    }
+
+    /// ACK from a child: its LSN moves the stable point, and the losses it
+    /// reports are repaired by RDATA to the group, each at most once per RXT
+    /// (draft: "ACK generation"). In the unreliable mode ACKs only report.
+    fn on_ack(&mut self, now: Instant, from: SocketAddr, packet: &Packet<'_>) -> bool {
+        let (Some(user_id), Some(ack)) = (self.member_at(from), packet.elements.ack) else { return false };
+        let next = self.sender.next_psn();
+        let Some(m) = self.members.get_mut(&user_id) else { return false };
+        let lsn = Psn(ack.lsn);
+        // An LSN beyond what was sent is a lie; one behind what it already
+        // reported is an old ACK overtaken by a newer one.
+        if !lsn.is_valid() || next.is_before(lsn) {
+            return false;
+        }
+        if m.lsn.is_before(lsn) {
+            m.lsn = lsn;
+        }
+        if self.cfg.ro != Ro::Unreliable {
+            let (end, lowest) = (self.sender.first_unsent(), self.sender.lowest_kept());
+            self.repairs.schedule(&ack, end, lowest, now, self.cfg.rxt, &mut self.rdata);
+        }
+        self.update_stable();
+        true
+    }
+
+    /// Release the DATA every member has: everything before the lowest LSN.
+    fn update_stable(&mut self) {
+        let end = self.sender.first_unsent();
+        let lowest = self
+            .members
+            .values()
+            .filter(|m| m.state != MemberState::Pending)
+            .map(|m| m.lsn)
+            .fold(end, |low, l| if l.is_before(low) { l } else { low });
+        self.sender.release_before(lowest);
+        self.repairs.forget_before(self.sender.lowest_kept());
+    }
+
+    /// HB to the group every HGT: the lowest PSN still repairable, a
+    /// timestamp, and the child that must answer (draft: "Tree maintenance").
+    fn heartbeat(&mut self, now: Instant) {
+        self.hb_next = now + self.cfg.hgt;
+        let active: Vec<(u32, u16)> =
+            self.members.iter().filter(|(_, m)| m.state == MemberState::Active).map(|(&id, m)| (id, m.child_id)).collect();
+        let mut h = Header::new(PacketType::Hb, self.conn_id);
+        h.psn = self.sender.lowest_kept().0;
+        let mut ctl = Ctl::new(Dest::Group, h);
+        ctl.elements.timestamp = Some(micros(now, self.epoch));
+        if !active.is_empty() {
+            let (member_id, child_id) = active[self.hb_turn as usize % active.len()];
+            self.hb_turn = self.hb_turn.wrapping_add(1);
+            ctl.elements.membership = Some(Membership { tree_level: 0, child_id, member_id });
+        }
+        self.ctl.push_back(ctl);
+    }
+
+    /// HBACK from a child: the echoed timestamp gives its RTT; the
+    /// Acknowledgement element it carries counts as an ACK.
+    fn on_hback(&mut self, now: Instant, from: SocketAddr, packet: &Packet<'_>) -> bool {
+        if packet.elements.ack.is_some() {
+            self.on_ack(now, from, packet);
+        }
+        let (Some(id), Some(ts)) = (self.member_at(from), packet.elements.timestamp) else { return false };
+        let sent = self.epoch + Duration::from_micros(ts);
+        if let Some(m) = self.members.get_mut(&id) {
+            if sent <= now {
+                m.rtt = Some(now - sent);
+            }
+        }
+        true
+    }
+
+    /// HB from an SU: its PSN is the lowest it still keeps; the answer is an
+    /// HBACK with the Acknowledgement element of its backward stream
+    /// (draft: "Backward data").
+    fn on_su_heartbeat(&mut self, from: SocketAddr, packet: &Packet<'_>) -> bool {
+        let h = packet.header;
+        let Some(user_id) = self.member_at(from) else { return false };
+        if h.token_id == 0 || self.tokens[usize::from(h.token_id)] != Some(user_id) {
+            return false;
+        }
+        let Some(rx) = self.backward.get_mut(&h.token_id) else { return false };
+        let lowest = Psn(h.psn);
+        if self.cfg.ro == Ro::SemiReliable && lowest.is_valid() && rx.lsn().is_before(lowest) {
+            rx.give_up_before(lowest, false);
+        }
+        collect(rx, Some(user_id), h.token_id, &self.members, &mut self.inbox, &mut self.stats);
+        let Some(rx) = self.backward.get(&h.token_id) else { return false };
+        let mut reply = Header::new(PacketType::Hback, self.conn_id);
+        reply.token_id = h.token_id;
+        let mut ctl = Ctl::new(Dest::Unicast(from), reply);
+        ctl.elements.timestamp = packet.elements.timestamp;
+        ctl.elements.ack = Some(ack_of(rx, 1));
+        self.ctl.push_back(ctl);
+        true
+    }
+
+    /// Eject every member silent for FDN x HGT: it is taken for dead, and
+    /// what the TO kept only for it is released.
+    fn detect_failures(&mut self, now: Instant) {
+        let limit = self.failure_time();
+        let dead: Vec<u32> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.state != MemberState::Pending && now.saturating_duration_since(m.heard) > limit)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in dead {
+            log::info!("member {id} silent for {limit:?}: ejected");
+            let _ = self.eject(id, now);
+        }
+        self.update_stable();
     }
 
     fn remove_member(&mut self, user_id: u32) -> Option<Member> {
@@ -682,6 +886,11 @@ impl Owner {
         }
         Some(m)
     }
+}
+
+/// Microseconds from `epoch` to `now`, for the Timestamp element.
+fn micros(now: Instant, epoch: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Move the whole messages of a backward receiver into the TO's inbox.

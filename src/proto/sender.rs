@@ -152,6 +152,22 @@ impl Sender {
         self.segments.front().map_or(self.next_psn, |s| s.psn)
     }
 
+    /// Semi-reliable: forget the oldest sent segments until a message of
+    /// `len` bytes fits, however unacknowledged they are. Returns whether
+    /// it fits now (unsent segments are never dropped).
+    pub fn make_room(&mut self, len: usize) -> bool {
+        while !self.has_room(len) && self.unsent > 0 {
+            self.segments.pop_front();
+            self.unsent -= 1;
+        }
+        self.has_room(len)
+    }
+
+    /// PSN of the first segment not sent yet (`next_psn` when all were).
+    pub fn first_unsent(&self) -> Psn {
+        self.segments.get(self.unsent).map_or(self.next_psn, |s| s.psn)
+    }
+
     /// Release every sent segment before `lsn`: all receivers have them.
     pub fn release_before(&mut self, lsn: Psn) {
         while self.unsent > 0 {

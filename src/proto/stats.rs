@@ -30,6 +30,8 @@ pub struct Stats {
     pub gaps: u64,
     /// Control requests sent again after RXT without an answer.
     pub retransmissions: u64,
+    /// Datagrams dropped on purpose by the loss-injection testing aid.
+    pub dropped_injected: u64,
 }
 
 impl Stats {

@@ -7,13 +7,14 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::ack::{ack_of, RepairLimiter};
 use super::receiver::{Accept, Message, Receiver};
 use super::retry::{Due, Retry};
 use super::sender::{QueueError, Sender};
 use super::{Config, Ctl, Dest, Rng, Stats, Transmit, MAX_MESSAGE};
-use crate::wire::{Header, Membership, Packet, PacketType, Psn};
+use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro};
 
 /// DATA kept while the TU does not yet know where its data starts (it
 /// joined the group before the LJC arrived).
@@ -113,6 +114,19 @@ pub struct User {
     sender: Option<Sender>,
     ctl: VecDeque<Ctl>,
     rng: Rng,
+    /// When the parent was last heard, and when we last sent to it.
+    parent_heard: Instant,
+    parent_sent: Instant,
+    /// Highest PSN seen, for the AGN rule.
+    highest: Option<Psn>,
+    /// Reliable modes: the next ACK while a hole stays open.
+    ack_next: Option<Instant>,
+    /// The LSN the last ACK reported.
+    acked_lsn: Option<Psn>,
+    /// SU: the next HB to the TO, and the repairs its HBACKs asked for.
+    su_hb_next: Option<Instant>,
+    su_rdata: VecDeque<Psn>,
+    su_repairs: RepairLimiter,
     stats: Stats,
 }
 
@@ -142,6 +156,14 @@ impl User {
             sender: None,
             ctl: VecDeque::new(),
             rng,
+            parent_heard: now,
+            parent_sent: now,
+            highest: None,
+            ack_next: None,
+            acked_lsn: None,
+            su_hb_next: None,
+            su_rdata: VecDeque::new(),
+            su_repairs: RepairLimiter::default(),
             stats: Stats::default(),
         };
         let h = Header::new(PacketType::Ljr, 0);
@@ -302,6 +324,9 @@ impl User {
             return;
         }
         let ours = self.conn_id.is_none_or(|c| c == h.connection_id);
+        if ours && (from.ip() == self.parent.ip() || self.from_owner(from)) {
+            self.parent_heard = now;
+        }
         let handled = match h.packet_type {
             // Data may arrive before the LJC tells us the connection ID.
             PacketType::Data | PacketType::Rdata if h.token_id == 0 => {
@@ -321,8 +346,10 @@ impl User {
             PacketType::Ndata => self.on_ndata(now, Psn(h.psn)),
             PacketType::Ctr => self.on_ctr(Psn(h.psn), h.flag),
             PacketType::Ulr if !h.flag => self.on_ejected(from, &packet),
-            PacketType::Tgc => self.on_tgc(from, &packet),
+            PacketType::Tgc => self.on_tgc(now, from, &packet),
             PacketType::Trc => self.on_trc(from, h.token_id),
+            PacketType::Hb => self.on_heartbeat(now, from, &packet),
+            PacketType::Hback => self.on_su_hback(now, from, &packet),
             _ => false,
         };
         if !handled {
@@ -340,10 +367,26 @@ impl User {
         }
         let conn_id = self.conn_id?;
         let sender = self.sender.as_mut()?;
-        match sender.emit_next(conn_id, buf)? {
+        let mut res = None;
+        while let Some(psn) = self.su_rdata.pop_front() {
+            res = sender.emit_repair(psn, conn_id, buf);
+            if res.is_some() {
+                self.stats.rdata_sent += 1;
+                break;
+            }
+        }
+        if res.is_none() {
+            res = sender.emit_next(conn_id, buf);
+            self.stats.data_sent += u64::from(res.is_some());
+            // Unacknowledged data: heartbeat soon, so that losses show.
+            let soon = now + self.cfg.rxt;
+            if res.is_some() && self.su_hb_next.is_none_or(|t| t > soon) {
+                self.su_hb_next = Some(soon);
+            }
+        }
+        match res? {
             Ok(len) => {
                 self.stats.packets_sent += 1;
-                self.stats.data_sent += 1;
                 Some(Transmit { dest: Dest::Unicast(self.owner), len })
             }
             Err(e) => {
@@ -355,8 +398,13 @@ impl User {
 
     /// When `handle_timeout` must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let hole = self.rx.as_ref().and_then(|rx| rx.hole_deadline(self.cfg.rxt));
-        [self.join_retry.map(|r| r.deadline()), self.token_retry.map(|r| r.deadline()), hole]
+        let hole = match self.cfg.ro {
+            Ro::Unreliable => self.rx.as_ref().and_then(|rx| rx.hole_deadline(self.cfg.rxt)),
+            _ => self.ack_next,
+        };
+        let parent = (self.status == JoinStatus::Joined && self.end.is_none())
+            .then(|| self.parent_heard + self.failure_time());
+        [self.join_retry.map(|r| r.deadline()), self.token_retry.map(|r| r.deadline()), hole, parent, self.su_hb_next]
             .into_iter()
             .flatten()
             .min()
@@ -392,9 +440,9 @@ impl User {
                 None => {}
             }
         }
-        // The TRR goes out once everything queued before it was sent.
+        // The TRR goes out once everything sent before it was acknowledged.
         if let TokenStatus::Returning(id) = self.token {
-            if self.token_retry.is_none() && self.sender.as_ref().is_none_or(|s| !s.has_unsent()) {
+            if self.token_retry.is_none() && self.sender.as_ref().is_none_or(Sender::is_empty) {
                 let mut h = self.header(PacketType::Trr);
                 h.token_id = id;
                 let mut ctl = Ctl::new(Dest::Unicast(self.owner), h);
@@ -417,9 +465,132 @@ impl User {
                 None => {}
             }
         }
-        if let Some(rx) = self.rx.as_mut() {
-            rx.expire_holes(now, rxt);
+        match self.rx.as_mut() {
+            Some(rx) if self.cfg.ro == Ro::Unreliable => rx.expire_holes(now, rxt),
+            // Reliable modes: an ACK every RXT while a hole stays open, so that
+            // a loss at the tail of a burst, a lost ACK or a lost RDATA is asked again.
+            Some(rx) if rx.has_hole() => match self.ack_next {
+                Some(t) if now >= t => self.send_ack(now),
+                None => self.ack_next = Some(now + rxt),
+                Some(_) => {}
+            },
+            _ => self.ack_next = None,
         }
+        if self.status == JoinStatus::Joined
+            && self.end.is_none()
+            && now.saturating_duration_since(self.parent_heard) > self.failure_time()
+        {
+            log::info!("parent silent for {:?}: connection reset", self.failure_time());
+            self.end = Some(End::Reset);
+        }
+        if let Some(t) = self.su_hb_next {
+            if now >= t {
+                self.su_heartbeat(now);
+            }
+        }
+    }
+
+    fn failure_time(&self) -> Duration {
+        self.cfg.hgt * u32::from(self.cfg.fdn.max(1))
+    }
+
+    /// ACK to the parent: LSN, the bitmap after it, ADN (draft: "ACK generation").
+    fn send_ack(&mut self, now: Instant) {
+        let Some(rx) = self.rx.as_ref() else { return };
+        let mut ctl = Ctl::new(Dest::Unicast(self.parent), self.header(PacketType::Ack));
+        ctl.elements.ack = Some(ack_of(rx, 1));
+        ctl.elements.membership = Some(self.membership());
+        self.acked_lsn = Some(rx.lsn());
+        self.ctl.push_back(ctl);
+        self.parent_sent = now;
+        self.ack_next = Some(now + self.cfg.rxt);
+    }
+
+    /// The AGN rule: a child with Child ID c acknowledges each PSN p, received
+    /// or detected lost, with p % AGN == c % AGN.
+    fn ack_due(&mut self, psn: Psn) -> bool {
+        let agn = u32::from(self.cfg.agn.max(1));
+        let mine = u32::from(self.child_id) % agn;
+        let first = match self.highest {
+            Some(h) if h.is_before(psn) => h.next(),
+            _ => psn,
+        };
+        if self.highest.is_none_or(|h| h.is_before(psn)) {
+            self.highest = Some(psn);
+        }
+        let span = psn.diff(first).clamp(0, i64::from(agn)) as u32;
+        (0..=span).any(|i| psn.sub(i).0 % agn == mine)
+    }
+
+    /// HB from the parent: answer if named (or silent for HGT), and in the
+    /// semi-reliable mode give up what the parent no longer keeps.
+    fn on_heartbeat(&mut self, now: Instant, from: SocketAddr, p: &Packet<'_>) -> bool {
+        if from.ip() != self.parent.ip() || self.status != JoinStatus::Joined {
+            return false;
+        }
+        let lowest = Psn(p.header.psn);
+        if let Some(rx) = self.rx.as_mut() {
+            if self.cfg.ro == Ro::SemiReliable && lowest.is_valid() && rx.lsn().is_before(lowest) {
+                rx.give_up_before(lowest, false);
+            }
+        }
+        let named = p.elements.membership.is_some_and(|m| m.member_id == self.member_id);
+        // Answering whenever silent for half an HGT guarantees the parent a
+        // packet from every live child at least once per HGT.
+        if named || now.saturating_duration_since(self.parent_sent) >= self.cfg.hgt / 2 {
+            let mut ctl = Ctl::new(Dest::Unicast(self.parent), self.header(PacketType::Hback));
+            ctl.elements.timestamp = p.elements.timestamp;
+            ctl.elements.membership = Some(self.membership());
+            // The LSN rides along, so the parent learns of a tail the AGN
+            // rule did not acknowledge.
+            ctl.elements.ack = self.rx.as_ref().map(|rx| ack_of(rx, 1));
+            self.ctl.push_back(ctl);
+            self.parent_sent = now;
+        }
+        true
+    }
+
+    /// SU: HB to the TO with the lowest PSN it keeps, every RXT while data
+    /// is unacknowledged, else every HGT (draft: "Backward data").
+    fn su_heartbeat(&mut self, now: Instant) {
+        let (id, Some(sender)) = (self.token_id_any(), self.sender.as_ref()) else {
+            self.su_hb_next = None;
+            return;
+        };
+        let mut h = self.header(PacketType::Hb);
+        h.psn = sender.lowest_kept().0;
+        h.token_id = id;
+        let mut ctl = Ctl::new(Dest::Unicast(self.owner), h);
+        ctl.elements.timestamp = Some(0);
+        ctl.elements.membership = Some(self.membership());
+        let idle = sender.is_empty();
+        self.ctl.push_back(ctl);
+        self.su_hb_next = Some(now + if idle { self.cfg.hgt } else { self.cfg.rxt });
+    }
+
+    /// The token held or being returned (0 if none).
+    fn token_id_any(&self) -> u8 {
+        match self.token {
+            TokenStatus::Held(id) | TokenStatus::Returning(id) => id,
+            _ => 0,
+        }
+    }
+
+    /// SU: the TO's HBACK acknowledges what it received; resend what it lacks.
+    fn on_su_hback(&mut self, now: Instant, from: SocketAddr, p: &Packet<'_>) -> bool {
+        let id = self.token_id_any();
+        if !self.from_owner(from) || id == 0 || p.header.token_id != id {
+            return false;
+        }
+        let (Some(ack), Some(sender)) = (p.elements.ack, self.sender.as_mut()) else { return false };
+        let lsn = Psn(ack.lsn);
+        if lsn.is_valid() && !sender.first_unsent().is_before(lsn) {
+            sender.release_before(lsn);
+        }
+        let (end, lowest) = (sender.first_unsent(), sender.lowest_kept());
+        self.su_repairs.schedule(&ack, end, lowest, now, self.cfg.rxt, &mut self.su_rdata);
+        self.su_repairs.forget_before(lowest);
+        true
     }
 
     fn from_owner(&self, from: SocketAddr) -> bool {
@@ -501,6 +672,7 @@ impl User {
         }
         self.status = JoinStatus::Joined;
         self.join_retry = None;
+        self.parent_sent = self.parent_heard;
         if self.creation {
             let mut ctl = Ctl::new(Dest::Unicast(self.owner), self.header(PacketType::Ccc));
             ctl.elements.membership = Some(self.membership());
@@ -546,7 +718,12 @@ impl User {
             Accept::Duplicate => self.stats.duplicates += 1,
             Accept::TooFarAhead => return false,
         }
-        rx.expire_holes(now, self.cfg.rxt);
+        if self.cfg.ro == Ro::Unreliable {
+            rx.expire_holes(now, self.cfg.rxt);
+        }
+        if self.status == JoinStatus::Joined && self.ack_due(psn) {
+            self.send_ack(now);
+        }
         true
     }
 
@@ -554,7 +731,13 @@ impl User {
     fn on_ndata(&mut self, now: Instant, next: Psn) -> bool {
         let Some(rx) = self.rx.as_mut() else { return true };
         rx.note_end(next, true);
-        rx.expire_holes(now, self.cfg.rxt);
+        if self.cfg.ro == Ro::Unreliable {
+            rx.expire_holes(now, self.cfg.rxt);
+        }
+        // The TO is idle: acknowledge the tail if the last ACK did not cover it.
+        if self.status == JoinStatus::Joined && self.acked_lsn != Some(rx.lsn()) {
+            self.send_ack(now);
+        }
         true
     }
 
@@ -582,7 +765,7 @@ impl User {
     }
 
     /// TGC: the token is granted (F=1, Token ID) or refused (F=0).
-    fn on_tgc(&mut self, from: SocketAddr, p: &Packet<'_>) -> bool {
+    fn on_tgc(&mut self, now: Instant, from: SocketAddr, p: &Packet<'_>) -> bool {
         let h = p.header;
         if !self.from_owner(from) || self.token != TokenStatus::Requesting || h.psn != self.isn.0 {
             return false;
@@ -590,7 +773,9 @@ impl User {
         self.token_retry = None;
         if h.flag && h.token_id != 0 {
             self.token = TokenStatus::Held(h.token_id);
-            self.sender = Some(Sender::new(self.isn, self.cfg.mss, self.cfg.window, h.token_id, false));
+            let keep_sent = self.cfg.ro != Ro::Unreliable;
+            self.sender = Some(Sender::new(self.isn, self.cfg.mss, self.cfg.window, h.token_id, keep_sent));
+            self.su_hb_next = Some(now + self.cfg.hgt);
             self.token_result = Some(Ok(h.token_id));
         } else {
             self.token = TokenStatus::None;
@@ -607,6 +792,8 @@ impl User {
         self.token_retry = None;
         self.token = TokenStatus::None;
         self.sender = None;
+        self.su_hb_next = None;
+        self.su_rdata.clear();
         self.token_result = Some(Ok(0));
         true
     }

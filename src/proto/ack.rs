@@ -1,0 +1,103 @@
+//! Acknowledgements and repair requests (draft: "ACK generation", "Backward
+//! data"): building the Acknowledgement element from a receive window, and,
+//! on the sending side, turning one into the list of PSNs to repair, each at
+//! most once per RXT.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::receiver::Receiver;
+use crate::wire::{AckInfo, Psn, ACK_BITMAP_BITS};
+
+/// The Acknowledgement element describing `rx`: LSN, then one bit per PSN
+/// after it (1 received, 0 lost) up to the highest PSN known to exist.
+pub fn ack_of(rx: &Receiver, adn: u32) -> AckInfo {
+    let lsn = rx.lsn();
+    let mut ack = AckInfo::new(lsn.0, adn);
+    let span = rx.known_end().diff(lsn) - 1;
+    let bits = span.clamp(0, ACK_BITMAP_BITS as i64) as usize;
+    for i in 0..bits {
+        ack.set_received(i, rx.has(lsn.add(1 + i as u32)));
+    }
+    ack
+}
+
+/// Every PSN `ack` reports missing, before `end` (one past the last sent).
+pub fn missing(ack: &AckInfo, end: Psn) -> impl Iterator<Item = Psn> + '_ {
+    let lsn = Psn(ack.lsn);
+    let bits = (0..usize::from(ack.bitmap_len)).filter(|&i| !ack.is_received(i)).map(move |i| lsn.add(1 + i as u32));
+    std::iter::once(lsn).chain(bits).filter(move |p| p.is_valid() && p.is_before(end))
+}
+
+/// Remembers when each PSN was last repaired, so that repeated requests for
+/// the same PSN within RXT are ignored (the draft's parent back-off).
+#[derive(Debug, Default)]
+pub struct RepairLimiter {
+    last: HashMap<u32, Instant>,
+}
+
+impl RepairLimiter {
+    /// Whether `psn` may be repaired now; if so, remember it.
+    pub fn allow(&mut self, psn: Psn, now: Instant, rxt: Duration) -> bool {
+        match self.last.get(&psn.0) {
+            Some(&t) if now.saturating_duration_since(t) < rxt => false,
+            _ => {
+                self.last.insert(psn.0, now);
+                true
+            }
+        }
+    }
+
+    /// Forget PSNs that can no longer be requested (released).
+    pub fn forget_before(&mut self, lowest: Psn) {
+        if !self.last.is_empty() {
+            self.last.retain(|&p, _| !Psn(p).is_before(lowest));
+        }
+    }
+
+    /// Queue, at most once per RXT each, the PSNs `ack` reports missing that
+    /// were sent (before `end`) and are still kept (not before `lowest`).
+    pub fn schedule(&mut self, ack: &AckInfo, end: Psn, lowest: Psn, now: Instant, rxt: Duration, out: &mut VecDeque<Psn>) {
+        for psn in missing(ack, end) {
+            if !psn.is_before(lowest) && self.allow(psn, now, rxt) {
+                out.push_back(psn);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_describes_holes_and_missing_lists_them() {
+        let mut rx = Receiver::new(Psn(10), 64, 1 << 20);
+        for p in [10, 12, 13, 16] {
+            rx.on_segment(Psn(p), true, b"x");
+        }
+        let ack = ack_of(&rx, 1);
+        assert_eq!(ack.lsn, 11);
+        assert_eq!(ack.bitmap_len, 5); // 12..=16
+        let lost: Vec<u32> = missing(&ack, Psn(17)).map(|p| p.0).collect();
+        assert_eq!(lost, vec![11, 14, 15]);
+        let lost: Vec<u32> = missing(&ack, Psn(15)).map(|p| p.0).collect();
+        assert_eq!(lost, vec![11, 14], "nothing at or after `end`");
+    }
+
+    #[test]
+    fn repeats_within_rxt_are_ignored() {
+        let t0 = Instant::now();
+        let rxt = Duration::from_millis(100);
+        let mut l = RepairLimiter::default();
+        let ack = AckInfo::new(5, 1);
+        let mut q = VecDeque::new();
+        l.schedule(&ack, Psn(9), Psn(1), t0, rxt, &mut q);
+        l.schedule(&ack, Psn(9), Psn(1), t0 + rxt / 2, rxt, &mut q);
+        assert_eq!(q, vec![Psn(5)]);
+        l.schedule(&ack, Psn(9), Psn(1), t0 + rxt, rxt, &mut q);
+        assert_eq!(q.len(), 2);
+        l.schedule(&ack, Psn(9), Psn(6), t0 + rxt * 3, rxt, &mut q);
+        assert_eq!(q.len(), 2, "released PSNs are not repaired");
+    }
+}
