@@ -73,6 +73,8 @@ struct State {
 struct Loss {
     rx: f64,
     tx: f64,
+    /// Fraction of sent datagrams with one byte flipped (checksum tests).
+    corrupt: f64,
     rng: Rng,
     dropped: u64,
 }
@@ -112,7 +114,7 @@ impl Endpoint {
                 group: None,
                 shutdown: false,
                 ready_set: false,
-                loss: Loss { rx: 0.0, tx: 0.0, rng: Rng::new(sys::random_seed()), dropped: 0 },
+                loss: Loss { rx: 0.0, tx: 0.0, corrupt: 0.0, rng: Rng::new(sys::random_seed()), dropped: 0 },
             }),
             cond: Condvar::new(),
             ready: EventFd::new()?,
@@ -159,6 +161,16 @@ impl Endpoint {
         if let Some(tx) = tx {
             st.loss.tx = tx.clamp(0.0, 1.0);
         }
+    }
+
+    /// Testing aid: flip one byte in `fraction` (0..=1) of the datagrams sent.
+    pub fn set_corruption(&self, fraction: f64) {
+        self.state.lock().loss.corrupt = fraction.clamp(0.0, 1.0);
+    }
+
+    /// The corruption fraction in force.
+    pub fn corruption(&self) -> f64 {
+        self.state.lock().loss.corrupt
     }
 
     /// The loss fractions in force (received, sent).
@@ -567,6 +579,10 @@ impl Endpoint {
             busy |= tx.is_full();
             let tx_loss = st.loss.tx;
             tx.drop_some(|| st.loss.drop(tx_loss));
+            if st.loss.corrupt > 0.0 {
+                let (fraction, rng) = (st.loss.corrupt, &mut st.loss.rng);
+                tx.corrupt_some(|len| (rng.unit() < fraction).then(|| (rng.next_u64() as usize % len.max(1), 1 << (rng.next_u64() % 8))));
+            }
             self.update_ready(&mut st);
             let deadline = match &st.role {
                 Role::Owner(o) => o.poll_timeout(),
@@ -632,6 +648,15 @@ impl TxBatch {
         for t in &mut self.sent {
             if drop() {
                 t.len = 0;
+            }
+        }
+    }
+
+    /// Testing aid: flip the bit `pick` names (byte index, mask) in some datagrams.
+    fn corrupt_some(&mut self, mut pick: impl FnMut(usize) -> Option<(usize, u8)>) {
+        for (i, t) in self.sent.iter().enumerate() {
+            if let Some((at, mask)) = pick(t.len).filter(|_| t.len > 0) {
+                self.buf[i * MAX_DATAGRAM + at % t.len] ^= mask;
             }
         }
     }

@@ -62,6 +62,10 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
         h.ep.set_loss(rx, tx);
         return Ok(());
     }
+    if optname == ECTP_TX_CORRUPT {
+        h.ep.set_corruption(f64::from(in_range(read_int(optval, optlen)?, 0, 100)?) / 100.0);
+        return Ok(());
+    }
     if !(ECTP_TCO..=ECTP_MAX_TOKENS).contains(&optname) {
         return Err(ENOPROTOOPT);
     }
@@ -135,6 +139,7 @@ pub fn get(h: &Handle, optname: c_int, optval: *mut c_void, optlen: *mut socklen
         ECTP_RXT => ms(c.rxt),
         ECTP_RETRIES => c_int::try_from(c.retries).unwrap_or(c_int::MAX),
         ECTP_RX_LOSS => (h.ep.loss().0 * 100.0).round() as c_int,
+        ECTP_TX_CORRUPT => (h.ep.corruption() * 100.0).round() as c_int,
         ECTP_TX_LOSS => (h.ep.loss().1 * 100.0).round() as c_int,
         ECTP_MEMBERS => c_int::try_from(h.ep.members()?).unwrap_or(c_int::MAX),
         ECTP_USER_ID => h.ep.user_info()?.0 as c_int,

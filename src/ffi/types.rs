@@ -44,6 +44,9 @@ pub const ECTP_RX_LOSS: c_int = 16;
 /// Testing aid (like NORM's NormSetTxLoss): percentage of datagrams to send
 /// dropped on purpose, 0..100 (int). Default 0. May be set at any time.
 pub const ECTP_TX_LOSS: c_int = 17;
+/// Testing aid: percentage of datagrams sent with one bit flipped, 0..100
+/// (int), so that receivers' checksums must catch them. Default 0. Any time.
+pub const ECTP_TX_CORRUPT: c_int = 18;
 
 /// ECTP_TCO: every TU's parent is the TO.
 pub const ECTP_TCO_FLAT: c_int = 0;

@@ -24,6 +24,10 @@ mod rng;
 mod sender;
 mod stats;
 mod user;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod sim_tests;
 
 
 use std::net::SocketAddr;

@@ -121,7 +121,7 @@ pub struct Owner {
     refused: HashMap<SocketAddr, Instant>,
     /// Which member holds each token id (index 0 unused: the TO itself).
     tokens: Vec<Option<u32>>,
-    backward: HashMap<u8, Receiver>,
+    backward: BTreeMap<u8, Receiver>,
     inbox: VecDeque<Incoming>,
     ctl: VecDeque<Ctl>,
     repeats: Vec<Repeat>,
@@ -161,7 +161,7 @@ impl Owner {
             next_user_id: 1,
             refused: HashMap::new(),
             tokens: vec![None; 256],
-            backward: HashMap::new(),
+            backward: BTreeMap::new(),
             inbox: VecDeque::new(),
             ctl: VecDeque::new(),
             repeats: Vec::new(),
@@ -587,15 +587,18 @@ impl Owner {
 
     fn admit(&mut self, user_id: u32) {
         let next = self.sender.next_psn();
+        let (creating, isn) = (self.is_creating(), self.isn);
         let Some(m) = self.members.get_mut(&user_id) else { return };
         if m.creation {
             m.state = MemberState::Active;
             let ctl = self.confirm_packet(user_id, PacketType::Tjc);
             self.ctl.extend(ctl);
         } else {
-            // A late joiner starts at the next message boundary.
-            m.start = next;
-            m.lsn = next;
+            // A late joiner starts at the next message boundary; during the
+            // creation phase, an LJR joins from the ISN like a TJR would.
+            let start = if creating { isn } else { next };
+            m.start = start;
+            m.lsn = start;
             m.state = MemberState::Admitted;
             let ctl = self.confirm_packet(user_id, PacketType::Ljc);
             self.ctl.extend(ctl);

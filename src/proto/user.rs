@@ -123,6 +123,8 @@ pub struct User {
     ack_next: Option<Instant>,
     /// The LSN the last ACK reported.
     acked_lsn: Option<Psn>,
+    /// `leave` was called; the ULR follows the data queued before it.
+    ulr_pending: bool,
     /// SU: the next HB to the TO, and the repairs its HBACKs asked for.
     su_hb_next: Option<Instant>,
     su_rdata: VecDeque<Psn>,
@@ -161,6 +163,7 @@ impl User {
             highest: None,
             ack_next: None,
             acked_lsn: None,
+            ulr_pending: false,
             su_hb_next: None,
             su_rdata: VecDeque::new(),
             su_repairs: RepairLimiter::default(),
@@ -273,6 +276,9 @@ impl User {
 
     /// Queue one message for the TO (`msendmsg`); needs the token.
     pub fn send(&mut self, msg: &[u8]) -> Result<(), UserError> {
+        if self.end.is_some() {
+            return Err(UserError::NotJoined);
+        }
         let (TokenStatus::Held(_), Some(s)) = (self.token, self.sender.as_mut()) else {
             return Err(UserError::NoToken);
         };
@@ -288,14 +294,9 @@ impl User {
     }
 
     /// Leave (`mleave`): ULR with F=1 to the parent, no confirm.
+    /// The ULR goes out after the data already queued, which is sent first.
     pub fn leave(&mut self) {
-        if self.status == JoinStatus::Joined && self.end.is_none() {
-            let mut h = self.header(PacketType::Ulr);
-            h.flag = true;
-            let mut ctl = Ctl::new(Dest::Unicast(self.parent), h);
-            ctl.elements.membership = Some(self.membership());
-            self.ctl.push_back(ctl);
-        }
+        self.ulr_pending = self.status == JoinStatus::Joined && self.end.is_none();
         self.end.get_or_insert(End::Left);
         self.join_retry = None;
         self.token_retry = None;
@@ -303,7 +304,13 @@ impl User {
 
     /// Whether nothing waits to be sent (so that the endpoint may close).
     pub fn is_flushed(&self) -> bool {
-        self.ctl.is_empty() && self.sender.as_ref().is_none_or(|s| !s.has_unsent())
+        self.ctl.is_empty() && !self.ulr_pending
+    }
+
+    /// Whether DATA may still go out: while connected, and after `leave`
+    /// until the ULR (the data queued before it is delivered first).
+    fn may_send_data(&self) -> bool {
+        self.end.is_none() || self.ulr_pending
     }
 
     // ----- driver calls -----
@@ -326,6 +333,12 @@ impl User {
         let ours = self.conn_id.is_none_or(|c| c == h.connection_id);
         if ours && (from.ip() == self.parent.ip() || self.from_owner(from)) {
             self.parent_heard = now;
+        }
+        // The forward channel is the TO's (or the parent's): not a stranger's.
+        let forward = matches!(h.packet_type, PacketType::Data | PacketType::Rdata | PacketType::Ndata | PacketType::Ctr | PacketType::Hb);
+        if forward && from.ip() != self.parent.ip() && !self.from_owner(from) {
+            self.stats.dropped_unexpected += 1;
+            return;
         }
         let handled = match h.packet_type {
             // Data may arrive before the LJC tells us the connection ID.
@@ -364,6 +377,9 @@ impl User {
             let t = ctl.emit(buf);
             self.stats.packets_sent += u64::from(t.is_some());
             return t;
+        }
+        if !self.may_send_data() {
+            return None;
         }
         let conn_id = self.conn_id?;
         let sender = self.sender.as_mut()?;
@@ -427,6 +443,14 @@ impl User {
 
     fn run_timers(&mut self, now: Instant) {
         let (rxt, retries) = (self.cfg.rxt, self.cfg.retries);
+        if self.ulr_pending && self.sender.as_ref().is_none_or(|s| !s.has_unsent()) {
+            self.ulr_pending = false;
+            let mut h = self.header(PacketType::Ulr);
+            h.flag = true;
+            let mut ctl = Ctl::new(Dest::Unicast(self.parent), h);
+            ctl.elements.membership = Some(self.membership());
+            self.ctl.push_back(ctl);
+        }
         if let Some(r) = self.join_retry.as_mut() {
             match r.poll(now, rxt, retries) {
                 Some(Due::Send(ctl)) => {
@@ -730,6 +754,9 @@ impl User {
     /// NDATA: the TO is idle; its PSN is the next it will use.
     fn on_ndata(&mut self, now: Instant, next: Psn) -> bool {
         let Some(rx) = self.rx.as_mut() else { return true };
+        if next.diff(rx.lsn()) > i64::from(self.cfg.window) {
+            return false; // beyond anything the window allows: not believable
+        }
         rx.note_end(next, true);
         if self.cfg.ro == Ro::Unreliable {
             rx.expire_holes(now, self.cfg.rxt);
@@ -744,7 +771,9 @@ impl User {
     /// CTR: the TO ends the connection; its PSN is the last it sent.
     fn on_ctr(&mut self, last: Psn, abnormal: bool) -> bool {
         if let Some(rx) = self.rx.as_mut() {
-            rx.give_up_before(last.next(), true);
+            if last.next().diff(rx.lsn()) <= i64::from(self.cfg.window) {
+                rx.give_up_before(last.next(), true);
+            }
         }
         if self.status == JoinStatus::Joining {
             self.status = JoinStatus::TimedOut;

@@ -1,0 +1,715 @@
+//! A deterministic simulation of one TO and many TUs in virtual time.
+//!
+//! The nodes are the real sans-IO state machines ([`Owner`], [`User`]); only
+//! the network and the clock are fake. Every node has a fake unicast address
+//! that never touches a socket: the TO is 10.0.0.1:5000, TU `i` is
+//! 10.0.0.(i+2):40000. [`Dest::Group`] reaches every TU.
+//!
+//! Time is a value: `now` starts at one [`Instant`] captured once per process
+//! and moves only when [`Sim::run_until`] or [`Sim::run_for`] jump to the next
+//! thing that happens (a datagram arriving or a node's deadline). Nothing here
+//! sleeps.
+//!
+//! The network delays every datagram by a fixed one-way delay, keeps each
+//! link in FIFO order, and loses datagrams on purpose: by a seeded random
+//! probability per direction and packet type, by "drop the next N of type X",
+//! or by a test's own filter. The same seed always gives the same run;
+//! [`Sim::trace_hash`] summarizes a run to compare two of them.
+//!
+//! Each [`Sim::step`] follows the sans-IO call order of the [module docs](super):
+//! deliver the due datagrams (`handle`), run the due timers
+//! (`handle_timeout`), hand the TO's events to the test (answering them if
+//! told to), drain `poll_transmit` into the network, and collect the whole
+//! messages every node delivers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::{Config, Dest, Event, Incoming, Message, Owner, Rng, User, MAX_DATAGRAM};
+use crate::wire::{Header, Packet, PacketType};
+
+/// The TO's fake unicast address (its IP and the group port).
+pub(super) const OWNER_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 5000);
+
+/// TU `i`'s fake unicast address.
+pub(super) fn user_addr(i: usize) -> SocketAddr {
+    let host = u8::try_from(i + 2).expect("at most 253 simulated TUs");
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, host)), 40000)
+}
+
+/// An address no node has: a stranger on the network.
+pub(super) const STRANGER_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 6666);
+
+/// The one instant every simulation starts at, so that runs compare equal.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Which way a datagram goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Direction {
+    /// Sent by the TO (multicast or unicast to a TU).
+    Forward,
+    /// Sent by a TU (to the TO).
+    Backward,
+}
+
+/// How the harness answers the TO's join or token requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Answer {
+    /// `confirm_*(.., true)` at once.
+    Accept,
+    /// `confirm_*(.., false)` at once.
+    Refuse,
+    /// Leave the event in [`Sim::events`] for the test to answer.
+    Manual,
+}
+
+/// One datagram on one link, as the loss rules see it.
+#[derive(Debug)]
+pub(super) struct Wire<'a> {
+    /// Source address.
+    pub from: SocketAddr,
+    /// The receiver this copy goes to.
+    pub to: SocketAddr,
+    /// Sent to the group rather than unicast.
+    pub group: bool,
+    /// Its header, if it parses.
+    pub header: Option<Header>,
+    /// The whole datagram.
+    pub bytes: &'a [u8],
+}
+
+impl Wire<'_> {
+    /// Its packet type, if it parses.
+    pub fn packet_type(&self) -> Option<PacketType> {
+        self.header.map(|h| h.packet_type)
+    }
+}
+
+/// A datagram a node sent, as the harness logged it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SentRecord {
+    /// Virtual time since the start.
+    pub at: Duration,
+    /// The sending node.
+    pub from: SocketAddr,
+    /// Where it was sent.
+    pub dest: Dest,
+    /// Its type.
+    pub packet_type: PacketType,
+    /// The header's F flag, PSN and token id.
+    pub flag: bool,
+    pub psn: u32,
+    pub token_id: u8,
+    /// Datagram length.
+    pub len: usize,
+    /// Dropped as a whole by a `drop_next` rule (no receiver got it).
+    pub dropped: bool,
+}
+
+type Filter = Box<dyn FnMut(&Wire<'_>) -> bool>;
+
+struct InFlight {
+    at: Instant,
+    /// Sending order: with a fixed delay it keeps every link FIFO.
+    seq: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+    bytes: Rc<[u8]>,
+}
+
+/// One simulated TU and what it delivered.
+pub(super) struct SimUser {
+    /// The state machine under test.
+    pub user: User,
+    /// Its fake unicast address.
+    pub addr: SocketAddr,
+    /// Whole messages `recv` returned, in order.
+    pub delivered: Vec<Message>,
+}
+
+/// One TO, many TUs and the network between them.
+pub(super) struct Sim {
+    /// Virtual now: what every call into a node is given.
+    pub now: Instant,
+    seed: u64,
+    owner: Option<Owner>,
+    pub users: Vec<SimUser>,
+    /// Every event the TO reported, answered by the harness or not (see
+    /// `answer_joins`, `answer_tokens`).
+    pub events: Vec<Event>,
+    /// What the TO's `recv` returned, in order.
+    pub incoming: Vec<Incoming>,
+    /// How join requests are answered (when the TO's `ask_joins` is set).
+    pub answer_joins: Answer,
+    /// How token requests are answered (when the TO's `ask_tokens` is set).
+    pub answer_tokens: Answer,
+    /// One-way delay of every link.
+    pub delay: Duration,
+    net: VecDeque<InFlight>,
+    next_seq: u64,
+    loss_rng: Rng,
+    /// Random loss per delivery: (direction, packet type or any, probability).
+    loss: Vec<(Direction, Option<PacketType>, f64)>,
+    /// Drop the next N sends of a type, whole (every receiver of a group send).
+    drop_next: BTreeMap<u8, u32>,
+    /// Drop the next N copies of a type to one receiver.
+    drop_next_to: Vec<(PacketType, SocketAddr, u32)>,
+    filter: Option<Filter>,
+    /// Every datagram any node sent.
+    pub sent: Vec<SentRecord>,
+    /// Copies dropped on their way (rules, filter, random loss).
+    pub lost: u64,
+    /// Copies delivered to a node.
+    pub delivered: u64,
+    /// Copies sent to an address no node has.
+    pub undeliverable: u64,
+    steps: u64,
+    trace: u64,
+    buf: Vec<u8>,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+fn addr_bytes(a: SocketAddr) -> Vec<u8> {
+    a.to_string().into_bytes()
+}
+
+impl Sim {
+    /// An empty simulation: no TO, no TU, a 1 ms lossless network.
+    pub fn new(seed: u64) -> Sim {
+        Sim {
+            now: epoch(),
+            seed,
+            owner: None,
+            users: Vec::new(),
+            events: Vec::new(),
+            incoming: Vec::new(),
+            answer_joins: Answer::Accept,
+            answer_tokens: Answer::Accept,
+            delay: Duration::from_millis(1),
+            net: VecDeque::new(),
+            next_seq: 0,
+            loss_rng: Rng::new(seed ^ 0x6e65_7477_6f72_6b21),
+            loss: Vec::new(),
+            drop_next: BTreeMap::new(),
+            drop_next_to: Vec::new(),
+            filter: None,
+            sent: Vec::new(),
+            lost: 0,
+            delivered: 0,
+            undeliverable: 0,
+            steps: 0,
+            trace: FNV_OFFSET,
+            buf: vec![0; MAX_DATAGRAM],
+        }
+    }
+
+    /// A TO with `cfg` and `n` TUs (each with `cfg` as its local
+    /// parameters), all joined late; the TO answers joins by itself unless
+    /// `cfg.ask_joins`, then the harness accepts them.
+    pub fn joined(cfg: Config, n: usize, seed: u64) -> Sim {
+        let mut sim = Sim::new(seed);
+        sim.add_owner(cfg);
+        for _ in 0..n {
+            sim.add_user(cfg);
+        }
+        sim.run_until(Duration::from_secs(5), "every TU joined", |s| s.all_joined(n));
+        sim
+    }
+
+    /// Start the TO now.
+    pub fn add_owner(&mut self, cfg: Config) {
+        assert!(self.owner.is_none(), "the simulation has a TO already");
+        self.owner = Some(Owner::new(cfg, OWNER_ADDR, &mut Rng::new(self.seed), self.now));
+    }
+
+    /// Start one more TU now; returns its index.
+    pub fn add_user(&mut self, cfg: Config) -> usize {
+        let i = self.users.len();
+        let rng = Rng::new(self.seed.wrapping_add(1 + i as u64));
+        self.users.push(SimUser { user: User::new(cfg, OWNER_ADDR, rng, self.now), addr: user_addr(i), delivered: Vec::new() });
+        i
+    }
+
+    /// The TO.
+    pub fn owner(&self) -> &Owner {
+        self.owner.as_ref().expect("the simulation has no TO yet")
+    }
+
+    /// The TO, for application calls.
+    pub fn owner_mut(&mut self) -> &mut Owner {
+        self.owner.as_mut().expect("the simulation has no TO yet")
+    }
+
+    /// TU `i`.
+    pub fn user(&self, i: usize) -> &User {
+        &self.users[i].user
+    }
+
+    /// TU `i`, for application calls.
+    pub fn user_mut(&mut self, i: usize) -> &mut User {
+        &mut self.users[i].user
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - epoch()
+    }
+
+    /// TUs 0..n have joined and the TO counts them active.
+    pub fn all_joined(&self, n: usize) -> bool {
+        self.users[..n].iter().all(|u| u.user.join_status() == super::JoinStatus::Joined)
+            && self.owner.as_ref().is_some_and(|o| o.active_members() >= n)
+    }
+
+    // ----- loss -----
+
+    /// Lose copies going `dir` (of `ty`, or of any type) with probability `p`,
+    /// drawn from the simulation's seeded generator, per receiver.
+    pub fn set_loss(&mut self, dir: Direction, ty: Option<PacketType>, p: f64) {
+        self.loss.retain(|(d, t, _)| !(*d == dir && *t == ty));
+        if p > 0.0 {
+            self.loss.push((dir, ty, p));
+        }
+    }
+
+    /// Lose the next `n` datagrams of type `ty` whoever sends them, to every receiver.
+    pub fn drop_next(&mut self, ty: PacketType, n: u32) {
+        *self.drop_next.entry(ty as u8).or_default() += n;
+    }
+
+    /// Lose the next `n` copies of type `ty` on their way to `to`.
+    pub fn drop_next_to(&mut self, ty: PacketType, to: SocketAddr, n: u32) {
+        self.drop_next_to.push((ty, to, n));
+    }
+
+    /// Lose every copy for which `f` returns true (until cleared).
+    pub fn set_filter(&mut self, f: impl FnMut(&Wire<'_>) -> bool + 'static) {
+        self.filter = Some(Box::new(f));
+    }
+
+    /// Remove the filter of [`Sim::set_filter`].
+    pub fn clear_filter(&mut self) {
+        self.filter = None;
+    }
+
+    /// No more loss of any kind.
+    pub fn clear_loss(&mut self) {
+        self.loss.clear();
+        self.drop_next.clear();
+        self.drop_next_to.clear();
+        self.filter = None;
+    }
+
+    // ----- what was sent -----
+
+    /// Datagrams of type `ty` sent by anybody (dropped ones included).
+    pub fn sent_count(&self, ty: PacketType) -> usize {
+        self.sent.iter().filter(|r| r.packet_type == ty).count()
+    }
+
+    /// Datagrams of type `ty` sent by the node at `from`.
+    pub fn sent_count_from(&self, from: SocketAddr, ty: PacketType) -> usize {
+        self.sent.iter().filter(|r| r.packet_type == ty && r.from == from).count()
+    }
+
+    /// A digest of everything delivered so far: datagrams (when, from, to,
+    /// bytes) and application messages. Equal for equal runs.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace
+    }
+
+    // ----- the network -----
+
+    /// Put `bytes` on the wire from any address (a stranger, a spoofer) to
+    /// `to`; it arrives after the usual delay and passes the loss rules.
+    pub fn inject(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        let bytes: Rc<[u8]> = Rc::from(bytes);
+        self.route(from, Dest::Unicast(to), bytes);
+    }
+
+    fn direction(&self, from: SocketAddr) -> Direction {
+        if from == OWNER_ADDR { Direction::Forward } else { Direction::Backward }
+    }
+
+    /// Log a datagram a node sent, and put its copies on the links.
+    fn send(&mut self, from: SocketAddr, dest: Dest, bytes: Rc<[u8]>) {
+        let header = Packet::parse(&bytes).ok().map(|p| p.header);
+        let mut dropped = false;
+        if let Some(h) = header {
+            if let Some(n) = self.drop_next.get_mut(&(h.packet_type as u8)).filter(|n| **n > 0) {
+                *n -= 1;
+                dropped = true;
+            }
+            self.sent.push(SentRecord {
+                at: self.elapsed(),
+                from,
+                dest,
+                packet_type: h.packet_type,
+                flag: h.flag,
+                psn: h.psn,
+                token_id: h.token_id,
+                len: bytes.len(),
+                dropped,
+            });
+        }
+        if dropped {
+            self.lost += 1;
+            return;
+        }
+        self.route(from, dest, bytes);
+    }
+
+    fn route(&mut self, from: SocketAddr, dest: Dest, bytes: Rc<[u8]>) {
+        let receivers: Vec<SocketAddr> = match dest {
+            Dest::Group => self.users.iter().map(|u| u.addr).collect(),
+            Dest::Unicast(a) => vec![a],
+        };
+        let header = Packet::parse(&bytes).ok().map(|p| p.header);
+        let dir = self.direction(from);
+        for to in receivers {
+            let wire = Wire { from, to, group: dest == Dest::Group, header, bytes: &bytes };
+            if self.lose(dir, &wire) {
+                self.lost += 1;
+                continue;
+            }
+            let at = self.now + self.delay;
+            // Keep the queue ordered by arrival, then by sending order.
+            let pos = self.net.partition_point(|f| f.at <= at);
+            self.net.insert(pos, InFlight { at, seq: self.next_seq, from, to, bytes: Rc::clone(&bytes) });
+            self.next_seq += 1;
+        }
+    }
+
+    /// Whether the loss rules take this copy.
+    fn lose(&mut self, dir: Direction, w: &Wire<'_>) -> bool {
+        let ty = w.packet_type();
+        if let Some(rule) = self.drop_next_to.iter_mut().find(|(t, a, n)| Some(*t) == ty && *a == w.to && *n > 0) {
+            rule.2 -= 1;
+            return true;
+        }
+        if self.filter.as_mut().is_some_and(|f| f(w)) {
+            return true;
+        }
+        // One draw per matching rule, whatever the outcome of the others.
+        let mut lost = false;
+        for &(d, t, p) in &self.loss {
+            if d == dir && (t.is_none() || t == ty) {
+                lost |= self.loss_rng.unit() < p;
+            }
+        }
+        lost
+    }
+
+    fn deliver(&mut self, f: InFlight) {
+        let now = self.now;
+        let mut h = fnv(self.trace, &(now - epoch()).as_nanos().to_be_bytes());
+        h = fnv(h, &f.seq.to_be_bytes());
+        h = fnv(h, &addr_bytes(f.from));
+        h = fnv(h, &addr_bytes(f.to));
+        self.trace = fnv(h, &f.bytes);
+        if f.to == OWNER_ADDR {
+            if let Some(o) = self.owner.as_mut() {
+                o.handle(now, f.from, &f.bytes);
+                self.delivered += 1;
+                return;
+            }
+        } else if let Some(u) = self.users.iter_mut().find(|u| u.addr == f.to) {
+            u.user.handle(now, f.from, &f.bytes);
+            self.delivered += 1;
+            return;
+        }
+        self.undeliverable += 1;
+    }
+
+    // ----- driving -----
+
+    /// One round at the current virtual time, in the sans-IO call order.
+    pub fn step(&mut self) {
+        self.steps += 1;
+        let now = self.now;
+        // 1. handle: the datagrams that have arrived.
+        while self.net.front().is_some_and(|f| f.at <= now) {
+            if let Some(f) = self.net.pop_front() {
+                self.deliver(f);
+            }
+        }
+        // 1. handle_timeout: the nodes whose deadline has come.
+        if let Some(o) = self.owner.as_mut().filter(|o| o.poll_timeout().is_some_and(|t| t <= now)) {
+            o.handle_timeout(now);
+        }
+        for u in &mut self.users {
+            if u.user.poll_timeout().is_some_and(|t| t <= now) {
+                u.user.handle_timeout(now);
+            }
+        }
+        // 3. poll_event, answered before poll_transmit: an answer queues
+        // packets that go out in this same step, as with a real driver.
+        self.answer_events();
+        // 2. poll_transmit until None, from every node.
+        self.flush();
+        // The applications read what was delivered.
+        self.collect();
+    }
+
+    fn answer_events(&mut self) {
+        let now = self.now;
+        let Some(o) = self.owner.as_mut() else { return };
+        while let Some(ev) = o.poll_event() {
+            let result = match ev {
+                Event::JoinRequest { user_id, .. } => match self.answer_joins {
+                    Answer::Manual => Ok(()),
+                    a => o.confirm_join(user_id, a == Answer::Accept, now),
+                },
+                Event::TokenRequest { user_id, .. } => match self.answer_tokens {
+                    Answer::Manual => Ok(()),
+                    a => o.confirm_token(user_id, a == Answer::Accept),
+                },
+            };
+            assert_eq!(result, Ok(()), "answering {ev:?}");
+            self.events.push(ev);
+        }
+    }
+
+    /// How many join requests the TO reported to the application.
+    pub fn join_requests(&self) -> usize {
+        self.events.iter().filter(|e| matches!(e, Event::JoinRequest { .. })).count()
+    }
+
+    /// How many token requests the TO reported to the application.
+    pub fn token_requests(&self) -> usize {
+        self.events.iter().filter(|e| matches!(e, Event::TokenRequest { .. })).count()
+    }
+
+    fn flush(&mut self) {
+        let now = self.now;
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut out: Vec<(SocketAddr, Dest, Rc<[u8]>)> = Vec::new();
+        if let Some(o) = self.owner.as_mut() {
+            while let Some(t) = o.poll_transmit(now, &mut buf) {
+                out.push((OWNER_ADDR, t.dest, Rc::from(&buf[..t.len])));
+            }
+        }
+        for u in &mut self.users {
+            while let Some(t) = u.user.poll_transmit(now, &mut buf) {
+                out.push((u.addr, t.dest, Rc::from(&buf[..t.len])));
+            }
+        }
+        self.buf = buf;
+        for (from, dest, bytes) in out {
+            self.send(from, dest, bytes);
+        }
+    }
+
+    fn collect(&mut self) {
+        if let Some(o) = self.owner.as_mut() {
+            while let Some(m) = o.recv() {
+                let mut h = fnv(self.trace, b"incoming");
+                h = fnv(h, &m.user_id.to_be_bytes());
+                h = fnv(h, &[m.token_id, u8::from(m.message.gap)]);
+                self.trace = fnv(h, &m.message.data);
+                self.incoming.push(m);
+            }
+        }
+        for (i, u) in self.users.iter_mut().enumerate() {
+            while let Some(m) = u.user.recv() {
+                let mut h = fnv(self.trace, b"delivered");
+                h = fnv(h, &(i as u64).to_be_bytes());
+                h = fnv(h, &[u8::from(m.gap)]);
+                self.trace = fnv(h, &m.data);
+                u.delivered.push(m);
+            }
+        }
+    }
+
+    /// When something next happens: a datagram arrives or a deadline passes.
+    pub fn next_event(&self) -> Option<Instant> {
+        let net = self.net.front().map(|f| f.at);
+        let owner = self.owner.as_ref().and_then(Owner::poll_timeout);
+        let users = self.users.iter().filter_map(|u| u.user.poll_timeout());
+        net.into_iter().chain(owner).chain(users).min()
+    }
+
+    /// Step, jumping virtual time from event to event, until `cond` holds.
+    /// Fails the test, naming `what`, when `limit` of virtual time passes
+    /// first or when nothing is left that could make `cond` true.
+    #[track_caller]
+    pub fn run_until(&mut self, limit: Duration, what: &str, cond: impl Fn(&Sim) -> bool) {
+        let deadline = self.now + limit;
+        let mut stuck = 0u32;
+        loop {
+            self.step();
+            if cond(self) {
+                return;
+            }
+            match self.next_event() {
+                None => panic!("{what}: nothing left to happen at {:?}\n{}", self.elapsed(), self.summary()),
+                Some(t) if t > deadline => {
+                    panic!("{what}: not done within {limit:?} of virtual time (at {:?})\n{}", self.elapsed(), self.summary())
+                }
+                Some(t) if t <= self.now => {
+                    // A deadline that handle_timeout does not move would make a
+                    // real driver spin.
+                    stuck += 1;
+                    assert!(stuck < 1000, "{what}: a deadline stays due at {:?}\n{}", self.elapsed(), self.summary());
+                }
+                Some(t) => {
+                    stuck = 0;
+                    self.now = t;
+                }
+            }
+        }
+    }
+
+    /// Let `d` of virtual time pass, handling everything that happens in it.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        let mut stuck = 0u32;
+        loop {
+            self.step();
+            match self.next_event() {
+                Some(t) if t <= self.now => {
+                    stuck += 1;
+                    assert!(stuck < 1000, "a deadline stays due at {:?}\n{}", self.elapsed(), self.summary());
+                }
+                Some(t) if t <= end => {
+                    stuck = 0;
+                    self.now = t;
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+        self.step();
+    }
+
+    /// Queue `msgs` on the TO in order, letting the simulation run whenever
+    /// the flow-control window is full.
+    #[track_caller]
+    pub fn owner_send_all(&mut self, msgs: &[Vec<u8>]) {
+        for m in msgs {
+            if !self.owner().can_send(m.len()) {
+                self.run_until(Duration::from_secs(10), "TO window opens", |s| s.owner().can_send(m.len()));
+            }
+            self.owner_mut().send(m).expect("Owner::send");
+        }
+    }
+
+    /// Queue `msgs` on TU `i` (which holds a token), as [`Sim::owner_send_all`].
+    #[track_caller]
+    pub fn user_send_all(&mut self, i: usize, msgs: &[Vec<u8>]) {
+        for m in msgs {
+            if !self.user(i).can_send(m.len()) {
+                self.run_until(Duration::from_secs(10), "SU window opens", |s| s.user(i).can_send(m.len()));
+            }
+            self.user_mut(i).send(m).expect("User::send");
+        }
+    }
+
+    /// Every TU in `who` has delivered at least `n` messages.
+    #[track_caller]
+    pub fn run_until_delivered(&mut self, who: &[usize], n: usize, limit: Duration) {
+        let who = who.to_vec();
+        self.run_until(limit, &format!("TUs {who:?} deliver {n} messages"), move |s| {
+            who.iter().all(|&i| s.users[i].delivered.len() >= n)
+        });
+    }
+
+    /// TU `i` asks for a token; runs until it has an answer and returns it.
+    #[track_caller]
+    pub fn get_token(&mut self, i: usize) -> Result<u8, super::UserError> {
+        let now = self.now;
+        self.user_mut(i).request_token(now).expect("request_token");
+        self.run_until(Duration::from_secs(5), "token answer", |s| {
+            !matches!(s.user(i).token(), super::TokenStatus::Requesting)
+        });
+        self.user_mut(i).take_token_result().expect("a token result")
+    }
+
+    /// A readable account of the state, for failure messages.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        if let Some(o) = &self.owner {
+            let _ = writeln!(
+                s,
+                "TO: creating {} closed {} active {:?} incoming {} stats {:?}",
+                o.is_creating(),
+                o.is_closed(),
+                o.member_ids(),
+                self.incoming.len(),
+                o.stats()
+            );
+        }
+        for (i, u) in self.users.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "TU {i} ({}): {:?} end {:?} member {} token {:?} delivered {} stats {:?}",
+                u.addr,
+                u.user.join_status(),
+                u.user.end(),
+                u.user.member_id(),
+                u.user.token(),
+                u.delivered.len(),
+                u.user.stats()
+            );
+        }
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in &self.sent {
+            *counts.entry(r.packet_type.name()).or_default() += 1;
+        }
+        let _ = writeln!(
+            s,
+            "sent {counts:?}; in flight {}, lost {}, delivered {}, undeliverable {}, steps {}",
+            self.net.len(),
+            self.lost,
+            self.delivered,
+            self.undeliverable,
+            self.steps
+        );
+        s
+    }
+}
+
+/// Message `id` of `len` bytes: starts with `id` (as many of its 4
+/// big-endian bytes as fit), then bytes that depend on both, so that any
+/// mix-up of messages or of segments shows.
+pub(super) fn message(id: u32, len: usize) -> Vec<u8> {
+    let mut rng = Rng::new(u64::from(id) << 32 | len as u64);
+    let mut m: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+    for (d, s) in m.iter_mut().zip(id.to_be_bytes()) {
+        *d = s;
+    }
+    m
+}
+
+/// The id [`message`] put first (messages of at least 4 bytes).
+pub(super) fn message_id(m: &[u8]) -> Option<u32> {
+    m.first_chunk::<4>().map(|b| u32::from_be_bytes(*b))
+}
+
+/// `count` messages with ids from `first`, of lengths drawn from `lens` by `rng`.
+pub(super) fn messages(rng: &mut Rng, first: u32, count: usize, lens: std::ops::RangeInclusive<usize>) -> Vec<Vec<u8>> {
+    let span = (lens.end() - lens.start() + 1) as u64;
+    (0..count)
+        .map(|k| {
+            let len = lens.start() + (rng.next_u64() % span) as usize;
+            message(first + k as u32, len)
+        })
+        .collect()
+}
