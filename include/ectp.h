@@ -108,6 +108,20 @@
 #define ECTP_TX_LOSS 17
 
 /**
+ * Testing aid: percentage of datagrams sent with one bit flipped, 0..100
+ * (int), so that receivers' checksums must catch them. Default 0. Any time.
+ */
+#define ECTP_TX_CORRUPT 18
+
+/**
+ * Flow-control window in DATA packets, 16..65536 (int): how many packets a
+ * sender (the TO, or an SU) keeps unacknowledged or queued at most; msendm
+ * and msendmsg block when it is full. In the semi-reliable mode it bounds
+ * the TO's repair buffer instead. Default 1024. Set before mcreate/mjoin.
+ */
+#define ECTP_WINDOW 19
+
+/**
  * ECTP_TCO: every TU's parent is the TO.
  */
 #define ECTP_TCO_FLAT 0

@@ -66,7 +66,7 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
         h.ep.set_corruption(f64::from(in_range(read_int(optval, optlen)?, 0, 100)?) / 100.0);
         return Ok(());
     }
-    if !(ECTP_TCO..=ECTP_MAX_TOKENS).contains(&optname) {
+    if !(ECTP_TCO..=ECTP_MAX_TOKENS).contains(&optname) && optname != ECTP_WINDOW {
         return Err(ENOPROTOOPT);
     }
     let v = read_int(optval, optlen)?;
@@ -81,6 +81,7 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
         ECTP_CCT => in_range(v, 0, 3_600_000)?,
         ECTP_RXT => in_range(v, 10, 60_000)?,
         ECTP_RETRIES => in_range(v, 1, 100)?,
+        ECTP_WINDOW => in_range(v, 16, 65536)?,
         _ => return Err(ENOPROTOOPT),
     };
     h.ep.configure(|c| {
@@ -95,6 +96,7 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
             ECTP_CCT => c.cct = ms(v),
             ECTP_RXT => c.rxt = ms(v),
             ECTP_RETRIES => c.retries = v as u32,
+            ECTP_WINDOW => c.window = v as u32,
             _ => return Err(Error::Invalid),
         }
         Ok(())
@@ -138,6 +140,7 @@ pub fn get(h: &Handle, optname: c_int, optval: *mut c_void, optlen: *mut socklen
         ECTP_CCT => ms(c.cct),
         ECTP_RXT => ms(c.rxt),
         ECTP_RETRIES => c_int::try_from(c.retries).unwrap_or(c_int::MAX),
+        ECTP_WINDOW => c_int::try_from(c.window).unwrap_or(c_int::MAX),
         ECTP_RX_LOSS => (h.ep.loss().0 * 100.0).round() as c_int,
         ECTP_TX_CORRUPT => (h.ep.corruption() * 100.0).round() as c_int,
         ECTP_TX_LOSS => (h.ep.loss().1 * 100.0).round() as c_int,

@@ -47,6 +47,11 @@ pub const ECTP_TX_LOSS: c_int = 17;
 /// Testing aid: percentage of datagrams sent with one bit flipped, 0..100
 /// (int), so that receivers' checksums must catch them. Default 0. Any time.
 pub const ECTP_TX_CORRUPT: c_int = 18;
+/// Flow-control window in DATA packets, 16..65536 (int): how many packets a
+/// sender (the TO, or an SU) keeps unacknowledged or queued at most; msendm
+/// and msendmsg block when it is full. In the semi-reliable mode it bounds
+/// the TO's repair buffer instead. Default 1024. Set before mcreate/mjoin.
+pub const ECTP_WINDOW: c_int = 19;
 
 /// ECTP_TCO: every TU's parent is the TO.
 pub const ECTP_TCO_FLAT: c_int = 0;

@@ -13,6 +13,9 @@ pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Default bytes of user data per DATA packet: fits a 1500-byte MTU over IPv6
 /// (40 IP + 8 UDP + 16 ECTP + 1400 = 1464) with room to spare.
 pub const DEFAULT_MSS: u16 = 1400;
+/// Largest flow-control window (packets). Receivers size their window to it,
+/// whatever window the sender chose.
+pub const MAX_WINDOW: u32 = 65536;
 /// Smallest and largest MSS accepted.
 pub const MSS_RANGE: (u16, u16) = (64, 65000);
 

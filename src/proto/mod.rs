@@ -32,7 +32,7 @@ mod sim_tests;
 
 use std::net::SocketAddr;
 
-pub use config::{Config, DEFAULT_MSS, MAX_MESSAGE, MSS_RANGE};
+pub use config::{Config, DEFAULT_MSS, MAX_MESSAGE, MAX_WINDOW, MSS_RANGE};
 pub use owner::{Incoming, Owner, OwnerError};
 pub use receiver::{Accept, Message, Receiver};
 pub use rng::Rng;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::ack::{ack_of, RepairLimiter};
 use super::receiver::{Accept, Message, Receiver};
 use super::sender::{QueueError, Sender};
-use super::{Config, Ctl, Dest, Event, Rng, Stats, Transmit, MAX_MESSAGE};
+use super::{Config, Ctl, Dest, Event, Rng, Stats, Transmit, MAX_MESSAGE, MAX_WINDOW};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro};
 
 /// How often CTR is multicast at termination (it has no confirm).
@@ -288,8 +288,7 @@ impl Owner {
             Some(id) => {
                 m.token = TokenState::Held { id, isn };
                 self.tokens[usize::from(id)] = Some(user_id);
-                let capacity = self.cfg.window as usize;
-                self.backward.insert(id, Receiver::new(isn, capacity, MAX_MESSAGE));
+                self.backward.insert(id, Receiver::new(isn, MAX_WINDOW as usize, MAX_MESSAGE));
             }
             None => m.token = TokenState::Refused(isn),
         }

@@ -13,7 +13,7 @@ use super::ack::{ack_of, RepairLimiter};
 use super::receiver::{Accept, Message, Receiver};
 use super::retry::{Due, Retry};
 use super::sender::{QueueError, Sender};
-use super::{Config, Ctl, Dest, Rng, Stats, Transmit, MAX_MESSAGE};
+use super::{Config, Ctl, Dest, Rng, Stats, Transmit, MAX_MESSAGE, MAX_WINDOW};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro};
 
 /// DATA kept while the TU does not yet know where its data starts (it
@@ -713,7 +713,7 @@ impl User {
     /// The receive window starts at `start`; DATA heard before it is replayed.
     fn set_start(&mut self, start: Psn) {
         self.start = Some(start);
-        let mut rx = Receiver::new(start, self.cfg.window as usize, MAX_MESSAGE);
+        let mut rx = Receiver::new(start, MAX_WINDOW as usize, MAX_MESSAGE);
         let conn_id = self.conn_id;
         for e in self.early.drain(..) {
             if Some(e.conn_id) == conn_id && !e.psn.is_before(start) {
@@ -754,7 +754,7 @@ impl User {
     /// NDATA: the TO is idle; its PSN is the next it will use.
     fn on_ndata(&mut self, now: Instant, next: Psn) -> bool {
         let Some(rx) = self.rx.as_mut() else { return true };
-        if next.diff(rx.lsn()) > i64::from(self.cfg.window) {
+        if next.diff(rx.lsn()) > i64::from(MAX_WINDOW) {
             return false; // beyond anything the window allows: not believable
         }
         rx.note_end(next, true);
@@ -771,7 +771,7 @@ impl User {
     /// CTR: the TO ends the connection; its PSN is the last it sent.
     fn on_ctr(&mut self, last: Psn, abnormal: bool) -> bool {
         if let Some(rx) = self.rx.as_mut() {
-            if last.next().diff(rx.lsn()) <= i64::from(self.cfg.window) {
+            if last.next().diff(rx.lsn()) <= i64::from(MAX_WINDOW) {
                 rx.give_up_before(last.next(), true);
             }
         }
