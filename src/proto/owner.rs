@@ -322,14 +322,7 @@ impl Owner {
 
     /// Take one received datagram.
     pub fn handle(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.stats.packets_received += 1;
-        let packet = match Packet::parse(datagram) {
-            Ok(p) => p,
-            Err(e) => {
-                self.stats.malformed(e);
-                return;
-            }
-        };
+        let Some(packet) = self.stats.parse(datagram) else { return };
         let h = packet.header;
         // An LJR may come before the TU knows the connection ID.
         if h.connection_id != self.conn_id && !(h.packet_type == PacketType::Ljr && h.connection_id == 0) {

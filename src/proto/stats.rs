@@ -1,6 +1,6 @@
 //! Counters kept by each endpoint: what was sent, received, dropped and why.
 
-use crate::wire::ParseError;
+use crate::wire::{Packet, ParseError};
 
 /// What an endpoint counted. Every datagram that is dropped is counted in
 /// exactly one of the `dropped_*` fields.
@@ -35,6 +35,13 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Count a received datagram and parse it; a malformed one is counted
+    /// by reason and dropped.
+    pub fn parse<'a>(&mut self, datagram: &'a [u8]) -> Option<Packet<'a>> {
+        self.packets_received += 1;
+        Packet::parse(datagram).map_err(|e| self.malformed(e)).ok()
+    }
+
     /// Count one malformed datagram.
     pub fn malformed(&mut self, e: ParseError) {
         if let Some(c) = self.dropped_malformed.get_mut(e.index()) {

@@ -317,14 +317,7 @@ impl User {
 
     /// Take one received datagram (multicast or unicast).
     pub fn handle(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.stats.packets_received += 1;
-        let packet = match Packet::parse(datagram) {
-            Ok(p) => p,
-            Err(e) => {
-                self.stats.malformed(e);
-                return;
-            }
-        };
+        let Some(packet) = self.stats.parse(datagram) else { return };
         let h = packet.header;
         if self.end.is_some() {
             self.stats.dropped_unexpected += 1;
