@@ -23,6 +23,9 @@ use error::{guard, Errno, EFAULT, EINVAL};
 use table::Handle;
 pub use types::*;
 
+/// Longest option value passed through to the UDP sockets.
+const MAX_RAW_OPTION: usize = 4096;
+
 /// Flags `msendm`, `msendmsg` and `mrecvmsg` understand.
 const KNOWN_FLAGS: c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
 
@@ -92,6 +95,11 @@ pub extern "C" fn msetsockopt(sd: c_int, level: c_int, optname: c_int, optval: *
         if level == SOL_ECTP {
             options::set(&h, optname, optval, optlen)?;
         } else {
+            // No socket option is this large; a huge length is a bad argument,
+            // not a reason to read far past the caller's value.
+            if optlen as usize > MAX_RAW_OPTION {
+                return Err(EINVAL);
+            }
             let value = in_slice(optval, optlen as size_t)?;
             h.ep.set_raw_option(level, optname, value)?;
         }
