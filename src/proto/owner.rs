@@ -14,8 +14,9 @@ use super::sender::{QueueError, Sender};
 use super::{Config, Ctl, Dest, Event, Rng, Stats, Transmit, MAX_MESSAGE, MAX_WINDOW};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro};
 
-/// How often CTR is multicast at termination (it has no confirm).
-const CTR_SENDS: u32 = 3;
+/// How often CTR is multicast at termination, RXT/2 apart (it has no
+/// confirm; a TU that misses every copy sees ECONNRESET after FDN x HGT).
+const CTR_SENDS: u32 = 6;
 /// How often an ejection's ULR is sent (it has no confirm).
 const ULR_SENDS: u32 = 3;
 
@@ -457,7 +458,7 @@ impl Owner {
                     let mut h = Header::new(PacketType::Ctr, self.conn_id);
                     h.psn = self.sender.last_psn().0;
                     self.ctl.push_back(Ctl::new(Dest::Group, h));
-                    self.phase = Phase::Terminating { sent: sent + 1, next: now + self.cfg.rxt };
+                    self.phase = Phase::Terminating { sent: sent + 1, next: now + self.cfg.rxt / 2 };
                 }
             }
             _ => {}
