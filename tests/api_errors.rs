@@ -516,6 +516,50 @@ fn dontwait_gives_eagain_and_unknown_flags_give_einval() {
     ok!(mleave(tu, 0));
 }
 
+#[test]
+fn msendm_dontwait_gives_eagain_while_flow_control_holds_it_back() {
+    let g = group(25);
+    // A small window, and (default HGT and FDN) a failure detection slow
+    // enough not to eject the silent TU during the test.
+    let to = owner(local(), g, &[(ECTP_WINDOW, 16)]);
+    let tu = joined(g);
+    // The TU stops acknowledging: everything it sends is dropped.
+    assert_eq!(set_int(tu, ECTP_TX_LOSS, 100), 0);
+    let mut sent: Vec<Vec<u8>> = Vec::new();
+    let mut blocked = false;
+    for i in 0..100_000u32 {
+        let m = i.to_be_bytes().to_vec();
+        let r = msendm(to, m.as_ptr().cast(), m.len(), libc::MSG_DONTWAIT);
+        if r == -1 {
+            assert_eq!(errno(), libc::EAGAIN, "msendm(MSG_DONTWAIT) with the window full");
+            blocked = true;
+            break;
+        }
+        assert_eq!(r, 4);
+        sent.push(m);
+    }
+    assert!(blocked, "msendm(MSG_DONTWAIT) never gave EAGAIN although no TU acknowledged {} messages", sent.len());
+    assert!(sent.len() >= 1);
+    // A blocking msendm waits; once the TU acknowledges again, it returns.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(msendm(to, b"after the wait".as_ptr().cast(), 14, 0));
+    });
+    assert_eq!(set_int(tu, ECTP_TX_LOSS, 0), 0);
+    let r = rx.recv_timeout(Duration::from_secs(20)).expect("the blocking msendm never returned");
+    assert_eq!(r, 14, "blocking msendm: errno {}", errno());
+    sent.push(b"after the wait".to_vec());
+    for (i, m) in sent.iter().enumerate() {
+        let (got, info) = recv(tu, 64, 0).expect("mrecvmsg");
+        assert_eq!(&got, m, "message {i}");
+        assert_eq!(info.flags, 0, "message {i}: nothing may be lost in the reliable mode");
+    }
+    assert_eq!(get_int(to, ECTP_MEMBERS), Ok(1));
+    ok!(mterminate(to));
+    assert_eq!(recv(tu, 64, 0).unwrap().0, b"");
+    ok!(mleave(tu, 0));
+}
+
 // ---------------------------------------------------------------- options
 
 const DEFAULTS: [(c_int, c_int, &str); 10] = [
@@ -1138,4 +1182,193 @@ fn huge_optlen_at_another_level_fails_cleanly() {
         assert!(r == -1 || (r == 0 && len as usize <= size_of::<c_int>()), "mgetsockopt with a huge optlen: {r}, len {len}");
         release_unbound(sd);
     });
+}
+
+// ---------------------------------------------------------------- more token outcomes
+
+#[test]
+fn unanswered_token_request_times_out_and_a_later_one_succeeds() {
+    let g = group(26);
+    let to = owner(local(), g, FAST);
+    let tu = user(local(), g, &[(ECTP_RXT, 50), (ECTP_RETRIES, 3)]).expect("join");
+    // The TO goes silent: whatever it sends is dropped.
+    assert_eq!(set_int(to, ECTP_TX_LOSS, 100), 0);
+    fails!(mtoken_get(tu), libc::ETIMEDOUT);
+    assert_eq!(get_int(tu, ECTP_TOKEN_ID), Ok(0));
+    fails!(msendmsg(tu, b"x".as_ptr().cast(), 1, 0), libc::EPERM);
+    // The TO speaks again: the TU can ask again and gets a token.
+    assert_eq!(set_int(to, ECTP_TX_LOSS, 0), 0);
+    let id = mtoken_get(tu);
+    assert!(id >= 1, "mtoken_get after a timed-out one: errno {} ({})", errno(), strerror(errno()));
+    assert_eq!(send_su(tu, b"finally"), 7);
+    assert_eq!(recv(to, 16, 0).unwrap().0, b"finally");
+    ok!(mtoken_return(tu));
+    ok!(mterminate(to));
+    ok!(mleave(tu, 0));
+}
+
+#[test]
+fn a_tu_leaving_with_the_token_frees_it() {
+    let g = group(27);
+    let to = owner(local(), g, &[(ECTP_HGT, 500), (ECTP_MAX_TOKENS, 1)]);
+    let a = joined(g);
+    let b = joined(g);
+    assert!(mtoken_get(a) >= 1);
+    fails!(mtoken_get(b), libc::EACCES);
+    assert_eq!(send_su(a, b"sent before leaving"), 19);
+    ok!(mleave(a, 0));
+    assert_eq!(recv(to, 64, 0).unwrap().0, b"sent before leaving");
+    assert!(wait_for(10, || get_int(to, ECTP_MEMBERS) == Ok(1)));
+    let id = mtoken_get(b);
+    assert!(id >= 1, "the token of a TU that left was not freed: errno {}", errno());
+    ok!(mtoken_return(b));
+    ok!(mterminate(to));
+    ok!(mleave(b, 0));
+}
+
+// ---------------------------------------------------------------- random calls
+
+/// A small deterministic generator for the random calls.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+#[test]
+fn random_calls_never_panic_and_give_contract_errnos() {
+    let g = group(28);
+    let to = owner(local(), g, FAST);
+    let tu = joined(g);
+    let unbound = fast_socket();
+    let sds = [to, tu, unbound, -1, 999_999, c_int::MAX];
+    let allowed = [
+        libc::EBADF,
+        libc::EFAULT,
+        libc::EINVAL,
+        libc::EOPNOTSUPP,
+        libc::ENOTCONN,
+        libc::EISCONN,
+        libc::EAGAIN,
+        libc::EPERM,
+        libc::EALREADY,
+        libc::ENOENT,
+        libc::EMSGSIZE,
+        libc::ENOPROTOOPT,
+        libc::EACCES,
+    ];
+    let mut rng = Lcg(0x5eed_ec7b);
+    let mut buf = vec![0u8; 70_000];
+    let lens = [0usize, 1, 3, 4, 8, 100, 1400, 1401, 65_536, 70_000, usize::MAX];
+    let flags = [0, libc::MSG_DONTWAIT, libc::MSG_NOSIGNAL, libc::MSG_PEEK, -1, 0x10_0000];
+    let opts: Vec<c_int> = (-2..24).chain([999, c_int::MAX, c_int::MIN]).collect();
+    let values = [0, 1, 2, 3, 63, 64, 255, 256, 1400, 65_000, 65_001, -1, c_int::MAX, c_int::MIN];
+    for step in 0..20_000 {
+        let sd = rng.pick(&sds);
+        let null = rng.next() % 8 == 0;
+        let len = rng.pick(&lens);
+        let f = rng.pick(&flags) | if rng.next() % 2 == 0 { libc::MSG_DONTWAIT } else { 0 };
+        let p: *mut c_void = if null { std::ptr::null_mut() } else { buf.as_mut_ptr().cast() };
+        let (what, r): (&str, i64) = match rng.next() % 9 {
+            0 => ("msendm", msendm(sd, p, len, f | libc::MSG_DONTWAIT) as i64),
+            1 => {
+                // Never a blocking receive: MSG_DONTWAIT is always there.
+                let mut info = empty_info();
+                let ip = if rng.next() % 2 == 0 { &mut info as *mut ectp_rcvinfo } else { std::ptr::null_mut() };
+                ("mrecvmsg", mrecvmsg(sd, p, len, f | libc::MSG_DONTWAIT, ip) as i64)
+            }
+            2 => ("msendmsg", msendmsg(sd, p, len, f | libc::MSG_DONTWAIT) as i64),
+            3 => {
+                let v = rng.pick(&values);
+                let opt = rng.pick(&opts);
+                let optlen = rng.pick(&[0u32, 1, 4, 8, 4096, u32::MAX]);
+                let vp: *const c_void = if null { std::ptr::null() } else { int_ptr(&v) };
+                let vb = [v; 2];
+                let vp = if optlen == 8 && !null { (&vb as *const [c_int; 2]).cast() } else { vp };
+                // Lengths over 8 are longer than the value: the library must
+                // reject them before reading (SOL_ECTP options are ints or
+                // function pointers).
+                ("msetsockopt", msetsockopt(sd, SOL_ECTP, opt, vp, optlen) as i64)
+            }
+            4 => {
+                let opt = rng.pick(&opts);
+                let mut room: socklen_t = rng.pick(&[0u32, 1, 4, 8, 64]);
+                let mut out = [0u8; 64];
+                let op: *mut c_void = if null { std::ptr::null_mut() } else { out.as_mut_ptr().cast() };
+                let lp: *mut socklen_t = if rng.next() % 8 == 0 { std::ptr::null_mut() } else { &mut room };
+                if rng.next() % 2 == 0 {
+                    ("mgetsockopt", mgetsockopt(sd, SOL_ECTP, opt, op, lp) as i64)
+                } else {
+                    ("mgetesockopt", mgetesockopt(sd, SOL_ECTP, opt, op, lp) as i64)
+                }
+            }
+            5 => {
+                let uid = rng.pick(&[0u32, 1, 2, 3, 77, u32::MAX]);
+                let flag = rng.pick(&[0, 1, 2, -1]);
+                if sd == to {
+                    // Accepting or refusing nothing pending: ENOENT or EINVAL.
+                    ("mjoin_confirm", mjoin_confirm(sd, uid, flag) as i64)
+                } else {
+                    ("mtoken_confirm", mtoken_confirm(sd, uid, flag) as i64)
+                }
+            }
+            6 => {
+                let mut st = ectp_stats::default();
+                let sp: *mut ectp_stats = if null { std::ptr::null_mut() } else { &mut st };
+                ("ectp_get_stats", ectp_get_stats(sd, sp) as i64)
+            }
+            7 if sd != tu && sd != unbound => {
+                // mleave on the TO ejects; only ids that are no member.
+                let uid = rng.pick(&[0u32, 1000, u32::MAX]);
+                ("mleave", mleave(sd, uid) as i64)
+            }
+            _ => {
+                // Addresses: lengths and families, on endpoints that are
+                // already connected or not endpoints (no blocking join).
+                let (l, _) = c_addr(local());
+                let (ga, _) = c_addr(g);
+                let alen = rng.pick(&[0u32, 2, 15, 16, 28, 128, 129, u32::MAX]);
+                let a = if null { std::ptr::null() } else { ptr(&l) };
+                let target = rng.pick(&[to, tu, -1]);
+                if rng.next() % 2 == 0 {
+                    ("mcreate", mcreate(target, a, alen, ptr(&ga), alen) as i64)
+                } else {
+                    ("mjoin", mjoin(target, a, alen, ptr(&ga), alen) as i64)
+                }
+            }
+        };
+        if r < 0 {
+            let e = errno();
+            assert_eq!(r, -1, "step {step}: {what} returned {r}");
+            assert!(allowed.contains(&e), "step {step}: {what} on {sd}: errno {e} ({}), not one of the contract's", strerror(e));
+        }
+    }
+    // The endpoints still work, once the testing aids are off again.
+    for sd in [to, tu] {
+        for opt in [ECTP_RX_LOSS, ECTP_TX_LOSS, ECTP_TX_CORRUPT] {
+            assert_eq!(set_int(sd, opt, 0), 0);
+        }
+    }
+    let mut buf = [0u8; 70_000];
+    // Drain what the random msendm calls sent (it may still be arriving).
+    assert_eq!(send(to, b"marker"), 6);
+    loop {
+        let n = mrecvmsg(tu, buf.as_mut_ptr().cast(), buf.len(), 0, std::ptr::null_mut());
+        assert!(n > 0, "mrecvmsg while draining: errno {}", errno());
+        if &buf[..n as usize] == b"marker" {
+            break;
+        }
+    }
+    let _ = mtoken_return(tu);
+    assert_eq!(get_int(to, ECTP_MEMBERS), Ok(1));
+    check_flow(to, &[tu], b"after the random calls");
+    ok!(mterminate(to));
+    ok!(mleave(tu, 0));
+    release_unbound(unbound);
 }

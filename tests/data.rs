@@ -521,3 +521,155 @@ fn check_flow_both_ways(to: c_int, tu: c_int, seed: u32) {
     assert_eq!(mtoken_return(tu), 0);
     assert_eq!(recv(to, 8192, 0).unwrap().0, b);
 }
+
+// ----- losses, reliability of backward data, threads -----
+
+#[test]
+fn unreliable_losses_are_flagged_with_gap() {
+    let g = group(10);
+    let to = owner(local(), g, &[(ECTP_RO, ECTP_RO_UNRELIABLE), HGT]);
+    let tu = joined(g);
+    // The TU loses 30% of what reaches it while the first 200 messages go
+    // out; then nothing for the last 4.
+    assert_eq!(set_int(tu, ECTP_RX_LOSS, 30), 0);
+    let msgs: Vec<Vec<u8>> = (0..204u32)
+        .map(|i| {
+            let mut m = pattern(100, i + 1);
+            m[..4].copy_from_slice(&i.to_be_bytes());
+            m
+        })
+        .collect();
+    let count = Arc::new(AtomicUsize::new(0));
+    let h = receive_all(tu, Arc::clone(&count));
+    for m in &msgs[..200] {
+        assert_eq!(send(to, m), 100);
+    }
+    assert!(
+        wait_for(10, || {
+            let st = stats(tu);
+            st.dropped_injected + st.data_received >= 200
+        }),
+        "the TU heard too little"
+    );
+    assert_eq!(set_int(tu, ECTP_RX_LOSS, 0), 0);
+    for m in &msgs[200..] {
+        assert_eq!(send(to, m), 100);
+    }
+    assert_eq!(mterminate(to), 0);
+    let got = h.join().unwrap();
+    assert!(stats(tu).dropped_injected > 0, "no loss was injected");
+    // What was delivered: messages the TO sent, each whole, in order, with
+    // ECTP_MSG_GAP exactly where messages are missing before it. (The first
+    // message after a hole may be missing too: without a first-segment flag
+    // a receiver cannot tell whether it begins a message.)
+    let mut prev: i64 = -1;
+    let mut gaps = 0;
+    let mut delivered = Vec::new();
+    for (k, m) in got.msgs.iter().enumerate() {
+        assert_eq!(m.len(), 100, "a message of another size was delivered");
+        let idx = i64::from(u32::from_be_bytes([m[0], m[1], m[2], m[3]]));
+        assert!(idx > prev && idx < 204, "message {idx} delivered after {prev}: out of order, twice or unknown");
+        assert_eq!(*m, msgs[idx as usize], "message {idx} corrupted");
+        let gap = got.flags[k] & ECTP_MSG_GAP != 0;
+        assert_eq!(gap, idx != prev + 1, "message {idx} after {prev}: ECTP_MSG_GAP is {gap}");
+        assert_eq!(got.flags[k] & ECTP_MSG_TRUNC, 0);
+        gaps += usize::from(gap);
+        delivered.push(idx);
+        prev = idx;
+    }
+    assert!(delivered.len() < 200, "30% loss lost nothing");
+    assert!(gaps >= 1);
+    // Sent after the losses stopped: all but at most the first arrive.
+    for idx in 201..204 {
+        assert!(delivered.contains(&idx), "message {idx}, sent with no loss, was not delivered");
+    }
+    assert_eq!(stats(tu).gaps as usize, gaps, "ectp_stats.gaps counts the messages flagged");
+    assert_eq!(mleave(tu, 0), 0);
+}
+
+#[test]
+fn backward_data_is_all_at_the_to_when_mtoken_return_returns() {
+    let g = group(11);
+    // Failure detection effectively off: the SU loses many of its packets.
+    let to = owner(local(), g, &[HGT, (ECTP_FDN, 255)]);
+    let tu = joined(g);
+    let uid = get_int(tu, ECTP_USER_ID).unwrap() as u32;
+    assert_eq!(set_int(tu, ECTP_TX_LOSS, 20), 0);
+    let id = mtoken_get(tu);
+    assert!(id >= 1, "mtoken_get with 20% loss: errno {}", errno());
+    let msgs: Vec<Vec<u8>> = (0..30).map(|i| pattern(1 + (i * 997) % 20_000, 1100 + i as u32)).collect();
+    for m in &msgs {
+        assert_eq!(send_su(tu, m), m.len() as isize, "msendmsg: errno {}", errno());
+    }
+    assert_eq!(mtoken_return(tu), 0, "mtoken_return with 20% loss: errno {}", errno());
+    assert!(stats(tu).dropped_injected > 0);
+    assert_eq!(set_int(tu, ECTP_TX_LOSS, 0), 0);
+    // The TO acknowledged everything: all of it is there, without waiting.
+    for (i, m) in msgs.iter().enumerate() {
+        let (got, info) = recv(to, 32 * 1024, libc::MSG_DONTWAIT)
+            .unwrap_or_else(|e| panic!("backward message {i} not at the TO after mtoken_return: errno {e}"));
+        assert!(got == *m, "backward message {i}: {} bytes, want {}", got.len(), m.len());
+        assert_eq!(info.flags, 0);
+        assert_eq!(info.user_id, uid);
+        assert_eq!(i32::from(info.token_id), id);
+    }
+    let mut buf = [0u8; 8];
+    assert_eq!(mrecvmsg(to, buf.as_mut_ptr().cast(), 8, libc::MSG_DONTWAIT, std::ptr::null_mut()), -1);
+    assert_eq!(errno(), libc::EAGAIN);
+    assert_eq!(mterminate(to), 0);
+    assert_eq!(mleave(tu, 0), 0);
+}
+
+#[test]
+fn blocking_calls_block_only_their_thread() {
+    let g = group(12);
+    let to = owner(local(), g, &[HGT]);
+    let tu = joined(g);
+    // One thread waits on each side.
+    let to_waiter = thread::spawn(move || recv(to, 64, 0));
+    let tu_waiter = thread::spawn(move || recv(tu, 64, 0));
+    thread::sleep(Duration::from_millis(100)); // let them block (not an assertion)
+    // Meanwhile this thread uses both endpoints.
+    let id = mtoken_get(tu);
+    assert!(id >= 1);
+    assert_eq!(send_su(tu, b"up"), 2);
+    assert_eq!(mtoken_return(tu), 0);
+    assert_eq!(send(to, b"down"), 4);
+    assert_eq!(get_int(to, ECTP_MEMBERS), Ok(1));
+    assert_eq!(to_waiter.join().unwrap().expect("TO mrecvmsg").0, b"up");
+    assert_eq!(tu_waiter.join().unwrap().expect("TU mrecvmsg").0, b"down");
+
+    // Two threads multicasting at once: every message arrives whole, each
+    // thread's in its order.
+    let senders: Vec<_> = (0..2u8)
+        .map(|t| {
+            thread::spawn(move || {
+                for i in 0..100u32 {
+                    let mut m = pattern(500 + (i as usize * 131) % 3000, i + 1000 * u32::from(t));
+                    m[0] = t;
+                    m[1..5].copy_from_slice(&i.to_be_bytes());
+                    assert_eq!(send(to, &m), m.len() as isize);
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u32; 2];
+    for _ in 0..200 {
+        let (m, info) = recv(tu, 8192, 0).unwrap();
+        assert_eq!(info.flags, 0);
+        let t = m[0] as usize;
+        let i = u32::from_be_bytes([m[1], m[2], m[3], m[4]]);
+        assert_eq!(i, next[t], "thread {t}'s messages out of order");
+        let mut want = pattern(500 + (i as usize * 131) % 3000, i + 1000 * t as u32);
+        want[0] = t as u8;
+        want[1..5].copy_from_slice(&i.to_be_bytes());
+        assert!(m == want, "thread {t}'s message {i} corrupted");
+        next[t] += 1;
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+    assert_eq!(mterminate(to), 0);
+    assert_eq!(recv(tu, 64, 0).unwrap().0, b"");
+    assert_eq!(mleave(tu, 0), 0);
+}

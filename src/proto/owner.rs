@@ -691,8 +691,16 @@ impl Owner {
         match m.token {
             TokenState::Held { id, isn: held } if held == isn => self.ctl.push_back(self.tgc(from, isn, Some(id))),
             TokenState::Refused(r) if r == isn => self.ctl.push_back(self.tgc(from, isn, None)),
-            TokenState::Pending(_) => {}
-            TokenState::Held { .. } => return false,
+            // The application has not answered yet; a TU that gave up and asks
+            // again (new ISN) gets the answer to its newest request.
+            TokenState::Pending(_) => m.token = TokenState::Pending(isn),
+            TokenState::Held { id, .. } => {
+                // A TU asks with a new ISN only when it holds no token: it gave up
+                // waiting for our TGC. That grant is void; this is a new request.
+                m.token = TokenState::None;
+                self.release_token(id, user_id);
+                return self.on_tgr(from, isn);
+            }
             TokenState::None | TokenState::Refused(_) => {
                 m.token = TokenState::Pending(isn);
                 if self.cfg.ask_tokens {
