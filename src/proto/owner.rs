@@ -821,15 +821,16 @@ impl Owner {
         self.ctl.push_back(ctl);
     }
 
-    /// HBACK from a child: the echoed timestamp gives its RTT; the
-    /// Acknowledgement element it carries counts as an ACK.
+    /// HBACK from a child (an answer to HB, or its keep-alive): the echoed
+    /// timestamp, if any, gives its RTT; the Acknowledgement element counts
+    /// as an ACK.
     fn on_hback(&mut self, now: Instant, from: SocketAddr, packet: &Packet<'_>) -> bool {
+        let Some(id) = self.member_at(from) else { return false };
         if packet.elements.ack.is_some() {
             self.on_ack(now, from, packet);
         }
-        let (Some(id), Some(ts)) = (self.member_at(from), packet.elements.timestamp) else { return false };
-        let sent = self.epoch + Duration::from_micros(ts);
-        if let Some(m) = self.members.get_mut(&id) {
+        if let (Some(ts), Some(m)) = (packet.elements.timestamp, self.members.get_mut(&id)) {
+            let sent = self.epoch + Duration::from_micros(ts);
             if sent <= now {
                 m.rtt = Some(now - sent);
             }

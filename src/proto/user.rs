@@ -411,9 +411,10 @@ impl User {
             Ro::Unreliable => self.rx.as_ref().and_then(|rx| rx.hole_deadline(self.cfg.rxt)),
             _ => self.ack_next,
         };
-        let parent = (self.status == JoinStatus::Joined && self.end.is_none())
-            .then(|| self.parent_heard + self.failure_time());
-        [self.join_retry.map(|r| r.deadline()), self.token_retry.map(|r| r.deadline()), hole, parent, self.su_hb_next]
+        let connected = self.is_connected();
+        let parent = connected.then(|| self.parent_heard + self.failure_time());
+        let keepalive = connected.then(|| self.keepalive_deadline());
+        [self.join_retry.map(|r| r.deadline()), self.token_retry.map(|r| r.deadline()), hole, parent, keepalive, self.su_hb_next]
             .into_iter()
             .flatten()
             .min()
@@ -493,10 +494,13 @@ impl User {
             },
             _ => self.ack_next = None,
         }
-        if self.status == JoinStatus::Joined
-            && self.end.is_none()
-            && now.saturating_duration_since(self.parent_heard) > self.failure_time()
-        {
+        // A child silent for HGT/2 sends an HBACK of its own, so that its
+        // parent hears every live child twice per HGT, whether or not HBs
+        // get through (it is ejected after FDN x HGT of silence).
+        if self.is_connected() && now >= self.keepalive_deadline() {
+            self.send_hback(now, None);
+        }
+        if self.is_connected() && now.saturating_duration_since(self.parent_heard) > self.failure_time() {
             log::info!("parent silent for {:?}: connection reset", self.failure_time());
             self.end = Some(End::Reset);
         }
@@ -505,6 +509,10 @@ impl User {
                 self.su_heartbeat(now);
             }
         }
+    }
+
+    fn keepalive_deadline(&self) -> Instant {
+        self.parent_sent + self.cfg.hgt / 2
     }
 
     fn failure_time(&self) -> Duration {
@@ -539,8 +547,8 @@ impl User {
         (0..=span).any(|i| psn.sub(i).0 % agn == mine)
     }
 
-    /// HB from the parent: answer if named (or silent for HGT), and in the
-    /// semi-reliable mode give up what the parent no longer keeps.
+    /// HB from the parent: answer if named, and in the semi-reliable mode
+    /// give up what the parent no longer keeps.
     fn on_heartbeat(&mut self, now: Instant, from: SocketAddr, p: &Packet<'_>) -> bool {
         if from.ip() != self.parent.ip() || self.status != JoinStatus::Joined {
             return false;
@@ -551,20 +559,27 @@ impl User {
                 rx.give_up_before(lowest, false);
             }
         }
-        let named = p.elements.membership.is_some_and(|m| m.member_id == self.member_id);
-        // Answering whenever silent for half an HGT guarantees the parent a
-        // packet from every live child at least once per HGT.
-        if named || now.saturating_duration_since(self.parent_sent) >= self.cfg.hgt / 2 {
-            let mut ctl = Ctl::new(Dest::Unicast(self.parent), self.header(PacketType::Hback));
-            ctl.elements.timestamp = p.elements.timestamp;
-            ctl.elements.membership = Some(self.membership());
-            // The LSN rides along, so the parent learns of a tail the AGN
-            // rule did not acknowledge.
-            ctl.elements.ack = self.rx.as_ref().map(|rx| ack_of(rx, 1));
-            self.ctl.push_back(ctl);
-            self.parent_sent = now;
+        if p.elements.membership.is_some_and(|m| m.member_id == self.member_id) {
+            self.send_hback(now, p.elements.timestamp);
         }
         true
+    }
+
+    /// HBACK to the parent: the echoed timestamp (when answering an HB that
+    /// named us) and the LSN, so the parent learns of a tail the AGN rule did
+    /// not acknowledge.
+    fn send_hback(&mut self, now: Instant, timestamp: Option<u64>) {
+        let mut ctl = Ctl::new(Dest::Unicast(self.parent), self.header(PacketType::Hback));
+        ctl.elements.timestamp = timestamp;
+        ctl.elements.membership = Some(self.membership());
+        ctl.elements.ack = self.rx.as_ref().map(|rx| ack_of(rx, 1));
+        self.ctl.push_back(ctl);
+        self.parent_sent = now;
+    }
+
+    /// Whether the connection is up for this TU (joined, not ended).
+    fn is_connected(&self) -> bool {
+        self.status == JoinStatus::Joined && self.end.is_none()
     }
 
     /// SU: HB to the TO with the lowest PSN it keeps, every RXT while data
