@@ -38,4 +38,9 @@ uint64_t now_ms(void);
  * (stop may be NULL). */
 void sleep_ns(uint64_t ns, volatile sig_atomic_t *stop);
 
+/* Set by SIGINT or SIGTERM (the signal's number) once catch_stop_signals()
+ * was called; a second signal kills at once. */
+extern volatile sig_atomic_t stop_signal;
+void catch_stop_signals(void);
+
 #endif

@@ -11,6 +11,8 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 B=${BUILD:-$here/build}
 KEEP=${KEEP:-0}
 LIMIT=40   # seconds any one process may run before it is killed
@@ -22,14 +24,7 @@ failed=0
 skipped=0
 
 cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    pids=()
+    stop_children
     if [[ $failed -eq 0 && $KEEP != 1 ]]; then
         rm -rf "$work"
     elif [[ -d $work ]]; then

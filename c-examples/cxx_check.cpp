@@ -33,40 +33,7 @@ void fail(const char *what, int err)
     failures++;
 }
 
-// Each initialisation fails to compile if the header's type differs.
-void check_signatures()
-{
-    int (*f_socket)(int, int, int) = msocket;
-    int (*f_setopt)(int, int, int, const void *, socklen_t) = msetsockopt;
-    int (*f_getopt)(int, int, int, void *, socklen_t *) = mgetsockopt;
-    int (*f_getEopt)(int, int, int, void *, socklen_t *) = mgetesockopt;
-    int (*f_create)(int, const struct sockaddr *, socklen_t, const struct sockaddr *, socklen_t)
-        = mcreate;
-    int (*f_join)(int, const struct sockaddr *, socklen_t, const struct sockaddr *, socklen_t)
-        = mjoin;
-    ssize_t (*f_sendm)(int, const void *, size_t, int) = msendm;
-    ssize_t (*f_sendmsg)(int, const void *, size_t, int) = msendmsg;
-    ssize_t (*f_recvmsg)(int, void *, size_t, int, struct ectp_rcvinfo *) = mrecvmsg;
-    int (*f_tget)(int) = mtoken_get;
-    int (*f_tret)(int) = mtoken_return;
-    int (*f_jconf)(int, uint32_t, int) = mjoin_confirm;
-    int (*f_tconf)(int, uint32_t, int) = mtoken_confirm;
-    int (*f_leave)(int, uint32_t) = mleave;
-    int (*f_term)(int) = mterminate;
-    ectp_join_callback jcb = join_cb;
-    ectp_token_callback tcb = token_cb;
-    struct ectp_rcvinfo info;
-    uint32_t *uid = &info.user_id;
-    uint8_t *tid = &info.token_id;
-    uint32_t *flags = &info.flags;
-    struct sockaddr_storage *from = &info.from;
-    socklen_t *fromlen = &info.fromlen;
-
-    (void)f_socket; (void)f_setopt; (void)f_getopt; (void)f_getEopt; (void)f_create;
-    (void)f_join; (void)f_sendm; (void)f_sendmsg; (void)f_recvmsg; (void)f_tget;
-    (void)f_tret; (void)f_jconf; (void)f_tconf; (void)f_leave; (void)f_term;
-    (void)jcb; (void)tcb; (void)uid; (void)tid; (void)flags; (void)from; (void)fromlen;
-}
+#include "signatures.inc"
 
 // The constants are integral constant expressions, usable as case labels.
 const char *option_name(int opt)
@@ -94,7 +61,7 @@ const char *option_name(int opt)
 
 int main()
 {
-    check_signatures();
+    (void)check_signatures();
     if (std::strcmp(option_name(ECTP_RO), "ECTP_RO") != 0)
         fail("option_name", 0);
 

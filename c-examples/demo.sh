@@ -20,6 +20,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 GSERV=${GSERV:-$here/build/gserv}
 GCLNT=${GCLNT:-$here/build/gclnt}
 LOCAL=${LOCAL:-127.0.0.1}
@@ -44,13 +46,7 @@ pids=()
 result=1
 
 cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_children
     if [[ $result -eq 0 && $KEEP != 1 ]]; then
         rm -rf "$work"
     else

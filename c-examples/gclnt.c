@@ -34,7 +34,6 @@
 static const char *prog = "gclnt";
 static int quiet;
 static int sd = -1;
-static volatile sig_atomic_t stop_signal;
 
 /* ---- the token thread ---- */
 
@@ -87,11 +86,6 @@ static void die_usage(const char *fmt, const char *arg)
     fputc('\n', stderr);
     usage(stderr);
     exit(2);
-}
-
-static void on_signal(int sig)
-{
-    stop_signal = sig;
 }
 
 static void set_token_state(enum token_state s, int failed)
@@ -283,7 +277,6 @@ int main(int argc, char **argv)
     unsigned long long bytes = 0, nmsgs = 0, gaps = 0, truncs = 0, spurious = 0;
     uint64_t joined_ms, deadline_ms = 0;
     int have_deadline = 0;
-    struct sigaction sa;
     pthread_t tid;
 
     while ((opt = getopt(argc, argv, "l:g:p:O:t:T:x:bqh")) != -1) {
@@ -333,12 +326,7 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN); /* a player that quits: EPIPE, then leave */
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESETHAND; /* a second ^C kills at once */
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    catch_stop_signals();
 
     sd = msocket(owner.ss_family, SOCK_DGRAM, 0);
     if (sd == -1) {

@@ -38,7 +38,6 @@ static int quiet;
 static int refuse_joins;
 static int refuse_tokens;
 
-static volatile sig_atomic_t stop_signal;
 
 /* The ECTP descriptor, and whether it may still be polled. */
 static int g_sd = -1;
@@ -86,11 +85,6 @@ static void die_usage(const char *fmt, const char *arg)
     fputc('\n', stderr);
     usage(stderr);
     exit(2);
-}
-
-static void on_signal(int sig)
-{
-    stop_signal = sig;
 }
 
 /* ---- callbacks, called on the library's thread ---- */
@@ -300,7 +294,6 @@ int main(int argc, char **argv)
     char err[160], ltext[ADDR_TEXT_LEN], gtext[ADDR_TEXT_LEN];
     ectp_join_callback jcb = on_join;
     ectp_token_callback tcb = on_token;
-    struct sigaction sa;
     uint64_t t0, sent_bytes = 0, messages = 0;
     int sd, in_fd, opt, status = 0;
     char *buf;
@@ -381,12 +374,7 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESETHAND; /* a second ^C kills at once */
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    catch_stop_signals();
 
     sd = msocket(local.ss_family, SOCK_DGRAM, 0);
     if (sd == -1) {

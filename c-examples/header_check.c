@@ -45,39 +45,9 @@ static void token_cb(int sd, uint32_t user_id, const struct sockaddr *addr, sock
 
 int header_check(void);
 
-/* Any type that differs from the contract is an incompatible-pointer
- * warning, hence an error. Returns the number of functions checked. */
+#include "signatures.inc"
+
 int header_check(void)
 {
-    int (*f_socket)(int, int, int) = msocket;
-    int (*f_setopt)(int, int, int, const void *, socklen_t) = msetsockopt;
-    int (*f_getopt)(int, int, int, void *, socklen_t *) = mgetsockopt;
-    int (*f_getEopt)(int, int, int, void *, socklen_t *) = mgetesockopt;
-    int (*f_create)(int, const struct sockaddr *, socklen_t, const struct sockaddr *, socklen_t)
-        = mcreate;
-    int (*f_join)(int, const struct sockaddr *, socklen_t, const struct sockaddr *, socklen_t)
-        = mjoin;
-    ssize_t (*f_sendm)(int, const void *, size_t, int) = msendm;
-    ssize_t (*f_sendmsg)(int, const void *, size_t, int) = msendmsg;
-    ssize_t (*f_recvmsg)(int, void *, size_t, int, struct ectp_rcvinfo *) = mrecvmsg;
-    int (*f_tget)(int) = mtoken_get;
-    int (*f_tret)(int) = mtoken_return;
-    int (*f_jconf)(int, uint32_t, int) = mjoin_confirm;
-    int (*f_tconf)(int, uint32_t, int) = mtoken_confirm;
-    int (*f_leave)(int, uint32_t) = mleave;
-    int (*f_term)(int) = mterminate;
-    ectp_join_callback jcb = join_cb;
-    ectp_token_callback tcb = token_cb;
-    struct ectp_rcvinfo info;
-    uint32_t *uid = &info.user_id;
-    uint8_t *tid = &info.token_id;
-    uint32_t *flags = &info.flags;
-    struct sockaddr_storage *from = &info.from;
-    socklen_t *fromlen = &info.fromlen;
-
-    return (f_socket != 0) + (f_setopt != 0) + (f_getopt != 0) + (f_getEopt != 0)
-         + (f_create != 0) + (f_join != 0) + (f_sendm != 0) + (f_sendmsg != 0)
-         + (f_recvmsg != 0) + (f_tget != 0) + (f_tret != 0) + (f_jconf != 0)
-         + (f_tconf != 0) + (f_leave != 0) + (f_term != 0) + (jcb != 0) + (tcb != 0)
-         + (uid != 0) + (tid != 0) + (flags != 0) + (from != 0) + (fromlen != 0);
+    return check_signatures();
 }
