@@ -2,6 +2,7 @@
 //! times in all (draft: "LJR and TJR are resent after RXT without an answer";
 //! "TGR is resent after RTO").
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::Ctl;
@@ -50,6 +51,32 @@ impl Retry {
     /// Whether this is a resend (for the retransmission counter).
     pub(crate) fn is_resend(&self) -> bool {
         self.sent > 1
+    }
+}
+
+/// Run the request in `slot`, if any: queue it on `out` when due (counting
+/// resends in `retransmissions`). Returns true, and empties the slot, when it
+/// was given up after `retries` sends.
+pub(crate) fn drive(
+    slot: &mut Option<Retry>,
+    now: Instant,
+    rxt: Duration,
+    retries: u32,
+    out: &mut VecDeque<Ctl>,
+    retransmissions: &mut u64,
+) -> bool {
+    let Some(r) = slot.as_mut() else { return false };
+    match r.poll(now, rxt, retries) {
+        Some(Due::Send(ctl)) => {
+            *retransmissions += u64::from(r.is_resend());
+            out.push_back(ctl);
+            false
+        }
+        Some(Due::Exhausted) => {
+            *slot = None;
+            true
+        }
+        None => false,
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::ack::{ack_of, RepairLimiter};
 use super::receiver::{Accept, Message, Receiver};
-use super::retry::{Due, Retry};
+use super::retry::{self, Retry};
 use super::sender::{QueueError, Sender};
 use super::{Config, Ctl, Dest, Rng, Stats, Transmit, MAX_MESSAGE, MAX_WINDOW};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro};
@@ -246,9 +246,8 @@ impl User {
         self.isn = Psn(self.rng.nonzero_u32());
         let mut h = self.header(PacketType::Tgr);
         h.psn = self.isn.0;
-        let mut ctl = Ctl::new(Dest::Unicast(self.owner), h);
-        ctl.elements.membership = Some(self.membership());
-        self.token = TokenStatus::Requesting;
+        let ctl = self.ctl_to(self.owner, h);
+                self.token = TokenStatus::Requesting;
         self.token_result = None;
         self.token_retry = Some(Retry::new(ctl, now));
         Ok(())
@@ -431,6 +430,14 @@ impl User {
         Header::new(ty, self.conn_id.unwrap_or(0))
     }
 
+    /// A control packet to `to` that carries this TU's Membership element,
+    /// as every TU request and report does.
+    fn ctl_to(&self, to: SocketAddr, h: Header) -> Ctl {
+        let mut ctl = Ctl::new(Dest::Unicast(to), h);
+        ctl.elements.membership = Some(self.membership());
+        ctl
+    }
+
     fn membership(&self) -> Membership {
         Membership { tree_level: self.tree_level, child_id: self.child_id, member_id: self.member_id }
     }
@@ -441,47 +448,25 @@ impl User {
             self.ulr_pending = false;
             let mut h = self.header(PacketType::Ulr);
             h.flag = true;
-            let mut ctl = Ctl::new(Dest::Unicast(self.parent), h);
-            ctl.elements.membership = Some(self.membership());
-            self.ctl.push_back(ctl);
+            let ctl = self.ctl_to(self.parent, h);
+                        self.ctl.push_back(ctl);
         }
-        if let Some(r) = self.join_retry.as_mut() {
-            match r.poll(now, rxt, retries) {
-                Some(Due::Send(ctl)) => {
-                    self.stats.retransmissions += u64::from(r.is_resend());
-                    self.ctl.push_back(ctl);
-                }
-                Some(Due::Exhausted) => {
-                    self.join_retry = None;
-                    self.status = JoinStatus::TimedOut;
-                }
-                None => {}
-            }
+        if retry::drive(&mut self.join_retry, now, rxt, retries, &mut self.ctl, &mut self.stats.retransmissions) {
+            self.status = JoinStatus::TimedOut;
         }
         // The TRR goes out once everything sent before it was acknowledged.
         if let TokenStatus::Returning(id) = self.token {
             if self.token_retry.is_none() && self.sender.as_ref().is_none_or(Sender::is_empty) {
                 let mut h = self.header(PacketType::Trr);
                 h.token_id = id;
-                let mut ctl = Ctl::new(Dest::Unicast(self.owner), h);
-                ctl.elements.membership = Some(self.membership());
-                self.token_retry = Some(Retry::new(ctl, now));
+                let ctl = self.ctl_to(self.owner, h);
+                                self.token_retry = Some(Retry::new(ctl, now));
             }
         }
-        if let Some(r) = self.token_retry.as_mut() {
-            match r.poll(now, rxt, retries) {
-                Some(Due::Send(ctl)) => {
-                    self.stats.retransmissions += u64::from(r.is_resend());
-                    self.ctl.push_back(ctl);
-                }
-                Some(Due::Exhausted) => {
-                    self.token_retry = None;
-                    self.token = TokenStatus::None;
-                    self.sender = None;
-                    self.token_result = Some(Err(UserError::TimedOut));
-                }
-                None => {}
-            }
+        if retry::drive(&mut self.token_retry, now, rxt, retries, &mut self.ctl, &mut self.stats.retransmissions) {
+            self.token = TokenStatus::None;
+            self.sender = None;
+            self.token_result = Some(Err(UserError::TimedOut));
         }
         match self.rx.as_mut() {
             Some(rx) if self.cfg.ro == Ro::Unreliable => rx.expire_holes(now, rxt),
@@ -522,10 +507,9 @@ impl User {
     /// ACK to the parent: LSN, the bitmap after it, ADN (draft: "ACK generation").
     fn send_ack(&mut self, now: Instant) {
         let Some(rx) = self.rx.as_ref() else { return };
-        let mut ctl = Ctl::new(Dest::Unicast(self.parent), self.header(PacketType::Ack));
+        let mut ctl = self.ctl_to(self.parent, self.header(PacketType::Ack));
         ctl.elements.ack = Some(ack_of(rx, 1));
-        ctl.elements.membership = Some(self.membership());
-        self.acked_lsn = Some(rx.lsn());
+                self.acked_lsn = Some(rx.lsn());
         self.ctl.push_back(ctl);
         self.parent_sent = now;
         self.ack_next = Some(now + self.cfg.rxt);
@@ -569,10 +553,9 @@ impl User {
     /// named us) and the LSN, so the parent learns of a tail the AGN rule did
     /// not acknowledge.
     fn send_hback(&mut self, now: Instant, timestamp: Option<u64>) {
-        let mut ctl = Ctl::new(Dest::Unicast(self.parent), self.header(PacketType::Hback));
+        let mut ctl = self.ctl_to(self.parent, self.header(PacketType::Hback));
         ctl.elements.timestamp = timestamp;
-        ctl.elements.membership = Some(self.membership());
-        ctl.elements.ack = self.rx.as_ref().map(|rx| ack_of(rx, 1));
+                ctl.elements.ack = self.rx.as_ref().map(|rx| ack_of(rx, 1));
         self.ctl.push_back(ctl);
         self.parent_sent = now;
     }
@@ -592,10 +575,9 @@ impl User {
         let mut h = self.header(PacketType::Hb);
         h.psn = sender.lowest_kept().0;
         h.token_id = id;
-        let mut ctl = Ctl::new(Dest::Unicast(self.owner), h);
+        let mut ctl = self.ctl_to(self.owner, h);
         ctl.elements.timestamp = Some(0);
-        ctl.elements.membership = Some(self.membership());
-        let idle = sender.is_empty();
+                let idle = sender.is_empty();
         self.ctl.push_back(ctl);
         self.su_hb_next = Some(now + if idle { self.cfg.hgt } else { self.cfg.rxt });
     }
@@ -642,9 +624,8 @@ impl User {
         self.conn_id = Some(p.header.connection_id);
         self.creation = true;
         let h = self.header(PacketType::Tjr);
-        let mut ctl = Ctl::new(Dest::Unicast(self.owner), h);
-        ctl.elements.membership = Some(self.membership());
-        self.join_retry = Some(Retry::new(ctl, now));
+        let ctl = self.ctl_to(self.owner, h);
+                self.join_retry = Some(Retry::new(ctl, now));
         true
     }
 
@@ -673,9 +654,8 @@ impl User {
             self.parent = parent;
         }
         let h = self.header(PacketType::Tjr);
-        let mut ctl = Ctl::new(Dest::Unicast(self.parent), h);
-        ctl.elements.membership = Some(self.membership());
-        self.join_retry = Some(Retry::new(ctl, now));
+        let ctl = self.ctl_to(self.parent, h);
+                self.join_retry = Some(Retry::new(ctl, now));
         true
     }
 
@@ -706,9 +686,8 @@ impl User {
         self.join_retry = None;
         self.parent_sent = self.parent_heard;
         if self.creation {
-            let mut ctl = Ctl::new(Dest::Unicast(self.owner), self.header(PacketType::Ccc));
-            ctl.elements.membership = Some(self.membership());
-            self.ctl.push_back(ctl);
+            let ctl = self.ctl_to(self.owner, self.header(PacketType::Ccc));
+                        self.ctl.push_back(ctl);
         }
         true
     }
