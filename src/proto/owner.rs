@@ -404,9 +404,6 @@ impl Owner {
         }
         if matches!(self.phase, Phase::Open | Phase::Creating { .. } | Phase::Draining) {
             at(self.hb_next);
-            if let Some(d) = self.failure_deadline() {
-                at(d);
-            }
         }
         if let Some(n) = self.ndata_next {
             at(n);
@@ -427,10 +424,6 @@ impl Owner {
     /// How long a member may stay silent before it is taken for dead.
     fn failure_time(&self) -> Duration {
         self.cfg.hgt * u32::from(self.cfg.fdn.max(1))
-    }
-
-    fn failure_deadline(&self) -> Option<Instant> {
-        self.members.values().filter(|m| m.state != MemberState::Pending).map(|m| m.heard).min().map(|h| h + self.failure_time())
     }
 
     /// Run the timers that are due.
@@ -491,10 +484,12 @@ impl Owner {
         }
         self.refused.retain(|_, until| *until > now);
         if matches!(self.phase, Phase::Open | Phase::Creating { .. } | Phase::Draining) {
+            // Silence is checked on the heartbeat tick, once per HGT, not on
+            // every packet sent: a dead member goes at most an HGT late.
             if now >= self.hb_next {
                 self.heartbeat(now);
+                self.detect_failures(now);
             }
-            self.detect_failures(now);
         }
         let patience = self.cfg.rxt;
         let unreliable = self.cfg.ro == Ro::Unreliable;
@@ -877,7 +872,6 @@ impl Owner {
             log::info!("member {id} silent for {limit:?}: ejected");
             let _ = self.eject(id, now);
         }
-        self.update_stable();
     }
 
     fn remove_member(&mut self, user_id: u32) -> Option<Member> {
