@@ -374,6 +374,11 @@ impl Owner {
             self.ndata_interval = self.cfg.rxt;
             self.ndata_next = Some(now + self.ndata_interval);
             self.stats.data_sent += 1;
+            // With no member to wait for, what was just sent is stable at once
+            // (ACKs move the stable point otherwise). Stops at the first member.
+            if self.members.values().all(|m| m.state == MemberState::Pending) {
+                self.update_stable();
+            }
             return self.sent(res, Dest::Group);
         }
         // Termination waits until every member has everything (or was ejected).

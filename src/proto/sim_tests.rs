@@ -978,3 +978,17 @@ fn same_seed_same_run() {
     let c = lossy_run(34);
     assert_ne!(a.0, c.0, "another seed gives another run");
 }
+
+/// With nobody to wait for (the only join was refused, or everyone left),
+/// what the TO sends is stable at once: mterminate must not wait forever.
+#[test]
+fn termination_with_no_members_does_not_wait() {
+    for ro in [Ro::Reliable, Ro::SemiReliable] {
+        let mut sim = Sim::new(51);
+        sim.add_owner(Config { ro, ..Config::default() });
+        sim.owner_send_all(&messages(&mut Rng::new(5), 0, 20, 1..=3000));
+        sim.owner_mut().terminate();
+        sim.run_until(SEC, "TO closed", |s| s.owner().is_closed());
+        assert_eq!(sim.owner().in_window(), 0, "{ro:?}: nothing is kept for nobody");
+    }
+}
