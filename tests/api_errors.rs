@@ -40,7 +40,16 @@ macro_rules! fails {
         let r = $call;
         let e = errno();
         assert_eq!(r as i64, -1, "{} returned {} instead of -1", stringify!($call), r);
-        assert_eq!(e, $errno, "{}: errno {} ({}), expected {} ({})", stringify!($call), e, strerror(e), $errno, strerror($errno));
+        assert_eq!(
+            e,
+            $errno,
+            "{}: errno {} ({}), expected {} ({})",
+            stringify!($call),
+            e,
+            strerror(e),
+            $errno,
+            strerror($errno)
+        );
     }};
 }
 
@@ -175,7 +184,10 @@ fn null_pointers_give_efault() {
     let mut out: c_int = 0;
     let mut len = INT_LEN;
     fails!(msetsockopt(sd, SOL_ECTP, ECTP_RO, std::ptr::null(), INT_LEN), libc::EFAULT);
-    fails!(msetsockopt(sd, SOL_ECTP, ECTP_JOIN_CALLBACK, std::ptr::null(), size_of::<ectp_join_callback>() as socklen_t), libc::EFAULT);
+    fails!(
+        msetsockopt(sd, SOL_ECTP, ECTP_JOIN_CALLBACK, std::ptr::null(), size_of::<ectp_join_callback>() as socklen_t),
+        libc::EFAULT
+    );
     fails!(msetsockopt(sd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, std::ptr::null(), INT_LEN), libc::EFAULT);
     fails!(mgetsockopt(sd, SOL_ECTP, ECTP_RO, std::ptr::null_mut(), &mut len), libc::EFAULT);
     fails!(mgetsockopt(sd, SOL_ECTP, ECTP_RO, (&mut out as *mut c_int).cast(), std::ptr::null_mut()), libc::EFAULT);
@@ -183,7 +195,16 @@ fn null_pointers_give_efault() {
     fails!(mgetesockopt(sd, SOL_ECTP, ECTP_RO, (&mut out as *mut c_int).cast(), std::ptr::null_mut()), libc::EFAULT);
     len = INT_LEN;
     fails!(mgetsockopt(sd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, std::ptr::null_mut(), &mut len), libc::EFAULT);
-    fails!(mgetsockopt(sd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, (&mut out as *mut c_int).cast(), std::ptr::null_mut()), libc::EFAULT);
+    fails!(
+        mgetsockopt(
+            sd,
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_TTL,
+            (&mut out as *mut c_int).cast(),
+            std::ptr::null_mut()
+        ),
+        libc::EFAULT
+    );
     fails!(ectp_get_stats(sd, std::ptr::null_mut()), libc::EFAULT);
     assert_eq!(get_int(sd, ECTP_RO), Ok(ECTP_RO_RELIABLE), "a failed call must not change the option");
 
@@ -658,7 +679,13 @@ fn option_values_are_checked_and_read_back() {
 extern "C" fn unused_callback(_sd: c_int, _id: u32, _a: *const sockaddr, _l: socklen_t) {}
 
 fn set_callback(sd: c_int, opt: c_int, cb: ectp_join_callback) -> c_int {
-    msetsockopt(sd, SOL_ECTP, opt, (&cb as *const ectp_join_callback).cast(), size_of::<ectp_join_callback>() as socklen_t)
+    msetsockopt(
+        sd,
+        SOL_ECTP,
+        opt,
+        (&cb as *const ectp_join_callback).cast(),
+        size_of::<ectp_join_callback>() as socklen_t,
+    )
 }
 
 const CONNECTION_OPTS: [(c_int, c_int); 7] = [
@@ -813,7 +840,10 @@ fn refused_join_gives_econnrefused() {
         Err((tu, e)) => {
             assert_eq!(e, libc::ECONNREFUSED, "mjoin errno {} ({})", e, strerror(e));
             let mut buf = [0u8; 8];
-            fails!(mrecvmsg(tu, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, std::ptr::null_mut()), libc::ENOTCONN);
+            fails!(
+                mrecvmsg(tu, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, std::ptr::null_mut()),
+                libc::ENOTCONN
+            );
             ok!(mleave(tu, 0));
         }
         Ok(_) => panic!("the join was accepted although the callback refused it"),
@@ -1030,7 +1060,11 @@ fn mleave_on_a_tu_releases_it_and_the_to_counts_it_out() {
     let before = fd_identity(tu1);
     ok!(mleave(tu1, 0));
     assert_released(tu1, &before);
-    assert!(wait_for(10, || get_int(to, ECTP_MEMBERS) == Ok(1)), "ECTP_MEMBERS = {:?} after a TU left", get_int(to, ECTP_MEMBERS));
+    assert!(
+        wait_for(10, || get_int(to, ECTP_MEMBERS) == Ok(1)),
+        "ECTP_MEMBERS = {:?} after a TU left",
+        get_int(to, ECTP_MEMBERS)
+    );
     check_flow(to, &[tu2], b"the other stays");
     ok!(mterminate(to));
     ok!(mleave(tu2, 0));
@@ -1179,7 +1213,10 @@ fn huge_optlen_at_another_level_fails_cleanly() {
         let mut out: c_int = 0;
         let mut len: socklen_t = socklen_t::MAX;
         let r = mgetsockopt(sd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, (&mut out as *mut c_int).cast(), &mut len);
-        assert!(r == -1 || (r == 0 && len as usize <= size_of::<c_int>()), "mgetsockopt with a huge optlen: {r}, len {len}");
+        assert!(
+            r == -1 || (r == 0 && len as usize <= size_of::<c_int>()),
+            "mgetsockopt with a huge optlen: {r}, len {len}"
+        );
         release_unbound(sd);
     });
 }
@@ -1346,7 +1383,11 @@ fn random_calls_never_panic_and_give_contract_errnos() {
         if r < 0 {
             let e = errno();
             assert_eq!(r, -1, "step {step}: {what} returned {r}");
-            assert!(allowed.contains(&e), "step {step}: {what} on {sd}: errno {e} ({}), not one of the contract's", strerror(e));
+            assert!(
+                allowed.contains(&e),
+                "step {step}: {what} on {sd}: errno {e} ({}), not one of the contract's",
+                strerror(e)
+            );
         }
     }
     // The endpoints still work, once the testing aids are off again.

@@ -61,7 +61,14 @@ fn semi_reliable_under_loss_flags_gaps_and_never_stalls() {
     let p = port();
     let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let group: SocketAddr = format!("239.255.41.2:{p}").parse().unwrap();
-    let opts = [(ECTP_RO, ECTP_RO_SEMIRELIABLE), (ECTP_WINDOW, 16), (ECTP_HGT, 100), (ECTP_FDN, 10), (ECTP_RXT, 40), (ECTP_RETRIES, 50)];
+    let opts = [
+        (ECTP_RO, ECTP_RO_SEMIRELIABLE),
+        (ECTP_WINDOW, 16),
+        (ECTP_HGT, 100),
+        (ECTP_FDN, 10),
+        (ECTP_RXT, 40),
+        (ECTP_RETRIES, 50),
+    ];
     let to = owner(local, group, &opts);
     let tu = user(local, group, &opts[3..]).expect("join");
     assert_eq!(get_int(tu, ECTP_RO), Ok(ECTP_RO_SEMIRELIABLE));

@@ -7,7 +7,7 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -65,7 +65,13 @@ struct Received {
 /// Receive on `tu` until the end of the connection, counting in `count`.
 fn receive_all(tu: c_int, count: Arc<AtomicUsize>) -> thread::JoinHandle<Received> {
     thread::spawn(move || {
-        let mut r = Received { msgs: Vec::new(), flags: Vec::new(), from: Vec::new(), token_ids: Vec::new(), user_ids: Vec::new() };
+        let mut r = Received {
+            msgs: Vec::new(),
+            flags: Vec::new(),
+            from: Vec::new(),
+            token_ids: Vec::new(),
+            user_ids: Vec::new(),
+        };
         loop {
             match recv(tu, 256 * 1024, 0) {
                 Ok((m, _)) if m.is_empty() => break,
@@ -85,7 +91,12 @@ fn receive_all(tu: c_int, count: Arc<AtomicUsize>) -> thread::JoinHandle<Receive
 }
 
 fn check_stream(name: &str, got: &Received, want: &[Vec<u8>], to_addr: SocketAddr) {
-    assert_eq!(got.msgs.len(), want.len(), "{name}: number of messages (gaps: {:?})", got.flags.iter().filter(|f| **f != 0).count());
+    assert_eq!(
+        got.msgs.len(),
+        want.len(),
+        "{name}: number of messages (gaps: {:?})",
+        got.flags.iter().filter(|f| **f != 0).count()
+    );
     for (i, (g, w)) in got.msgs.iter().zip(want).enumerate() {
         assert!(g == w, "{name}: message {i} differs (got {} bytes, want {})", g.len(), w.len());
         assert_eq!(got.flags[i], 0, "{name}: message {i} flags");
@@ -188,7 +199,8 @@ fn late_joiner_receives_a_suffix_starting_at_a_message_boundary() {
     let n = got.msgs.len();
     assert!(n >= 100, "the late joiner received {n} messages, fewer than were sent after it joined");
     assert!(n <= 200, "the late joiner received {n} messages, some sent before it asked to join");
-    let first = msgs.iter().position(|m| *m == got.msgs[0]).expect("the late joiner's first message is none the TO sent");
+    let first =
+        msgs.iter().position(|m| *m == got.msgs[0]).expect("the late joiner's first message is none the TO sent");
     assert_eq!(first, 300 - n, "the late joiner's messages are not a suffix of the stream");
     check_stream("late TU", &got, &msgs[300 - n..], to_addr);
     assert_eq!(mleave(late_sd, 0), 0);
@@ -256,7 +268,13 @@ fn owner_recording_joins(g: SocketAddr, opts: &[(c_int, c_int)]) -> c_int {
     JOINS.lock().unwrap().retain(|j| j.0 != to);
     let cb: ectp_join_callback = Some(record_and_accept);
     assert_eq!(
-        msetsockopt(to, SOL_ECTP, ECTP_JOIN_CALLBACK, (&cb as *const ectp_join_callback).cast(), std::mem::size_of::<ectp_join_callback>() as socklen_t),
+        msetsockopt(
+            to,
+            SOL_ECTP,
+            ECTP_JOIN_CALLBACK,
+            (&cb as *const ectp_join_callback).cast(),
+            std::mem::size_of::<ectp_join_callback>() as socklen_t
+        ),
         0
     );
     for &(o, v) in opts {
@@ -267,7 +285,13 @@ fn owner_recording_joins(g: SocketAddr, opts: &[(c_int, c_int)]) -> c_int {
 }
 
 fn address_seen(to: c_int, user_id: u32) -> SocketAddr {
-    JOINS.lock().unwrap().iter().find(|j| j.0 == to && j.1 == user_id).map(|j| j.2).expect("the join callback saw this user")
+    JOINS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|j| j.0 == to && j.1 == user_id)
+        .map(|j| j.2)
+        .expect("the join callback saw this user")
 }
 
 #[test]
@@ -472,7 +496,13 @@ fn garbage_datagrams_are_counted_and_ignored() {
     let ifaddr = libc::in_addr { s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be() };
     // SAFETY: setsockopt with a live in_addr.
     let r = unsafe {
-        libc::setsockopt(s, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, (&ifaddr as *const libc::in_addr).cast(), std::mem::size_of::<libc::in_addr>() as socklen_t)
+        libc::setsockopt(
+            s,
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
+            (&ifaddr as *const libc::in_addr).cast(),
+            std::mem::size_of::<libc::in_addr>() as socklen_t,
+        )
     };
     assert_eq!(r, 0);
 
@@ -487,13 +517,29 @@ fn garbage_datagrams_are_counted_and_ignored() {
     raw.send_to(&foreign, to_addr).unwrap();
 
     let grew = |before: &ectp_stats, now: &ectp_stats| {
-        now.dropped_malformed - before.dropped_malformed >= malformed && now.dropped_checksum - before.dropped_checksum >= bad_checksums as u64
+        now.dropped_malformed - before.dropped_malformed >= malformed
+            && now.dropped_checksum - before.dropped_checksum >= bad_checksums as u64
     };
-    assert!(wait_for(10, || grew(&to_before, &stats(to))), "TO counters: malformed {} -> {}, checksum {} -> {}",
-        to_before.dropped_malformed, stats(to).dropped_malformed, to_before.dropped_checksum, stats(to).dropped_checksum);
-    assert!(wait_for(10, || grew(&tu_before, &stats(tu))), "TU counters: malformed {} -> {}, checksum {} -> {}",
-        tu_before.dropped_malformed, stats(tu).dropped_malformed, tu_before.dropped_checksum, stats(tu).dropped_checksum);
-    assert!(wait_for(10, || stats(to).dropped_foreign > to_before.dropped_foreign), "the foreign packet was not counted");
+    assert!(
+        wait_for(10, || grew(&to_before, &stats(to))),
+        "TO counters: malformed {} -> {}, checksum {} -> {}",
+        to_before.dropped_malformed,
+        stats(to).dropped_malformed,
+        to_before.dropped_checksum,
+        stats(to).dropped_checksum
+    );
+    assert!(
+        wait_for(10, || grew(&tu_before, &stats(tu))),
+        "TU counters: malformed {} -> {}, checksum {} -> {}",
+        tu_before.dropped_malformed,
+        stats(tu).dropped_malformed,
+        tu_before.dropped_checksum,
+        stats(tu).dropped_checksum
+    );
+    assert!(
+        wait_for(10, || stats(to).dropped_foreign > to_before.dropped_foreign),
+        "the foreign packet was not counted"
+    );
     let (ta, tb) = (stats(to), stats(tu));
     assert_eq!(ta.dropped_malformed - to_before.dropped_malformed, malformed, "TO: each garbage datagram counted once");
     assert_eq!(ta.dropped_checksum - to_before.dropped_checksum, bad_checksums as u64);

@@ -165,7 +165,8 @@ fn to_killed_mid_stream_gives_econnreset() {
     let g = "239.255.78.2";
     let (owner_a, group) = loopback_group(g, p);
     let ntu = 2;
-    let mut to = ChildRole::spawn(None, 
+    let mut to = ChildRole::spawn(
+        None,
         "to_forever",
         &[("ECTP_GROUP", g.to_string()), ("ECTP_PORT", p.to_string()), ("ECTP_NTU", ntu.to_string())],
     );
@@ -248,8 +249,10 @@ fn su_killed_holding_the_token_frees_it() {
     let mut opts = FAST.to_vec();
     opts.push((ECTP_MAX_TOKENS, 1));
     let to = owner(local, group, &opts);
-    let tu = user(local, group, &[(ECTP_RXT, 50), (ECTP_RETRIES, 3)]).unwrap_or_else(|(_, e)| panic!("mjoin: errno {e}"));
-    let mut holder = ChildRole::spawn(None, "tu_token_holder", &[("ECTP_GROUP", g.to_string()), ("ECTP_PORT", p.to_string())]);
+    let tu =
+        user(local, group, &[(ECTP_RXT, 50), (ECTP_RETRIES, 3)]).unwrap_or_else(|(_, e)| panic!("mjoin: errno {e}"));
+    let mut holder =
+        ChildRole::spawn(None, "tu_token_holder", &[("ECTP_GROUP", g.to_string()), ("ECTP_PORT", p.to_string())]);
     let line = holder.expect_line("token", 15);
     eprintln!("child: {line}");
     assert_eq!(get_int(to, ECTP_MEMBERS), Ok(2));

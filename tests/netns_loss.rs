@@ -58,7 +58,14 @@ fn addrs(port: u16) -> (SocketAddr, SocketAddr) {
 fn stats_line(who: &str, s: &ectp_stats) -> String {
     format!(
         "stats {who} packets_sent={} packets_received={} data_sent={} data_received={} rdata_sent={} duplicates={} retransmissions={} gaps={}",
-        s.packets_sent, s.packets_received, s.data_sent, s.data_received, s.rdata_sent, s.duplicates, s.retransmissions, s.gaps
+        s.packets_sent,
+        s.packets_received,
+        s.data_sent,
+        s.data_received,
+        s.rdata_sent,
+        s.duplicates,
+        s.retransmissions,
+        s.gaps
     )
 }
 
@@ -89,7 +96,12 @@ fn role_net_to() {
             assert!(info.token_id > 0, "token id of backward message {k}");
             let j = next.entry(info.user_id).or_insert(0);
             assert!(*j < BACK, "more than {BACK} messages from user {}", info.user_id);
-            assert!(got == back_msg(info.user_id, *j), "backward message {j} of user {}: {} bytes", info.user_id, got.len());
+            assert!(
+                got == back_msg(info.user_id, *j),
+                "backward message {j} of user {}: {} bytes",
+                info.user_id,
+                got.len()
+            );
             *j += 1;
         }
         next
@@ -128,7 +140,8 @@ fn role_net_tu() {
         return;
     }
     let (owner_a, group) = addrs(env_num("ECTP_PORT"));
-    let tu = user(owner_a, group, &[(ECTP_RXT, 50), (ECTP_RETRIES, 50)]).unwrap_or_else(|(_, e)| panic!("mjoin: errno {e}"));
+    let tu =
+        user(owner_a, group, &[(ECTP_RXT, 50), (ECTP_RETRIES, 50)]).unwrap_or_else(|(_, e)| panic!("mjoin: errno {e}"));
     let uid = get_int(tu, ECTP_USER_ID).unwrap() as u32;
     tell(&format!("joined {uid}"));
     let received = Arc::new(AtomicUsize::new(0));
@@ -217,8 +230,25 @@ impl Net {
             run(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
             run(&["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
             run(&[
-                "ip", "netns", "exec", ns, "iptables", "-t", "filter", "-A", "INPUT", "-p", "udp", "-m", "statistic",
-                "--mode", "random", "--probability", DROP_PROBABILITY, "-j", "DROP",
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "iptables",
+                "-t",
+                "filter",
+                "-A",
+                "INPUT",
+                "-p",
+                "udp",
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                DROP_PROBABILITY,
+                "-j",
+                "DROP",
             ])?;
         }
         Ok(net)

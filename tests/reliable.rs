@@ -56,7 +56,16 @@ fn lossy_round_trip(group_base: &str, loss: i32) {
     let mut next = std::collections::HashMap::new();
     for _ in 0..2 * BACK {
         let (got, info) = recv(to, 1 << 16, 0).expect("TO recv");
-        let tu_sd = tus.iter().copied().find(|&sd| get_int(sd, ECTP_USER_ID) == Ok(info.user_id as i32)).unwrap_or_else(|| panic!("unknown user {} ({:?} {:?}) len {}", info.user_id, get_int(tus[0], ECTP_USER_ID), get_int(tus[1], ECTP_USER_ID), got.len()));
+        let tu_sd =
+            tus.iter().copied().find(|&sd| get_int(sd, ECTP_USER_ID) == Ok(info.user_id as i32)).unwrap_or_else(|| {
+                panic!(
+                    "unknown user {} ({:?} {:?}) len {}",
+                    info.user_id,
+                    get_int(tus[0], ECTP_USER_ID),
+                    get_int(tus[1], ECTP_USER_ID),
+                    got.len()
+                )
+            });
         let j = next.entry(info.user_id).or_insert(0usize);
         let want = pattern(100 + *j * 300, 1000 + tu_sd as u32 * 100 + *j as u32);
         assert!(got == want, "backward message {j} of user {}", info.user_id);
@@ -68,12 +77,18 @@ fn lossy_round_trip(group_base: &str, loss: i32) {
     }
     let s = stats(to);
     if loss > 0 {
-        assert!(s.dropped_injected > 0 && s.rdata_sent > 0, "loss was injected and repaired: {} {}", s.dropped_injected, s.rdata_sent);
+        assert!(
+            s.dropped_injected > 0 && s.rdata_sent > 0,
+            "loss was injected and repaired: {} {}",
+            s.dropped_injected,
+            s.rdata_sent
+        );
     }
     assert_eq!(get_int(to, ECTP_MEMBERS), Ok(2), "nobody was ejected");
     assert_eq!(mterminate(to), 0);
     for &tu in &tus {
-        let (end, _) = recv(tu, 16, 0).unwrap_or_else(|e| panic!("end of connection: errno {e}, {:?}", stats(tu).packets_received));
+        let (end, _) = recv(tu, 16, 0)
+            .unwrap_or_else(|e| panic!("end of connection: errno {e}, {:?}", stats(tu).packets_received));
         assert!(end.is_empty());
         assert_eq!(stats(tu).gaps, 0);
         assert_eq!(mleave(tu, 0), 0);

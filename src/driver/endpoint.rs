@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use socket2::Domain;
 
+use super::Error;
 use super::socket::{self, RawOption};
 use super::sys::{self, EventFd};
-use super::Error;
 use crate::proto::{
-    Config, Dest, End, Event, JoinStatus, Owner, OwnerError, Rng, Stats, Transmit, User, UserError, MAX_DATAGRAM,
+    Config, Dest, End, Event, JoinStatus, MAX_DATAGRAM, Owner, OwnerError, Rng, Stats, Transmit, User, UserError,
 };
 
 /// Most datagrams read from one socket, or written, in one round of the
@@ -200,7 +200,12 @@ impl Endpoint {
     // ----- roles -----
 
     /// Become the TO of a new connection (`mcreate`); blocks for CCT.
-    pub fn create(self: &Arc<Self>, local: SocketAddr, group: SocketAddr, handler: Option<EventHandler>) -> Result<(), Error> {
+    pub fn create(
+        self: &Arc<Self>,
+        local: SocketAddr,
+        group: SocketAddr,
+        handler: Option<EventHandler>,
+    ) -> Result<(), Error> {
         self.check_addrs(local, group)?;
         if local.ip().is_unspecified() || local.ip().is_multicast() {
             return Err(Error::Invalid);
@@ -489,7 +494,11 @@ impl Endpoint {
             Role::User(u) => u.has_message() || u.end().is_some() || u.join_status() != JoinStatus::Joined,
         };
         if want != st.ready_set {
-            if want { self.ready.set() } else { self.ready.clear() }
+            if want {
+                self.ready.set()
+            } else {
+                self.ready.clear()
+            }
             st.ready_set = want;
         }
     }
@@ -581,7 +590,9 @@ impl Endpoint {
             tx.drop_some(|| st.loss.drop(tx_loss));
             if st.loss.corrupt > 0.0 {
                 let (fraction, rng) = (st.loss.corrupt, &mut st.loss.rng);
-                tx.corrupt_some(|len| (rng.unit() < fraction).then(|| (rng.next_u64() as usize % len.max(1), 1 << (rng.next_u64() % 8))));
+                tx.corrupt_some(|len| {
+                    (rng.unit() < fraction).then(|| (rng.next_u64() as usize % len.max(1), 1 << (rng.next_u64() % 8)))
+                });
             }
             self.update_ready(&mut st);
             let deadline = match &st.role {
@@ -608,7 +619,8 @@ impl Endpoint {
                 }
             }
             events.clear();
-            timeout = if busy { Some(Duration::ZERO) } else { deadline.map(|d| d.saturating_duration_since(Instant::now())) };
+            timeout =
+                if busy { Some(Duration::ZERO) } else { deadline.map(|d| d.saturating_duration_since(Instant::now())) };
         }
     }
 }

@@ -95,7 +95,12 @@ fn local_ip_towards(peer: SocketAddr) -> io::Result<IpAddr> {
 
 /// Make the TU's sockets: `unicast` bound to an ephemeral port, and a new
 /// multicast socket joined to `group` on the interface that leads to `owner`.
-pub fn setup_user(unicast: &UdpSocket, owner: SocketAddr, group: SocketAddr, opts: &[RawOption]) -> io::Result<UdpSocket> {
+pub fn setup_user(
+    unicast: &UdpSocket,
+    owner: SocketAddr,
+    group: SocketAddr,
+    opts: &[RawOption],
+) -> io::Result<UdpSocket> {
     let domain = Domain::for_address(group);
     let any: SocketAddr = match group {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),

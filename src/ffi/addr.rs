@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use libc::{sockaddr, sockaddr_storage, socklen_t};
 use socket2::SockAddr;
 
-use super::error::{Errno, EFAULT, EINVAL};
+use super::error::{EFAULT, EINVAL, Errno};
 
 /// Read a caller's IPv4 or IPv6 address of `len` bytes.
 pub fn from_c(addr: *const sockaddr, len: socklen_t) -> Result<SocketAddr, Errno> {

@@ -1,7 +1,7 @@
 //! Errors at the C boundary: every failure becomes -1 plus one errno, here,
 //! and no panic crosses the boundary.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use libc::c_int;
 

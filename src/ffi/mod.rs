@@ -19,7 +19,7 @@ use socket2::Domain;
 
 use crate::driver::{Endpoint, Error, EventHandler};
 use crate::proto::{Event, MAX_MESSAGE};
-use error::{guard, Errno, EFAULT, EINVAL};
+use error::{EFAULT, EINVAL, Errno, guard};
 use table::Handle;
 pub use types::*;
 
@@ -89,7 +89,13 @@ pub extern "C" fn msocket(domain: c_int, r#type: c_int, protocol: c_int) -> c_in
 /// options only before `mcreate`/`mjoin`: EISCONN after); any other level is
 /// applied to the underlying UDP socket(s) (IP_MULTICAST_TTL, SO_RCVBUF...).
 #[unsafe(no_mangle)]
-pub extern "C" fn msetsockopt(sd: c_int, level: c_int, optname: c_int, optval: *const c_void, optlen: socklen_t) -> c_int {
+pub extern "C" fn msetsockopt(
+    sd: c_int,
+    level: c_int,
+    optname: c_int,
+    optval: *const c_void,
+    optlen: socklen_t,
+) -> c_int {
     guard(-1, || {
         let h = table::get(sd)?;
         if level == SOL_ECTP {
@@ -112,7 +118,13 @@ pub extern "C" fn msetsockopt(sd: c_int, level: c_int, optname: c_int, optval: *
 /// underlying UDP socket. `*optlen` is the room at `optval` on entry and the
 /// length written on return.
 #[unsafe(no_mangle)]
-pub extern "C" fn mgetsockopt(sd: c_int, level: c_int, optname: c_int, optval: *mut c_void, optlen: *mut socklen_t) -> c_int {
+pub extern "C" fn mgetsockopt(
+    sd: c_int,
+    level: c_int,
+    optname: c_int,
+    optval: *mut c_void,
+    optlen: *mut socklen_t,
+) -> c_int {
     guard(-1, || {
         let h = table::get(sd)?;
         if level == SOL_ECTP {
@@ -134,7 +146,13 @@ pub extern "C" fn mgetsockopt(sd: c_int, level: c_int, optname: c_int, optval: *
 
 /// Alias of `mgetsockopt`: a spelling found in the legacy documentation.
 #[unsafe(no_mangle)]
-pub extern "C" fn mgetesockopt(sd: c_int, level: c_int, optname: c_int, optval: *mut c_void, optlen: *mut socklen_t) -> c_int {
+pub extern "C" fn mgetesockopt(
+    sd: c_int,
+    level: c_int,
+    optname: c_int,
+    optval: *mut c_void,
+    optlen: *mut socklen_t,
+) -> c_int {
     mgetsockopt(sd, level, optname, optval, optlen)
 }
 
@@ -144,7 +162,13 @@ pub extern "C" fn mgetesockopt(sd: c_int, level: c_int, optname: c_int, optval: 
 /// multicast address and group port. Multicasts CCR and, if ECTP_CCT > 0,
 /// blocks for CCT while listening TUs join. Returns 0.
 #[unsafe(no_mangle)]
-pub extern "C" fn mcreate(sd: c_int, local: *const sockaddr, locallen: socklen_t, group: *const sockaddr, grouplen: socklen_t) -> c_int {
+pub extern "C" fn mcreate(
+    sd: c_int,
+    local: *const sockaddr,
+    locallen: socklen_t,
+    group: *const sockaddr,
+    grouplen: socklen_t,
+) -> c_int {
     guard(-1, || {
         let h = table::get(sd)?;
         let local = addr::from_c(local, locallen)?;
@@ -191,7 +215,13 @@ fn callback_handler(sd: c_int, h: &Arc<Handle>) -> Option<EventHandler> {
 /// joins the control tree. Blocks until accepted (0), refused (-1,
 /// ECONNREFUSED) or unanswered after its retries (-1, ETIMEDOUT).
 #[unsafe(no_mangle)]
-pub extern "C" fn mjoin(sd: c_int, owner: *const sockaddr, ownerlen: socklen_t, group: *const sockaddr, grouplen: socklen_t) -> c_int {
+pub extern "C" fn mjoin(
+    sd: c_int,
+    owner: *const sockaddr,
+    ownerlen: socklen_t,
+    group: *const sockaddr,
+    grouplen: socklen_t,
+) -> c_int {
     guard(-1, || {
         let h = table::get(sd)?;
         let owner = addr::from_c(owner, ownerlen)?;

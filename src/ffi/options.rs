@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use libc::{c_int, c_void, socklen_t};
 
-use super::error::{Errno, EFAULT, EINVAL};
+use super::error::{EFAULT, EINVAL, Errno};
 use super::table::Handle;
 use super::types::*;
 use crate::driver::Error;
@@ -49,7 +49,11 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
         // Only before mcreate, like the connection options.
         h.ep.configure(|_| Ok(()))?;
         let mut cbs = h.callbacks.lock();
-        if optname == ECTP_JOIN_CALLBACK { cbs.0 = cb } else { cbs.1 = cb }
+        if optname == ECTP_JOIN_CALLBACK {
+            cbs.0 = cb
+        } else {
+            cbs.1 = cb
+        }
         return Ok(());
     }
     if matches!(optname, ECTP_MEMBERS | ECTP_USER_ID | ECTP_TOKEN_ID) {

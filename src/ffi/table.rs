@@ -6,7 +6,7 @@ use std::sync::{Arc, LazyLock};
 use libc::c_int;
 use parking_lot::Mutex;
 
-use super::error::{Errno, EBADF};
+use super::error::{EBADF, Errno};
 use super::types::{ectp_join_callback, ectp_token_callback};
 use crate::driver::Endpoint;
 

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::receiver::Receiver;
-use crate::wire::{AckInfo, Psn, ACK_BITMAP_BITS};
+use crate::wire::{ACK_BITMAP_BITS, AckInfo, Psn};
 
 /// The Acknowledgement element describing `rx`: LSN, then one bit per PSN
 /// after it (1 received, 0 lost) up to the highest PSN known to exist.
@@ -57,7 +57,15 @@ impl RepairLimiter {
 
     /// Queue, at most once per RXT each, the PSNs `ack` reports missing that
     /// were sent (before `end`) and are still kept (not before `lowest`).
-    pub fn schedule(&mut self, ack: &AckInfo, end: Psn, lowest: Psn, now: Instant, rxt: Duration, out: &mut VecDeque<Psn>) {
+    pub fn schedule(
+        &mut self,
+        ack: &AckInfo,
+        end: Psn,
+        lowest: Psn,
+        now: Instant,
+        rxt: Duration,
+        out: &mut VecDeque<Psn>,
+    ) {
         for psn in missing(ack, end) {
             if !psn.is_before(lowest) && self.allow(psn, now, rxt) {
                 out.push_back(psn);

@@ -22,13 +22,12 @@ mod receiver;
 mod retry;
 mod rng;
 mod sender;
-mod stats;
-mod user;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod sim_tests;
-
+mod stats;
+mod user;
 
 use std::net::SocketAddr;
 

@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::ack::{ack_of, RepairLimiter};
+use super::ack::{RepairLimiter, ack_of};
 use super::receiver::{Accept, Message, Receiver};
 use super::sender::{QueueError, Sender};
-use super::{Config, Ctl, Dest, Event, Rng, Stats, Transmit, MAX_MESSAGE, MAX_WINDOW};
+use super::{Config, Ctl, Dest, Event, MAX_MESSAGE, MAX_WINDOW, Rng, Stats, Transmit};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro};
 
 /// How often CTR is multicast at termination, RXT/2 apart (it has no
@@ -62,7 +62,10 @@ enum TokenState {
     /// Asked with this initial PSN; waiting for the application's confirm.
     Pending(Psn),
     /// Holds token `id`, granted for initial PSN `isn`.
-    Held { id: u8, isn: Psn },
+    Held {
+        id: u8,
+        isn: Psn,
+    },
     /// The last request with this initial PSN was refused.
     Refused(Psn),
 }
@@ -88,12 +91,17 @@ struct Member {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// Connection creation: CCR is multicast every RXT until `ends`.
-    Creating { ends: Instant },
+    Creating {
+        ends: Instant,
+    },
     Open,
     /// `mterminate`: the data still queued goes out, then CTR.
     Draining,
     /// CTR sent `sent` times; the next at `next`.
-    Terminating { sent: u32, next: Instant },
+    Terminating {
+        sent: u32,
+        next: Instant,
+    },
     Closed,
 }
 
@@ -807,8 +815,12 @@ impl Owner {
     /// timestamp, and the child that must answer (draft: "Tree maintenance").
     fn heartbeat(&mut self, now: Instant) {
         self.hb_next = now + self.cfg.hgt;
-        let active: Vec<(u32, u16)> =
-            self.members.iter().filter(|(_, m)| m.state == MemberState::Active).map(|(&id, m)| (id, m.child_id)).collect();
+        let active: Vec<(u32, u16)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.state == MemberState::Active)
+            .map(|(&id, m)| (id, m.child_id))
+            .collect();
         let mut h = Header::new(PacketType::Hb, self.conn_id);
         h.psn = self.sender.lowest_kept().0;
         let mut ctl = Ctl::new(Dest::Group, h);

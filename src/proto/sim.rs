@@ -29,7 +29,7 @@ use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::{Config, Dest, Event, Incoming, Message, Owner, Rng, User, MAX_DATAGRAM};
+use super::{Config, Dest, Event, Incoming, MAX_DATAGRAM, Message, Owner, Rng, User};
 use crate::wire::{Header, Packet, PacketType};
 
 /// The TO's fake unicast address (its IP and the group port).
@@ -243,7 +243,11 @@ impl Sim {
     pub fn add_user(&mut self, cfg: Config) -> usize {
         let i = self.users.len();
         let rng = Rng::new(self.seed.wrapping_add(1 + i as u64));
-        self.users.push(SimUser { user: User::new(cfg, OWNER_ADDR, rng, self.now), addr: user_addr(i), delivered: Vec::new() });
+        self.users.push(SimUser {
+            user: User::new(cfg, OWNER_ADDR, rng, self.now),
+            addr: user_addr(i),
+            delivered: Vec::new(),
+        });
         i
     }
 
@@ -561,7 +565,11 @@ impl Sim {
             match self.next_event() {
                 None => panic!("{what}: nothing left to happen at {:?}\n{}", self.elapsed(), self.summary()),
                 Some(t) if t > deadline => {
-                    panic!("{what}: not done within {limit:?} of virtual time (at {:?})\n{}", self.elapsed(), self.summary())
+                    panic!(
+                        "{what}: not done within {limit:?} of virtual time (at {:?})\n{}",
+                        self.elapsed(),
+                        self.summary()
+                    )
                 }
                 Some(t) if t <= self.now => {
                     // A deadline that handle_timeout does not move would make a

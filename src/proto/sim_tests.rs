@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use super::sim::{message, message_id, messages, user_addr, Answer, Direction, Sim, OWNER_ADDR, STRANGER_ADDR};
+use super::sim::{Answer, Direction, OWNER_ADDR, STRANGER_ADDR, Sim, message, message_id, messages, user_addr};
 use super::{Config, Dest, End, Event, JoinStatus, Message, OwnerError, Rng, Stats, TokenStatus, UserError};
-use crate::wire::{ConnectionParams, Header, Membership, Packet, PacketType, ParseError, Ro, Tco, HEADER_LEN};
+use crate::wire::{ConnectionParams, HEADER_LEN, Header, Membership, Packet, PacketType, ParseError, Ro, Tco};
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
@@ -43,7 +43,8 @@ fn header(ty: PacketType, conn: u32, psn: u32, flag: bool, token_id: u8) -> Head
 
 /// PSN the TO's next DATA will carry, from what it sent so far.
 fn next_forward_psn(sim: &Sim) -> u32 {
-    let last = sim.sent.iter().rev().find(|r| r.from == OWNER_ADDR && r.packet_type == PacketType::Data).expect("DATA sent");
+    let last =
+        sim.sent.iter().rev().find(|r| r.from == OWNER_ADDR && r.packet_type == PacketType::Data).expect("DATA sent");
     crate::wire::Psn(last.psn).next().0
 }
 
@@ -109,7 +110,8 @@ fn late_joiner_gets_a_suffix_from_a_message_boundary() {
     });
     assert_exactly("early TU", &sim.users[0].delivered, &msgs);
     let late = &sim.users[1].delivered;
-    let first = msgs.iter().position(|m| *m == late[0].data).expect("the late joiner's first message is one the TO sent");
+    let first =
+        msgs.iter().position(|m| *m == late[0].data).expect("the late joiner's first message is one the TO sent");
     assert!((joined_at..joined_at + 10).contains(&first), "joined at message {joined_at}, delivers from {first}");
     assert_exactly("late joiner", late, &msgs[first..]);
 }
@@ -243,7 +245,9 @@ fn each_lost_control_packet_is_resent_after_rxt() {
                 let id = sim.get_token(0).expect("token");
                 sim.drop_next(ty, 1);
                 sim.user_mut(0).return_token().expect("return_token");
-                sim.run_until(SEC, &format!("return with the first {name} lost"), |s| s.user(0).token() == TokenStatus::None);
+                sim.run_until(SEC, &format!("return with the first {name} lost"), |s| {
+                    s.user(0).token() == TokenStatus::None
+                });
                 assert_eq!(sim.user_mut(0).take_token_result(), Some(Ok(0)), "{name}");
                 assert_eq!(sim.user(0).stats().retransmissions, 1, "{name}");
                 // With max_tokens = 1 the token is really free again.
@@ -399,9 +403,12 @@ fn backward_data_from_one_su_in_order() {
         assert_eq!((inc.user_id, inc.token_id, inc.from), (member, token, user_addr(1)), "message {k}");
         assert!(inc.message.data == msgs[k] && !inc.message.gap, "message {k} differs");
     }
-    assert!(sim.sent.iter().filter(|r| r.packet_type == PacketType::Data && r.from == user_addr(1)).all(|r| {
-        r.token_id == token && r.dest == Dest::Unicast(OWNER_ADDR) && r.len <= HEADER_LEN + 1400
-    }));
+    assert!(
+        sim.sent
+            .iter()
+            .filter(|r| r.packet_type == PacketType::Data && r.from == user_addr(1))
+            .all(|r| { r.token_id == token && r.dest == Dest::Unicast(OWNER_ADDR) && r.len <= HEADER_LEN + 1400 })
+    );
     assert!(sim.users[0].delivered.is_empty(), "backward data is not multicast");
 }
 
@@ -513,7 +520,9 @@ fn unreliable_hole_before_a_later_message_does_not_stall() {
     }
     let more = vec![message(2, 120)];
     sim.owner_send_all(&more);
-    sim.run_until(10 * MS, "message 2 delivered", |s| s.users.iter().all(|u| u.delivered.last().is_some_and(|m| m.data == more[0])));
+    sim.run_until(10 * MS, "message 2 delivered", |s| {
+        s.users.iter().all(|u| u.delivered.last().is_some_and(|m| m.data == more[0]))
+    });
 }
 
 #[test]
@@ -756,7 +765,8 @@ fn hostile_input_is_counted_and_harmless() {
         })
         .collect();
     let good = packet(header(PacketType::Ljc, conn, 5, true, 0), b"", |e| {
-        e.connection = Some(ConnectionParams { tco: Tco::Flat, ro: Ro::Reliable, agn: 1, fdn: 3, mss: 1400, hgt_ms: 3000 });
+        e.connection =
+            Some(ConnectionParams { tco: Tco::Flat, ro: Ro::Reliable, agn: 1, fdn: 3, mss: 1400, hgt_ms: 3000 });
         e.membership = Some(Membership { tree_level: 1, child_id: 1, member_id: 1 });
         e.address = Some(OWNER_ADDR);
     });
@@ -805,7 +815,8 @@ fn hostile_input_is_counted_and_harmless() {
     // LJC and TJC from an address that is not the TO, and packets only a
     // TU sends, to a TU.
     let ljc = packet(header(PacketType::Ljc, conn, 5, true, 0), b"", |e| {
-        e.connection = Some(ConnectionParams { tco: Tco::Flat, ro: Ro::Unreliable, agn: 1, fdn: 3, mss: 64, hgt_ms: 10 });
+        e.connection =
+            Some(ConnectionParams { tco: Tco::Flat, ro: Ro::Unreliable, agn: 1, fdn: 3, mss: 64, hgt_ms: 10 });
         e.membership = Some(Membership { tree_level: 1, child_id: 9, member_id: 99 });
     });
     let tjc = packet(header(PacketType::Tjc, conn, 5, true, 0), b"", |e| {
@@ -823,7 +834,15 @@ fn hostile_input_is_counted_and_harmless() {
         expect_user.unexpected += 1;
     }
     // Packets only the TO sends, to the TO.
-    for ty in [PacketType::Ccr, PacketType::Ljc, PacketType::Tjc, PacketType::Ndata, PacketType::Ctr, PacketType::Tgc, PacketType::Trc] {
+    for ty in [
+        PacketType::Ccr,
+        PacketType::Ljc,
+        PacketType::Tjc,
+        PacketType::Ndata,
+        PacketType::Ctr,
+        PacketType::Tgc,
+        PacketType::Trc,
+    ] {
         let p = packet(header(ty, conn, 5, true, 0), b"", |_| {});
         let now = sim.now;
         sim.owner_mut().handle(now, user_addr(1), &p);
@@ -867,7 +886,8 @@ fn forged_join_answers_do_not_hijack_a_joining_tu() {
     // Before the real LJC arrives, a stranger answers with its own LJC and TJC.
     let fake_conn = 0x1234_5678;
     let ljc = packet(header(PacketType::Ljc, fake_conn, 5, true, 0), b"", |e| {
-        e.connection = Some(ConnectionParams { tco: Tco::Flat, ro: Ro::Unreliable, agn: 1, fdn: 3, mss: 64, hgt_ms: 10 });
+        e.connection =
+            Some(ConnectionParams { tco: Tco::Flat, ro: Ro::Unreliable, agn: 1, fdn: 3, mss: 64, hgt_ms: 10 });
         e.membership = Some(Membership { tree_level: 1, child_id: 9, member_id: 99 });
         e.address = Some(STRANGER_ADDR);
     });
@@ -919,8 +939,10 @@ fn forged_data_from_a_stranger_is_not_delivered() {
     let real = vec![message(1, 100)];
     sim.owner_send_all(&real);
     sim.run_for(ms(10));
-    let got: Vec<String> = sim.users[0].delivered.iter().map(|m| String::from_utf8_lossy(&m.data[..4]).into_owned()).collect();
-    let want: Vec<String> = [&msgs[0], &real[0]].iter().map(|m| String::from_utf8_lossy(&m[..4]).into_owned()).collect();
+    let got: Vec<String> =
+        sim.users[0].delivered.iter().map(|m| String::from_utf8_lossy(&m.data[..4]).into_owned()).collect();
+    let want: Vec<String> =
+        [&msgs[0], &real[0]].iter().map(|m| String::from_utf8_lossy(&m[..4]).into_owned()).collect();
     assert_eq!(got, want, "a stranger's DATA took the place of the TO's message 1 in the stream");
 }
 

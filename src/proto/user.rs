@@ -9,11 +9,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::ack::{ack_of, RepairLimiter};
+use super::ack::{RepairLimiter, ack_of};
 use super::receiver::{Accept, Message, Receiver};
 use super::retry::{self, Retry};
 use super::sender::{QueueError, Sender};
-use super::{Config, Ctl, Dest, Rng, Stats, Transmit, MAX_MESSAGE, MAX_WINDOW};
+use super::{Config, Ctl, Dest, MAX_MESSAGE, MAX_WINDOW, Rng, Stats, Transmit};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro};
 
 /// DATA kept while the TU does not yet know where its data starts (it
@@ -247,7 +247,7 @@ impl User {
         let mut h = self.header(PacketType::Tgr);
         h.psn = self.isn.0;
         let ctl = self.ctl_to(self.owner, h);
-                self.token = TokenStatus::Requesting;
+        self.token = TokenStatus::Requesting;
         self.token_result = None;
         self.token_retry = Some(Retry::new(ctl, now));
         Ok(())
@@ -327,7 +327,10 @@ impl User {
             self.parent_heard = now;
         }
         // The forward channel is the TO's (or the parent's): not a stranger's.
-        let forward = matches!(h.packet_type, PacketType::Data | PacketType::Rdata | PacketType::Ndata | PacketType::Ctr | PacketType::Hb);
+        let forward = matches!(
+            h.packet_type,
+            PacketType::Data | PacketType::Rdata | PacketType::Ndata | PacketType::Ctr | PacketType::Hb
+        );
         if forward && from.ip() != self.parent.ip() && !self.from_owner(from) {
             self.stats.dropped_unexpected += 1;
             return;
@@ -413,10 +416,17 @@ impl User {
         let connected = self.is_connected();
         let parent = connected.then(|| self.parent_heard + self.failure_time());
         let keepalive = connected.then(|| self.keepalive_deadline());
-        [self.join_retry.map(|r| r.deadline()), self.token_retry.map(|r| r.deadline()), hole, parent, keepalive, self.su_hb_next]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.join_retry.map(|r| r.deadline()),
+            self.token_retry.map(|r| r.deadline()),
+            hole,
+            parent,
+            keepalive,
+            self.su_hb_next,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Run the timers that are due.
@@ -449,7 +459,7 @@ impl User {
             let mut h = self.header(PacketType::Ulr);
             h.flag = true;
             let ctl = self.ctl_to(self.parent, h);
-                        self.ctl.push_back(ctl);
+            self.ctl.push_back(ctl);
         }
         if retry::drive(&mut self.join_retry, now, rxt, retries, &mut self.ctl, &mut self.stats.retransmissions) {
             self.status = JoinStatus::TimedOut;
@@ -460,7 +470,7 @@ impl User {
                 let mut h = self.header(PacketType::Trr);
                 h.token_id = id;
                 let ctl = self.ctl_to(self.owner, h);
-                                self.token_retry = Some(Retry::new(ctl, now));
+                self.token_retry = Some(Retry::new(ctl, now));
             }
         }
         if retry::drive(&mut self.token_retry, now, rxt, retries, &mut self.ctl, &mut self.stats.retransmissions) {
@@ -509,7 +519,7 @@ impl User {
         let Some(rx) = self.rx.as_ref() else { return };
         let mut ctl = self.ctl_to(self.parent, self.header(PacketType::Ack));
         ctl.elements.ack = Some(ack_of(rx, 1));
-                self.acked_lsn = Some(rx.lsn());
+        self.acked_lsn = Some(rx.lsn());
         self.ctl.push_back(ctl);
         self.parent_sent = now;
         self.ack_next = Some(now + self.cfg.rxt);
@@ -555,7 +565,7 @@ impl User {
     fn send_hback(&mut self, now: Instant, timestamp: Option<u64>) {
         let mut ctl = self.ctl_to(self.parent, self.header(PacketType::Hback));
         ctl.elements.timestamp = timestamp;
-                ctl.elements.ack = self.rx.as_ref().map(|rx| ack_of(rx, 1));
+        ctl.elements.ack = self.rx.as_ref().map(|rx| ack_of(rx, 1));
         self.ctl.push_back(ctl);
         self.parent_sent = now;
     }
@@ -577,7 +587,7 @@ impl User {
         h.token_id = id;
         let mut ctl = self.ctl_to(self.owner, h);
         ctl.elements.timestamp = Some(0);
-                let idle = sender.is_empty();
+        let idle = sender.is_empty();
         self.ctl.push_back(ctl);
         self.su_hb_next = Some(now + if idle { self.cfg.hgt } else { self.cfg.rxt });
     }
@@ -625,7 +635,7 @@ impl User {
         self.creation = true;
         let h = self.header(PacketType::Tjr);
         let ctl = self.ctl_to(self.owner, h);
-                self.join_retry = Some(Retry::new(ctl, now));
+        self.join_retry = Some(Retry::new(ctl, now));
         true
     }
 
@@ -655,7 +665,7 @@ impl User {
         }
         let h = self.header(PacketType::Tjr);
         let ctl = self.ctl_to(self.parent, h);
-                self.join_retry = Some(Retry::new(ctl, now));
+        self.join_retry = Some(Retry::new(ctl, now));
         true
     }
 
@@ -687,7 +697,7 @@ impl User {
         self.parent_sent = self.parent_heard;
         if self.creation {
             let ctl = self.ctl_to(self.owner, self.header(PacketType::Ccc));
-                        self.ctl.push_back(ctl);
+            self.ctl.push_back(ctl);
         }
         true
     }

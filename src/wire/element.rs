@@ -196,12 +196,7 @@ pub struct AckInfo {
 impl AckInfo {
     /// A report with the given LSN and ADN and an empty bitmap.
     pub fn new(lsn: u32, adn: u32) -> AckInfo {
-        AckInfo {
-            lsn,
-            adn,
-            bitmap_len: 0,
-            bitmap: [0; 32],
-        }
+        AckInfo { lsn, adn, bitmap_len: 0, bitmap: [0; 32] }
     }
 
     /// Records whether PSN LSN + 1 + `i` was received. Extends `bitmap_len` to `i + 1` if needed
@@ -226,11 +221,7 @@ impl AckInfo {
 
     /// Whether bit `i` says PSN LSN + 1 + `i` was received; false at or beyond `bitmap_len`.
     pub fn is_received(&self, i: usize) -> bool {
-        i < usize::from(self.bitmap_len)
-            && self
-                .bitmap
-                .get(i / 8)
-                .is_some_and(|byte| byte & (0x80 >> (i % 8)) != 0)
+        i < usize::from(self.bitmap_len) && self.bitmap.get(i / 8).is_some_and(|byte| byte & (0x80 >> (i % 8)) != 0)
     }
 
     /// Bitmap bytes on the wire: the valid bits rounded up to whole 32-bit words.
@@ -298,9 +289,7 @@ impl Item {
     fn parse(code: u8, buf: &[u8]) -> Result<(Item, &[u8]), ParseError> {
         match code {
             CONNECTION => {
-                let (b, rest) = buf
-                    .split_first_chunk::<{ connection::LEN }>()
-                    .ok_or(ParseError::Truncated)?;
+                let (b, rest) = buf.split_first_chunk::<{ connection::LEN }>().ok_or(ParseError::Truncated)?;
                 let options = b[connection::OPTIONS];
                 let tco = Tco::from_u8((options >> 2) & 0b11).ok_or(ParseError::BadElement)?;
                 let ro = Ro::from_u8(options & 0b11).ok_or(ParseError::BadElement)?;
@@ -315,17 +304,11 @@ impl Item {
                 Ok((Item::Connection(params), rest))
             }
             ACK => {
-                let (b, rest) = buf
-                    .split_first_chunk::<{ ack::FIXED_LEN }>()
-                    .ok_or(ParseError::Truncated)?;
-                let mut info = AckInfo::new(
-                    u32::from_be_bytes(array(&b[ack::LSN])),
-                    u32::from_be_bytes(array(&b[ack::ADN])),
-                );
+                let (b, rest) = buf.split_first_chunk::<{ ack::FIXED_LEN }>().ok_or(ParseError::Truncated)?;
+                let mut info =
+                    AckInfo::new(u32::from_be_bytes(array(&b[ack::LSN])), u32::from_be_bytes(array(&b[ack::ADN])));
                 info.bitmap_len = b[ack::BITMAP_LEN];
-                let (bits, rest) = rest
-                    .split_at_checked(info.wire_bitmap_bytes())
-                    .ok_or(ParseError::Truncated)?;
+                let (bits, rest) = rest.split_at_checked(info.wire_bitmap_bytes()).ok_or(ParseError::Truncated)?;
                 // At most 32 bytes, so the zip covers every byte of `bits`.
                 for (j, (dst, src)) in info.bitmap.iter_mut().zip(bits).enumerate() {
                     if src & !valid_bits(info.bitmap_len, j) != 0 {
@@ -336,9 +319,7 @@ impl Item {
                 Ok((Item::Ack(info), rest))
             }
             MEMBERSHIP => {
-                let (b, rest) = buf
-                    .split_first_chunk::<{ membership::LEN }>()
-                    .ok_or(ParseError::Truncated)?;
+                let (b, rest) = buf.split_first_chunk::<{ membership::LEN }>().ok_or(ParseError::Truncated)?;
                 let m = Membership {
                     tree_level: b[membership::TREE_LEVEL],
                     child_id: u16::from_be_bytes(array(&b[membership::CHILD_ID])),
@@ -347,32 +328,19 @@ impl Item {
                 Ok((Item::Membership(m), rest))
             }
             TIMESTAMP => {
-                let (b, rest) = buf
-                    .split_first_chunk::<{ timestamp::LEN }>()
-                    .ok_or(ParseError::Truncated)?;
-                Ok((
-                    Item::Timestamp(u64::from_be_bytes(array(&b[timestamp::VALUE]))),
-                    rest,
-                ))
+                let (b, rest) = buf.split_first_chunk::<{ timestamp::LEN }>().ok_or(ParseError::Truncated)?;
+                Ok((Item::Timestamp(u64::from_be_bytes(array(&b[timestamp::VALUE]))), rest))
             }
             ADDRESS => {
-                let (b, rest) = buf
-                    .split_first_chunk::<{ address::FIXED_LEN }>()
-                    .ok_or(ParseError::Truncated)?;
+                let (b, rest) = buf.split_first_chunk::<{ address::FIXED_LEN }>().ok_or(ParseError::Truncated)?;
                 let port = u16::from_be_bytes(array(&b[address::PORT]));
                 match b[address::FAMILY] {
                     address::FAMILY_V4 => {
-                        let (ip, rest) =
-                            rest.split_first_chunk::<4>().ok_or(ParseError::Truncated)?;
-                        Ok((
-                            Item::Address(SocketAddr::from((Ipv4Addr::from(*ip), port))),
-                            rest,
-                        ))
+                        let (ip, rest) = rest.split_first_chunk::<4>().ok_or(ParseError::Truncated)?;
+                        Ok((Item::Address(SocketAddr::from((Ipv4Addr::from(*ip), port))), rest))
                     }
                     address::FAMILY_V6 => {
-                        let (ip, rest) = rest
-                            .split_first_chunk::<16>()
-                            .ok_or(ParseError::Truncated)?;
+                        let (ip, rest) = rest.split_first_chunk::<16>().ok_or(ParseError::Truncated)?;
                         let sa = SocketAddrV6::new(Ipv6Addr::from(*ip), port, 0, 0);
                         Ok((Item::Address(SocketAddr::V6(sa)), rest))
                     }
@@ -410,10 +378,7 @@ impl Item {
             Item::Membership(m) => {
                 *b.get_mut(membership::TREE_LEVEL)? = m.tree_level;
                 put(b.get_mut(membership::CHILD_ID)?, &m.child_id.to_be_bytes());
-                put(
-                    b.get_mut(membership::MEMBER_ID)?,
-                    &m.member_id.to_be_bytes(),
-                );
+                put(b.get_mut(membership::MEMBER_ID)?, &m.member_id.to_be_bytes());
             }
             Item::Timestamp(t) => put(b.get_mut(timestamp::VALUE)?, &t.to_be_bytes()),
             Item::Address(sa) => {

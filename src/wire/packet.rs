@@ -162,13 +162,7 @@ impl Header {
     /// A header of type `packet_type` on connection `connection_id`, with PSN 0, F clear and
     /// Token ID 0.
     pub fn new(packet_type: PacketType, connection_id: u32) -> Header {
-        Header {
-            packet_type,
-            connection_id,
-            psn: 0,
-            flag: false,
-            token_id: 0,
-        }
+        Header { packet_type, connection_id, psn: 0, flag: false, token_id: 0 }
     }
 }
 
@@ -197,9 +191,7 @@ impl<'a> Packet<'a> {
     /// The reserved bits of the header and elements are ignored. Which elements the packet type
     /// should carry is not checked here.
     pub fn parse(buf: &'a [u8]) -> Result<Packet<'a>, ParseError> {
-        let (hdr, payload) = buf
-            .split_first_chunk::<HEADER_LEN>()
-            .ok_or(ParseError::Truncated)?;
+        let (hdr, payload) = buf.split_first_chunk::<HEADER_LEN>().ok_or(ParseError::Truncated)?;
         let first = hdr[field::NE_VER_CT];
         if (first >> 2) & 0b11 != VERSION {
             return Err(ParseError::BadVersion);
@@ -214,8 +206,7 @@ impl<'a> Packet<'a> {
         if !checksum::verify(buf) {
             return Err(ParseError::BadChecksum);
         }
-        let packet_type =
-            PacketType::from_u8(hdr[field::PACKET_TYPE]).ok_or(ParseError::UnknownPacketType)?;
+        let packet_type = PacketType::from_u8(hdr[field::PACKET_TYPE]).ok_or(ParseError::UnknownPacketType)?;
         let (elements, data) = Elements::parse(first >> 4, payload)?;
         let header = Header {
             packet_type,
@@ -224,19 +215,13 @@ impl<'a> Packet<'a> {
             flag: hdr[field::FLAGS] & F_BIT != 0,
             token_id: hdr[field::TOKEN_ID],
         };
-        Ok(Packet {
-            header,
-            elements,
-            data,
-        })
+        Ok(Packet { header, elements, data })
     }
 
     /// Bytes emit() will write.
     #[allow(clippy::len_without_is_empty)] // a packet is never empty: it has a 16-byte header
     pub fn len(&self) -> usize {
-        HEADER_LEN
-            .saturating_add(self.elements.len())
-            .saturating_add(self.data.len())
+        HEADER_LEN.saturating_add(self.elements.len()).saturating_add(self.data.len())
     }
 
     /// Write the packet (header, elements in code order connection, ack, membership, timestamp,
@@ -251,35 +236,24 @@ impl<'a> Packet<'a> {
         let payload_len16 = u16::try_from(payload_len).map_err(|_| EmitError::TooLong)?;
         let total = HEADER_LEN + payload_len;
         let out = out.get_mut(..total).ok_or(EmitError::BufferTooSmall)?;
-        let (hdr, payload) = out
-            .split_first_chunk_mut::<HEADER_LEN>()
-            .ok_or(EmitError::BufferTooSmall)?;
+        let (hdr, payload) = out.split_first_chunk_mut::<HEADER_LEN>().ok_or(EmitError::BufferTooSmall)?;
 
         let h = &self.header;
         hdr[field::NE_VER_CT] = self.elements.first_code() << 4 | VERSION << 2 | CT_DUPLEX;
         hdr[field::PACKET_TYPE] = h.packet_type as u8;
         put(&mut hdr[field::CHECKSUM], &[0, 0]);
-        put(
-            &mut hdr[field::CONNECTION_ID],
-            &h.connection_id.to_be_bytes(),
-        );
+        put(&mut hdr[field::CONNECTION_ID], &h.connection_id.to_be_bytes());
         put(&mut hdr[field::PSN], &h.psn.to_be_bytes());
         put(&mut hdr[field::PAYLOAD_LEN], &payload_len16.to_be_bytes());
         hdr[field::FLAGS] = if h.flag { F_BIT } else { 0 };
         hdr[field::TOKEN_ID] = h.token_id;
 
-        let (elements, data) = payload
-            .split_at_mut_checked(elements_len)
-            .ok_or(EmitError::BufferTooSmall)?;
+        let (elements, data) = payload.split_at_mut_checked(elements_len).ok_or(EmitError::BufferTooSmall)?;
         self.elements.emit(elements)?;
         put(data, self.data);
 
         let sum = checksum::internet_checksum(out);
-        put(
-            out.get_mut(field::CHECKSUM)
-                .ok_or(EmitError::BufferTooSmall)?,
-            &sum.to_be_bytes(),
-        );
+        put(out.get_mut(field::CHECKSUM).ok_or(EmitError::BufferTooSmall)?, &sum.to_be_bytes());
         Ok(total)
     }
 }

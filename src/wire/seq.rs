@@ -55,11 +55,7 @@ impl Psn {
     pub fn diff(self, other: Psn) -> i64 {
         let d = (self.index() + M - other.index()) % M;
         // Both values are below 2^32, so the conversions to i64 are exact.
-        if d <= M / 2 {
-            d as i64
-        } else {
-            d as i64 - M as i64
-        }
+        if d <= M / 2 { d as i64 } else { d as i64 - M as i64 }
     }
 
     /// True for every PSN except 0, which the draft never uses.

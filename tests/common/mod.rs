@@ -293,8 +293,8 @@ pub use child_role::*;
 mod child_role {
     use std::io::{BufRead as _, BufReader};
     use std::process::{Child, Command, ExitStatus, Stdio};
-    use std::thread;
     use std::sync::mpsc;
+    use std::thread;
     use std::time::{Duration, Instant};
 
     /// A child process running one role; killed (SIGKILL) and reaped when dropped.

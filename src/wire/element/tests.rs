@@ -4,14 +4,7 @@ use super::*;
 use std::net::SocketAddrV4;
 
 fn conn() -> ConnectionParams {
-    ConnectionParams {
-        tco: Tco::Tree,
-        ro: Ro::Reliable,
-        agn: 4,
-        fdn: 3,
-        mss: 1400,
-        hgt_ms: 3000,
-    }
+    ConnectionParams { tco: Tco::Tree, ro: Ro::Reliable, agn: 4, fdn: 3, mss: 1400, hgt_ms: 3000 }
 }
 
 fn ack_info() -> AckInfo {
@@ -23,11 +16,7 @@ fn ack_info() -> AckInfo {
 }
 
 fn member() -> Membership {
-    Membership {
-        tree_level: 2,
-        child_id: 0x1234,
-        member_id: 0xDEAD_BEEF,
-    }
+    Membership { tree_level: 2, child_id: 0x1234, member_id: 0xDEAD_BEEF }
 }
 
 fn v4() -> SocketAddr {
@@ -35,12 +24,7 @@ fn v4() -> SocketAddr {
 }
 
 fn v6() -> SocketAddr {
-    SocketAddr::V6(SocketAddrV6::new(
-        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x42),
-        6000,
-        0,
-        0,
-    ))
+    SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x42), 6000, 0, 0))
 }
 
 /// Emits `e`, checks the length, parses it back with trailing data and compares.
@@ -88,19 +72,12 @@ fn empty_chain() {
 
 #[test]
 fn connection_layout() {
-    let e = Elements {
-        connection: Some(conn()),
-        membership: Some(member()),
-        ..Default::default()
-    };
+    let e = Elements { connection: Some(conn()), membership: Some(member()), ..Default::default() };
     let mut buf = [0u8; 20];
     assert_eq!(e.emit(&mut buf), Ok(20));
     assert_eq!(e.first_code(), CONNECTION);
     // NE = 3 (membership), TCO = 1, RO = 2; AGN; FDN; rsvd; MSS 1400; rsvd; HGT 3000.
-    assert_eq!(
-        buf[..12],
-        [0x36, 4, 3, 0, 0x05, 0x78, 0, 0, 0, 0, 0x0B, 0xB8]
-    );
+    assert_eq!(buf[..12], [0x36, 4, 3, 0, 0x05, 0x78, 0, 0, 0, 0, 0x0B, 0xB8]);
     // Membership: NE = 0; level 2; child 0x1234; member 0xDEADBEEF.
     assert_eq!(buf[12..], [0x00, 2, 0x12, 0x34, 0xDE, 0xAD, 0xBE, 0xEF]);
 }
@@ -110,87 +87,39 @@ fn ack_layout_and_sizes() {
     let mut a = AckInfo::new(0x0A0B_0C0D, 5);
     a.set_received(0, true);
     a.set_received(9, true);
-    let e = Elements {
-        ack: Some(a),
-        ..Default::default()
-    };
+    let e = Elements { ack: Some(a), ..Default::default() };
     let mut buf = [0u8; 16];
     assert_eq!(e.emit(&mut buf), Ok(16));
-    assert_eq!(
-        buf,
-        [
-            0x00, 10, 0, 0, 0x0A, 0x0B, 0x0C, 0x0D, 0, 0, 0, 5, 0x80, 0x40, 0, 0
-        ]
-    );
-    for (n, len) in [
-        (0u8, 12),
-        (1, 16),
-        (32, 16),
-        (33, 20),
-        (64, 20),
-        (65, 24),
-        (255, 44),
-    ] {
-        let a = AckInfo {
-            bitmap_len: n,
-            ..AckInfo::new(1, 1)
-        };
-        assert_eq!(
-            Elements {
-                ack: Some(a),
-                ..Default::default()
-            }
-            .len(),
-            len,
-            "n = {n}"
-        );
+    assert_eq!(buf, [0x00, 10, 0, 0, 0x0A, 0x0B, 0x0C, 0x0D, 0, 0, 0, 5, 0x80, 0x40, 0, 0]);
+    for (n, len) in [(0u8, 12), (1, 16), (32, 16), (33, 20), (64, 20), (65, 24), (255, 44)] {
+        let a = AckInfo { bitmap_len: n, ..AckInfo::new(1, 1) };
+        assert_eq!(Elements { ack: Some(a), ..Default::default() }.len(), len, "n = {n}");
     }
 }
 
 #[test]
 fn timestamp_and_address_layout() {
-    let e = Elements {
-        timestamp: Some(0x0102_0304_0506_0708),
-        address: Some(v4()),
-        ..Default::default()
-    };
+    let e = Elements { timestamp: Some(0x0102_0304_0506_0708), address: Some(v4()), ..Default::default() };
     let mut buf = [0u8; 20];
     assert_eq!(e.emit(&mut buf), Ok(20));
     assert_eq!(buf[..12], [0x60, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
     assert_eq!(buf[12..], [0x00, 4, 0x13, 0x88, 192, 0, 2, 7]);
 
-    let e = Elements {
-        address: Some(v6()),
-        ..Default::default()
-    };
+    let e = Elements { address: Some(v6()), ..Default::default() };
     let mut buf = [0u8; 20];
     assert_eq!(e.emit(&mut buf), Ok(20));
     assert_eq!(buf[..4], [0x00, 6, 0x17, 0x70]);
-    assert_eq!(
-        buf[4..],
-        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x42).octets()
-    );
+    assert_eq!(buf[4..], Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x42).octets());
 }
 
 #[test]
 fn ipv6_flowinfo_and_scope_are_not_sent() {
     let with_scope = SocketAddrV6::new(Ipv6Addr::LOCALHOST, 9, 7, 3);
-    let e = Elements {
-        address: Some(SocketAddr::V6(with_scope)),
-        ..Default::default()
-    };
+    let e = Elements { address: Some(SocketAddr::V6(with_scope)), ..Default::default() };
     let mut buf = [0u8; 20];
     e.emit(&mut buf).unwrap();
     let back = parse(ADDRESS, &buf).unwrap();
-    assert_eq!(
-        back.address,
-        Some(SocketAddr::V6(SocketAddrV6::new(
-            Ipv6Addr::LOCALHOST,
-            9,
-            0,
-            0
-        )))
-    );
+    assert_eq!(back.address, Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, 9, 0, 0))));
 }
 
 #[test]
@@ -203,24 +132,10 @@ fn parse_accepts_any_order() {
     chain.extend_from_slice(&[options, 1, 3, 0, 0x02, 0x00, 0, 0, 0, 0, 0x03, 0xE8]);
     let e = parse(ADDRESS, &chain).unwrap();
     assert_eq!(e.address, Some(SocketAddr::from(([10, 0, 0, 1], 80))));
-    assert_eq!(
-        e.membership,
-        Some(Membership {
-            tree_level: 1,
-            child_id: 2,
-            member_id: 9
-        })
-    );
+    assert_eq!(e.membership, Some(Membership { tree_level: 1, child_id: 2, member_id: 9 }));
     assert_eq!(
         e.connection,
-        Some(ConnectionParams {
-            tco: Tco::Flat,
-            ro: Ro::SemiReliable,
-            agn: 1,
-            fdn: 3,
-            mss: 512,
-            hgt_ms: 1000
-        })
+        Some(ConnectionParams { tco: Tco::Flat, ro: Ro::SemiReliable, agn: 1, fdn: 3, mss: 512, hgt_ms: 1000 })
     );
 }
 
@@ -228,24 +143,14 @@ fn parse_accepts_any_order() {
 fn reserved_bits_are_ignored() {
     let chain = [0x0F, 1, 0xFF, 0xFF, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0];
     let e = parse(ACK, &chain).unwrap();
-    assert_eq!(
-        e.ack,
-        Some(AckInfo {
-            bitmap_len: 1,
-            ..AckInfo::new(5, 0)
-        })
-    );
+    assert_eq!(e.ack, Some(AckInfo { bitmap_len: 1, ..AckInfo::new(5, 0) }));
 }
 
 #[test]
 fn unknown_codes() {
     let zeros = [0u8; 24];
     for code in [5, 7, 8, 15] {
-        assert_eq!(
-            parse(code, &zeros),
-            Err(ParseError::UnknownElement),
-            "code {code}"
-        );
+        assert_eq!(parse(code, &zeros), Err(ParseError::UnknownElement), "code {code}");
     }
     // An unknown code as the Next Element of a valid element.
     let chain = [0x50, 1, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -277,60 +182,29 @@ fn truncated_elements() {
     let mut buf = [0u8; 128];
     let n = full.emit(&mut buf).unwrap();
     for cut in 0..n {
-        assert_eq!(
-            parse(full.first_code(), &buf[..cut]),
-            Err(ParseError::Truncated),
-            "cut {cut}"
-        );
+        assert_eq!(parse(full.first_code(), &buf[..cut]), Err(ParseError::Truncated), "cut {cut}");
     }
     assert_eq!(parse(full.first_code(), &buf[..n]), Ok(full));
     // Each kind alone, one byte short.
     for e in [
-        Elements {
-            connection: Some(conn()),
-            ..Default::default()
-        },
-        Elements {
-            ack: Some(ack_info()),
-            ..Default::default()
-        },
-        Elements {
-            membership: Some(member()),
-            ..Default::default()
-        },
-        Elements {
-            timestamp: Some(1),
-            ..Default::default()
-        },
-        Elements {
-            address: Some(v4()),
-            ..Default::default()
-        },
-        Elements {
-            address: Some(v6()),
-            ..Default::default()
-        },
+        Elements { connection: Some(conn()), ..Default::default() },
+        Elements { ack: Some(ack_info()), ..Default::default() },
+        Elements { membership: Some(member()), ..Default::default() },
+        Elements { timestamp: Some(1), ..Default::default() },
+        Elements { address: Some(v4()), ..Default::default() },
+        Elements { address: Some(v6()), ..Default::default() },
     ] {
         let n = e.emit(&mut buf).unwrap();
-        assert_eq!(
-            parse(e.first_code(), &buf[..n - 1]),
-            Err(ParseError::Truncated),
-            "{e:?}"
-        );
+        assert_eq!(parse(e.first_code(), &buf[..n - 1]), Err(ParseError::Truncated), "{e:?}");
     }
 }
 
 #[test]
 fn bad_connection_options() {
     let mut chain = [0u8; 12];
-    for (options, ok) in [
-        (0b0000, true),
-        (0b0110, true),
-        (0b1000, false),
-        (0b1100, false),
-        (0b0011, false),
-        (0b0111, false),
-    ] {
+    for (options, ok) in
+        [(0b0000, true), (0b0110, true), (0b1000, false), (0b1100, false), (0b0011, false), (0b0111, false)]
+    {
         chain[0] = options;
         let r = parse(CONNECTION, &chain);
         assert_eq!(r.is_ok(), ok, "options {options:#06b}");
@@ -343,14 +217,8 @@ fn bad_connection_options() {
 #[test]
 fn bad_address_family() {
     for family in [0, 5, 1, 255] {
-        let chain = [
-            0x00, family, 0, 80, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(
-            parse(ADDRESS, &chain),
-            Err(ParseError::BadElement),
-            "family {family}"
-        );
+        let chain = [0x00, family, 0, 80, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(parse(ADDRESS, &chain), Err(ParseError::BadElement), "family {family}");
     }
 }
 
@@ -411,15 +279,8 @@ fn ack_bitmap_helpers() {
 
 #[test]
 fn emit_zeroes_stray_bits_beyond_bitmap_len() {
-    let a = AckInfo {
-        bitmap_len: 3,
-        bitmap: [0xFF; 32],
-        ..AckInfo::new(1, 2)
-    };
-    let e = Elements {
-        ack: Some(a),
-        ..Default::default()
-    };
+    let a = AckInfo { bitmap_len: 3, bitmap: [0xFF; 32], ..AckInfo::new(1, 2) };
+    let e = Elements { ack: Some(a), ..Default::default() };
     let mut buf = [0u8; 16];
     e.emit(&mut buf).unwrap();
     assert_eq!(buf[12..], [0xE0, 0, 0, 0]);
@@ -431,18 +292,10 @@ fn emit_zeroes_stray_bits_beyond_bitmap_len() {
 
 #[test]
 fn emit_into_short_buffer() {
-    let e = Elements {
-        connection: Some(conn()),
-        timestamp: Some(3),
-        ..Default::default()
-    };
+    let e = Elements { connection: Some(conn()), timestamp: Some(3), ..Default::default() };
     let mut buf = [0u8; 24];
     for n in 0..24 {
-        assert_eq!(
-            e.emit(&mut buf[..n]),
-            Err(EmitError::BufferTooSmall),
-            "n = {n}"
-        );
+        assert_eq!(e.emit(&mut buf[..n]), Err(EmitError::BufferTooSmall), "n = {n}");
     }
     assert_eq!(e.emit(&mut buf), Ok(24));
 }

@@ -10,22 +10,11 @@ const CID: u32 = 0xC0FF_EE01;
 const DATA: &[u8] = b"ectp payload";
 
 fn conn() -> ConnectionParams {
-    ConnectionParams {
-        tco: Tco::Flat,
-        ro: Ro::SemiReliable,
-        agn: 2,
-        fdn: 3,
-        mss: 1024,
-        hgt_ms: 3000,
-    }
+    ConnectionParams { tco: Tco::Flat, ro: Ro::SemiReliable, agn: 2, fdn: 3, mss: 1024, hgt_ms: 3000 }
 }
 
 fn member() -> Membership {
-    Membership {
-        tree_level: 1,
-        child_id: 7,
-        member_id: 42,
-    }
+    Membership { tree_level: 1, child_id: 7, member_id: 42 }
 }
 
 fn ack() -> AckInfo {
@@ -101,12 +90,7 @@ fn emit_vec(p: &Packet) -> Vec<u8> {
 
 fn round_trip(p: &Packet) {
     let buf = emit_vec(p);
-    assert_eq!(
-        Packet::parse(&buf).as_ref(),
-        Ok(p),
-        "{}",
-        p.header.packet_type.name()
-    );
+    assert_eq!(Packet::parse(&buf).as_ref(), Ok(p), "{}", p.header.packet_type.name());
 }
 
 /// Rewrites Payload Length and Checksum so that only the field under test is wrong.
@@ -130,32 +114,16 @@ fn raw(ne: u8, packet_type: u8, payload: &[u8]) -> Vec<u8> {
 
 fn full() -> Vec<u8> {
     let (header, elements) = sample(PacketType::Ljc);
-    let elements = Elements {
-        ack: Some(ack()),
-        timestamp: Some(5),
-        ..elements
-    };
-    emit_vec(&Packet {
-        header,
-        elements,
-        data: DATA,
-    })
+    let elements = Elements { ack: Some(ack()), timestamp: Some(5), ..elements };
+    emit_vec(&Packet { header, elements, data: DATA })
 }
 
 #[test]
 fn every_packet_type_round_trips() {
     for t in PacketType::ALL {
         let (header, elements) = sample(t);
-        round_trip(&Packet {
-            header,
-            elements,
-            data: DATA,
-        });
-        round_trip(&Packet {
-            header,
-            elements,
-            data: &[],
-        });
+        round_trip(&Packet { header, elements, data: DATA });
+        round_trip(&Packet { header, elements, data: &[] });
     }
 }
 
@@ -163,68 +131,25 @@ fn every_packet_type_round_trips() {
 fn variants_round_trip() {
     let (header, elements) = sample(PacketType::Ljc);
     let v6 = SocketAddrV6::new(Ipv6Addr::new(0xfe80, 0, 0, 0, 1, 2, 3, 4), 65535, 0, 0);
-    round_trip(&Packet {
-        header,
-        elements: Elements {
-            address: Some(SocketAddr::V6(v6)),
-            ..elements
-        },
-        data: DATA,
-    });
-    round_trip(&Packet {
-        header: Header::new(PacketType::Ljr, 0),
-        elements: Elements::default(),
-        data: &[],
-    });
+    round_trip(&Packet { header, elements: Elements { address: Some(SocketAddr::V6(v6)), ..elements }, data: DATA });
+    round_trip(&Packet { header: Header::new(PacketType::Ljr, 0), elements: Elements::default(), data: &[] });
     let (header, elements) = sample(PacketType::Hback);
-    round_trip(&Packet {
-        header,
-        elements: Elements {
-            ack: None,
-            ..elements
-        },
-        data: &[],
-    });
-    let header = Header {
-        psn: 0,
-        flag: false,
-        token_id: 255,
-        ..Header::new(PacketType::Rdata, u32::MAX)
-    };
-    round_trip(&Packet {
-        header,
-        elements: Elements::default(),
-        data: &[0xFF; 1500],
-    });
+    round_trip(&Packet { header, elements: Elements { ack: None, ..elements }, data: &[] });
+    let header = Header { psn: 0, flag: false, token_id: 255, ..Header::new(PacketType::Rdata, u32::MAX) };
+    round_trip(&Packet { header, elements: Elements::default(), data: &[0xFF; 1500] });
     // Odd lengths exercise the checksum's padding byte.
-    round_trip(&Packet {
-        header,
-        elements: Elements::default(),
-        data: b"odd",
-    });
+    round_trip(&Packet { header, elements: Elements::default(), data: b"odd" });
 }
 
 #[test]
 fn header_layout() {
-    let header = Header {
-        psn: 0x0A0B_0C0D,
-        flag: true,
-        token_id: 7,
-        ..Header::new(PacketType::Data, 0x0102_0304)
-    };
-    let p = Packet {
-        header,
-        elements: Elements::default(),
-        data: b"ab",
-    };
+    let header = Header { psn: 0x0A0B_0C0D, flag: true, token_id: 7, ..Header::new(PacketType::Data, 0x0102_0304) };
+    let p = Packet { header, elements: Elements::default(), data: b"ab" };
     let buf = emit_vec(&p);
     assert_eq!(buf.len(), 18);
     assert_eq!(buf[0], 0b0000_0010, "NE 0, version 0, CT 10");
     assert_eq!(buf[1], 5);
-    assert_eq!(
-        buf[4..16],
-        [1, 2, 3, 4, 0x0A, 0x0B, 0x0C, 0x0D, 0, 2, 0x80, 7]
-    );
+    assert_eq!(buf[4..16], [1, 2, 3, 4, 0x0A, 0x0B, 0x0C, 0x0D, 0, 2, 0x80, 7]);
     assert_eq!(&buf[16..], b"ab");
     let mut zeroed = buf.clone();
     zeroed[2..4].fill(0);
@@ -233,17 +158,9 @@ fn header_layout() {
 
     // The first element's code goes into the high nibble of byte 0.
     let (header, elements) = sample(PacketType::Hb);
-    let buf = emit_vec(&Packet {
-        header,
-        elements,
-        data: &[],
-    });
+    let buf = emit_vec(&Packet { header, elements, data: &[] });
     assert_eq!(buf[0], 3 << 4 | 0b10, "membership comes before timestamp");
-    assert_eq!(
-        buf[16] >> 4,
-        4,
-        "membership's next element is the timestamp"
-    );
+    assert_eq!(buf[16] >> 4, 4, "membership's next element is the timestamp");
 }
 
 #[test]
@@ -269,8 +186,8 @@ fn packet_type_codes_and_names() {
     assert_eq!(
         names,
         [
-            "CCR", "CCC", "TJR", "TJC", "DATA", "NDATA", "RDATA", "ACK", "HB", "HBACK", "LJR",
-            "LJC", "ULR", "CTR", "TGR", "TGC", "TRR", "TRC"
+            "CCR", "CCC", "TJR", "TJC", "DATA", "NDATA", "RDATA", "ACK", "HB", "HBACK", "LJR", "LJC", "ULR", "CTR",
+            "TGR", "TGC", "TRR", "TRC"
         ]
     );
 }
@@ -296,11 +213,7 @@ fn parse_error_table() {
 fn truncated_header() {
     let buf = full();
     for n in 0..HEADER_LEN {
-        assert_eq!(
-            Packet::parse(&buf[..n]),
-            Err(ParseError::Truncated),
-            "n = {n}"
-        );
+        assert_eq!(Packet::parse(&buf[..n]), Err(ParseError::Truncated), "n = {n}");
     }
 }
 
@@ -320,11 +233,7 @@ fn bad_connection_type() {
         let mut buf = full();
         buf[0] = (buf[0] & !0b11) | ct;
         fix(&mut buf);
-        assert_eq!(
-            Packet::parse(&buf),
-            Err(ParseError::BadConnectionType),
-            "CT {ct:#04b}"
-        );
+        assert_eq!(Packet::parse(&buf), Err(ParseError::BadConnectionType), "CT {ct:#04b}");
     }
 }
 
@@ -338,11 +247,7 @@ fn payload_length_mismatch() {
         bad[field::CHECKSUM].fill(0);
         let sum = internet_checksum(&bad);
         bad[field::CHECKSUM].copy_from_slice(&sum.to_be_bytes());
-        assert_eq!(
-            Packet::parse(&bad),
-            Err(ParseError::LengthMismatch),
-            "claimed {claimed}"
-        );
+        assert_eq!(Packet::parse(&bad), Err(ParseError::LengthMismatch), "claimed {claimed}");
     }
     // A datagram too long for any Payload Length.
     let mut huge = vec![0u8; HEADER_LEN + 65536];
@@ -373,11 +278,7 @@ fn every_flipped_bit_is_caught() {
 fn unknown_packet_type() {
     for t in [0u8, 19, 200, 255] {
         let buf = raw(0, t, b"x");
-        assert_eq!(
-            Packet::parse(&buf),
-            Err(ParseError::UnknownPacketType),
-            "type {t}"
-        );
+        assert_eq!(Packet::parse(&buf), Err(ParseError::UnknownPacketType), "type {t}");
     }
 }
 
@@ -385,22 +286,10 @@ fn unknown_packet_type() {
 fn unknown_element() {
     for code in [5u8, 7, 15] {
         let buf = raw(code, PacketType::Ack as u8, &[0; 24]);
-        assert_eq!(
-            Packet::parse(&buf),
-            Err(ParseError::UnknownElement),
-            "code {code}"
-        );
+        assert_eq!(Packet::parse(&buf), Err(ParseError::UnknownElement), "code {code}");
         // Named by a valid element's Next Element instead.
-        let buf = raw(
-            3,
-            PacketType::Ack as u8,
-            &[code << 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        );
-        assert_eq!(
-            Packet::parse(&buf),
-            Err(ParseError::UnknownElement),
-            "code {code}"
-        );
+        let buf = raw(3, PacketType::Ack as u8, &[code << 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(Packet::parse(&buf), Err(ParseError::UnknownElement), "code {code}");
     }
 }
 
@@ -437,23 +326,14 @@ fn truncated_element() {
 fn bad_element_values() {
     let mut connection = [0u8; 12];
     connection[0] = 3 << 2; // TCO = 3
-    assert_eq!(
-        Packet::parse(&raw(1, 1, &connection)),
-        Err(ParseError::BadElement)
-    );
+    assert_eq!(Packet::parse(&raw(1, 1, &connection)), Err(ParseError::BadElement));
     connection[0] = 3; // RO = 3
-    assert_eq!(
-        Packet::parse(&raw(1, 1, &connection)),
-        Err(ParseError::BadElement)
-    );
+    assert_eq!(Packet::parse(&raw(1, 1, &connection)), Err(ParseError::BadElement));
     connection[0] = 1 << 2 | 2; // tree, reliable: fine
     assert!(Packet::parse(&raw(1, 1, &connection)).is_ok());
 
     let address = [0, 5, 0, 80, 10, 0, 0, 1];
-    assert_eq!(
-        Packet::parse(&raw(6, 12, &address)),
-        Err(ParseError::BadElement)
-    );
+    assert_eq!(Packet::parse(&raw(6, 12, &address)), Err(ParseError::BadElement));
 
     let mut ack = [0u8; 16];
     ack[1] = 4; // four valid bits, the rest of the word is padding
@@ -527,46 +407,26 @@ fn random_bytes_never_panic() {
 #[test]
 fn emit_buffer_too_small() {
     let (header, elements) = sample(PacketType::Ljc);
-    let p = Packet {
-        header,
-        elements,
-        data: DATA,
-    };
+    let p = Packet { header, elements, data: DATA };
     let mut buf = vec![0u8; p.len() + 4];
     for n in 0..p.len() {
-        assert_eq!(
-            p.emit(&mut buf[..n]),
-            Err(EmitError::BufferTooSmall),
-            "n = {n}"
-        );
+        assert_eq!(p.emit(&mut buf[..n]), Err(EmitError::BufferTooSmall), "n = {n}");
     }
     buf.fill(0xEE);
     assert_eq!(p.emit(&mut buf), Ok(p.len()));
-    assert_eq!(
-        buf[p.len()..],
-        [0xEE; 4],
-        "bytes after the packet are untouched"
-    );
+    assert_eq!(buf[p.len()..], [0xEE; 4], "bytes after the packet are untouched");
 }
 
 #[test]
 fn emit_too_long() {
     let (header, elements) = sample(PacketType::Ack);
     let max = vec![0x11u8; usize::from(u16::MAX) - elements.len()];
-    let p = Packet {
-        header,
-        elements,
-        data: &max,
-    };
+    let p = Packet { header, elements, data: &max };
     let mut buf = vec![0u8; HEADER_LEN + usize::from(u16::MAX) + 1];
     assert_eq!(p.emit(&mut buf), Ok(HEADER_LEN + usize::from(u16::MAX)));
     assert_eq!(Packet::parse(&buf[..p.len()]), Ok(p));
     let over = vec![0x11u8; max.len() + 1];
-    let p = Packet {
-        header,
-        elements,
-        data: &over,
-    };
+    let p = Packet { header, elements, data: &over };
     assert_eq!(p.emit(&mut buf), Err(EmitError::TooLong));
     assert_eq!(p.emit(&mut []), Err(EmitError::TooLong));
 }
