@@ -32,9 +32,9 @@ pub enum Role {
     /// Neither `create` nor `join` yet.
     Unbound,
     /// The TC-Owner.
-    Owner(Owner),
+    Owner(Box<Owner>),
     /// A TS-user.
-    User(User),
+    User(Box<User>),
 }
 
 /// One message handed to the application by [`Endpoint::recv`].
@@ -218,7 +218,7 @@ impl Endpoint {
         let mut rng = Rng::new(sys::random_seed());
         let owner = Owner::new(st.cfg, SocketAddr::new(local.ip(), group.port()), &mut rng, Instant::now());
         log::info!("TO {local} created connection {:#x} on {group}", owner.connection_id());
-        st.role = Role::Owner(owner);
+        st.role = Role::Owner(Box::new(owner));
         st.group = Some(group);
         self.spawn(handler)?;
         self.wait_while(&mut st, |st| matches!(&st.role, Role::Owner(o) if o.is_creating()));
@@ -241,7 +241,7 @@ impl Endpoint {
         // Requests go to the TO's unicast IP and the group port.
         let to = SocketAddr::new(owner.ip(), group.port());
         let user = User::new(st.cfg, to, Rng::new(sys::random_seed()), Instant::now());
-        st.role = Role::User(user);
+        st.role = Role::User(Box::new(user));
         st.group = Some(group);
         self.spawn(None)?;
         self.wait_while(&mut st, |st| matches!(&st.role, Role::User(u) if u.join_status() == JoinStatus::Joining));
@@ -607,10 +607,10 @@ impl Endpoint {
                     Dest::Group => group,
                     Dest::Unicast(a) => Some(a),
                 };
-                if let (Some(to), false) = (to, bytes.is_empty()) {
-                    if let Err(e) = self.primary.send_to(bytes, to) {
-                        log::debug!("send to {to}: {e}");
-                    }
+                if let (Some(to), false) = (to, bytes.is_empty())
+                    && let Err(e) = self.primary.send_to(bytes, to)
+                {
+                    log::debug!("send to {to}: {e}");
                 }
             }
             if let Some(h) = handler.as_mut() {

@@ -68,10 +68,10 @@ pub fn setup_owner(s: &UdpSocket, local: SocketAddr, group: SocketAddr, opts: &[
             }
         }
         IpAddr::V6(ip) => {
-            if !was_set(opts, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF) {
-                if let Some(idx) = sys::interface_index_of(IpAddr::V6(ip)) {
-                    s.set_multicast_if_v6(idx)?;
-                }
+            if !was_set(opts, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF)
+                && let Some(idx) = sys::interface_index_of(IpAddr::V6(ip))
+            {
+                s.set_multicast_if_v6(idx)?;
             }
             if !was_set(opts, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP) {
                 s.set_multicast_loop_v6(true)?;

@@ -134,6 +134,22 @@ pub fn interface_index_of(ip: IpAddr) -> Option<u32> {
     found
 }
 
+/// setsockopt with the caller's bytes.
+pub fn setsockopt(s: &impl AsRawFd, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(value.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: value is a live slice of len bytes; the kernel only reads it.
+    let r = unsafe { libc::setsockopt(s.as_raw_fd(), level, name, value.as_ptr().cast(), len) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// getsockopt into the caller's bytes; returns the length written.
+pub fn getsockopt(s: &impl AsRawFd, level: i32, name: i32, out: &mut [u8]) -> io::Result<usize> {
+    let mut len = libc::socklen_t::try_from(out.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: out is a live, writable slice of len bytes; len is updated by the kernel.
+    let r = unsafe { libc::getsockopt(s.as_raw_fd(), level, name, out.as_mut_ptr().cast(), &mut len) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(len as usize) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,20 +175,4 @@ mod tests {
         assert!(interface_index_of("192.0.2.77".parse().unwrap()).is_none());
         assert_ne!(random_seed(), random_seed());
     }
-}
-
-/// setsockopt with the caller's bytes.
-pub fn setsockopt(s: &impl AsRawFd, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
-    let len = libc::socklen_t::try_from(value.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: value is a live slice of len bytes; the kernel only reads it.
-    let r = unsafe { libc::setsockopt(s.as_raw_fd(), level, name, value.as_ptr().cast(), len) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-}
-
-/// getsockopt into the caller's bytes; returns the length written.
-pub fn getsockopt(s: &impl AsRawFd, level: i32, name: i32, out: &mut [u8]) -> io::Result<usize> {
-    let mut len = libc::socklen_t::try_from(out.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: out is a live, writable slice of len bytes; len is updated by the kernel.
-    let r = unsafe { libc::getsockopt(s.as_raw_fd(), level, name, out.as_mut_ptr().cast(), &mut len) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(len as usize) }
 }

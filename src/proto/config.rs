@@ -101,10 +101,7 @@ mod tests {
 
     #[test]
     fn adopt_round_trips_and_clamps() {
-        let mut sent = Config::default();
-        sent.ro = Ro::SemiReliable;
-        sent.mss = 900;
-        sent.hgt = Duration::from_millis(500);
+        let sent = Config { ro: Ro::SemiReliable, mss: 900, hgt: Duration::from_millis(500), ..Config::default() };
         let mut got = Config::default();
         got.adopt(&sent.connection_params());
         assert_eq!(got.ro, Ro::SemiReliable);
