@@ -560,7 +560,7 @@ fn msendm_dontwait_gives_eagain_while_flow_control_holds_it_back() {
         sent.push(m);
     }
     assert!(blocked, "msendm(MSG_DONTWAIT) never gave EAGAIN although no TU acknowledged {} messages", sent.len());
-    assert!(sent.len() >= 1);
+    assert!(!sent.is_empty());
     // A blocking msendm waits; once the TU acknowledges again, it returns.
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -822,10 +822,10 @@ static REFUSED_JOIN_CALLS: AtomicU32 = AtomicU32::new(0);
 extern "C" fn refuse_join(sd: c_int, user_id: u32, addr: *const sockaddr, len: socklen_t) {
     REFUSED_JOIN_CALLS.fetch_add(1, Ordering::SeqCst);
     REFUSED_JOIN_ID.store(user_id, Ordering::SeqCst);
-    if let Some(a) = sockaddr_to_rust(addr, len) {
-        if a.ip() == std::net::Ipv4Addr::LOCALHOST {
-            REFUSED_JOIN_PORT.store(u32::from(a.port()), Ordering::SeqCst);
-        }
+    if let Some(a) = sockaddr_to_rust(addr, len)
+        && a.ip() == std::net::Ipv4Addr::LOCALHOST
+    {
+        REFUSED_JOIN_PORT.store(u32::from(a.port()), Ordering::SeqCst);
     }
     mjoin_confirm(sd, user_id, 0);
 }
@@ -1308,16 +1308,17 @@ fn random_calls_never_panic_and_give_contract_errnos() {
     let values = [0, 1, 2, 3, 63, 64, 255, 256, 1400, 65_000, 65_001, -1, c_int::MAX, c_int::MIN];
     for step in 0..20_000 {
         let sd = rng.pick(&sds);
-        let null = rng.next() % 8 == 0;
+        let null = rng.next().is_multiple_of(8);
         let len = rng.pick(&lens);
-        let f = rng.pick(&flags) | if rng.next() % 2 == 0 { libc::MSG_DONTWAIT } else { 0 };
+        let f = rng.pick(&flags) | if rng.next().is_multiple_of(2) { libc::MSG_DONTWAIT } else { 0 };
         let p: *mut c_void = if null { std::ptr::null_mut() } else { buf.as_mut_ptr().cast() };
         let (what, r): (&str, i64) = match rng.next() % 9 {
             0 => ("msendm", msendm(sd, p, len, f | libc::MSG_DONTWAIT) as i64),
             1 => {
                 // Never a blocking receive: MSG_DONTWAIT is always there.
                 let mut info = empty_info();
-                let ip = if rng.next() % 2 == 0 { &mut info as *mut ectp_rcvinfo } else { std::ptr::null_mut() };
+                let ip =
+                    if rng.next().is_multiple_of(2) { &mut info as *mut ectp_rcvinfo } else { std::ptr::null_mut() };
                 ("mrecvmsg", mrecvmsg(sd, p, len, f | libc::MSG_DONTWAIT, ip) as i64)
             }
             2 => ("msendmsg", msendmsg(sd, p, len, f | libc::MSG_DONTWAIT) as i64),
@@ -1338,8 +1339,8 @@ fn random_calls_never_panic_and_give_contract_errnos() {
                 let mut room: socklen_t = rng.pick(&[0u32, 1, 4, 8, 64]);
                 let mut out = [0u8; 64];
                 let op: *mut c_void = if null { std::ptr::null_mut() } else { out.as_mut_ptr().cast() };
-                let lp: *mut socklen_t = if rng.next() % 8 == 0 { std::ptr::null_mut() } else { &mut room };
-                if rng.next() % 2 == 0 {
+                let lp: *mut socklen_t = if rng.next().is_multiple_of(8) { std::ptr::null_mut() } else { &mut room };
+                if rng.next().is_multiple_of(2) {
                     ("mgetsockopt", mgetsockopt(sd, SOL_ECTP, opt, op, lp) as i64)
                 } else {
                     ("mgetesockopt", mgetesockopt(sd, SOL_ECTP, opt, op, lp) as i64)
@@ -1373,7 +1374,7 @@ fn random_calls_never_panic_and_give_contract_errnos() {
                 let alen = rng.pick(&[0u32, 2, 15, 16, 28, 128, 129, u32::MAX]);
                 let a = if null { std::ptr::null() } else { ptr(&l) };
                 let target = rng.pick(&[to, tu, -1]);
-                if rng.next() % 2 == 0 {
+                if rng.next().is_multiple_of(2) {
                     ("mcreate", mcreate(target, a, alen, ptr(&ga), alen) as i64)
                 } else {
                     ("mjoin", mjoin(target, a, alen, ptr(&ga), alen) as i64)

@@ -255,10 +255,10 @@ fn creation_phase_joins_tus_that_were_waiting() {
 static JOINS: Mutex<Vec<(c_int, u32, SocketAddr)>> = Mutex::new(Vec::new());
 
 extern "C" fn record_and_accept(sd: c_int, user_id: u32, addr: *const sockaddr, len: socklen_t) {
-    if let Some(a) = sockaddr_to_rust(addr, len) {
-        if let Ok(mut j) = JOINS.lock() {
-            j.push((sd, user_id, a));
-        }
+    if let Some(a) = sockaddr_to_rust(addr, len)
+        && let Ok(mut j) = JOINS.lock()
+    {
+        j.push((sd, user_id, a));
     }
     mjoin_confirm(sd, user_id, 1);
 }

@@ -3,7 +3,7 @@
 //! on the sending side, turning one into the list of PSNs to repair, each at
 //! most once per RXT.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::receiver::Receiver;
@@ -55,20 +55,21 @@ impl RepairLimiter {
         }
     }
 
-    /// Queue, at most once per RXT each, the PSNs `ack` reports missing that
-    /// were sent (before `end`) and are still kept (not before `lowest`).
+    /// Hand to `push`, at most once per `backoff` each, the PSNs `ack`
+    /// reports missing that were sent (before `end`) and that `have` (the
+    /// repair store still keeps them).
     pub fn schedule(
         &mut self,
         ack: &AckInfo,
         end: Psn,
-        lowest: Psn,
         now: Instant,
-        rxt: Duration,
-        out: &mut VecDeque<Psn>,
+        backoff: Duration,
+        have: impl Fn(Psn) -> bool,
+        mut push: impl FnMut(Psn),
     ) {
         for psn in missing(ack, end) {
-            if !psn.is_before(lowest) && self.allow(psn, now, rxt) {
-                out.push_back(psn);
+            if have(psn) && self.allow(psn, now, backoff) {
+                push(psn);
             }
         }
     }
@@ -99,13 +100,14 @@ mod tests {
         let rxt = Duration::from_millis(100);
         let mut l = RepairLimiter::default();
         let ack = AckInfo::new(5, 1);
-        let mut q = VecDeque::new();
-        l.schedule(&ack, Psn(9), Psn(1), t0, rxt, &mut q);
-        l.schedule(&ack, Psn(9), Psn(1), t0 + rxt / 2, rxt, &mut q);
+        let mut q = Vec::new();
+        let all = |_: Psn| true;
+        l.schedule(&ack, Psn(9), t0, rxt, all, |p| q.push(p));
+        l.schedule(&ack, Psn(9), t0 + rxt / 2, rxt, all, |p| q.push(p));
         assert_eq!(q, vec![Psn(5)]);
-        l.schedule(&ack, Psn(9), Psn(1), t0 + rxt, rxt, &mut q);
+        l.schedule(&ack, Psn(9), t0 + rxt, rxt, all, |p| q.push(p));
         assert_eq!(q.len(), 2);
-        l.schedule(&ack, Psn(9), Psn(6), t0 + rxt * 3, rxt, &mut q);
+        l.schedule(&ack, Psn(9), t0 + rxt * 3, rxt, |p| !p.is_before(Psn(6)), |p| q.push(p));
         assert_eq!(q.len(), 2, "released PSNs are not repaired");
     }
 }

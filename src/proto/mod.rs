@@ -16,8 +16,10 @@
 //! change the state directly; the driver must then run steps 2 to 4 again.
 
 mod ack;
+mod child;
 mod config;
 mod owner;
+mod parent;
 mod receiver;
 mod retry;
 mod rng;
@@ -27,8 +29,13 @@ mod sim;
 #[cfg(test)]
 mod sim_tests;
 mod stats;
+mod store;
+mod su;
+mod timer;
+mod tokens;
 mod user;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 pub use config::{Config, DEFAULT_MSS, MAX_MESSAGE, MAX_WINDOW, MSS_RANGE};
@@ -37,7 +44,11 @@ pub use receiver::{Accept, Message, Receiver};
 pub use rng::Rng;
 pub use sender::{QueueError, Sender};
 pub use stats::Stats;
+pub use store::{RepairStore, Segment};
 pub use user::{End, JoinStatus, TokenStatus, User, UserError};
+
+use retry::Repeats;
+use timer::TimerTable;
 
 use crate::wire::{Elements, Header, Packet};
 
@@ -99,6 +110,72 @@ impl Ctl {
             Ok(len) => Some(Transmit { dest: self.dest, len }),
             Err(e) => {
                 log::error!("cannot emit {:?}: {e}", self.header.packet_type);
+                None
+            }
+        }
+    }
+}
+
+/// What every role of a node writes to: the control packets to send, the
+/// timers, the repeated packets and the counters.
+#[derive(Debug, Default)]
+pub(crate) struct Io {
+    /// Control packets waiting for `poll_transmit`, in order.
+    pub ctl: VecDeque<Ctl>,
+    /// The node's deadlines.
+    pub timers: TimerTable,
+    /// Packets sent several times.
+    pub repeats: Repeats,
+    /// What the node counted.
+    pub stats: Stats,
+}
+
+impl Io {
+    /// Emit the next control packet into `buf`, counting it.
+    pub(crate) fn poll_ctl(&mut self, buf: &mut [u8]) -> Option<Option<Transmit>> {
+        let ctl = self.ctl.pop_front()?;
+        let t = ctl.emit(buf);
+        self.stats.packets_sent += u64::from(t.is_some());
+        Some(t)
+    }
+
+    /// Send `ctl` now and every `interval` until stopped, `limit` times in
+    /// all (see [`Repeats::start`]).
+    pub(crate) fn repeat(
+        &mut self,
+        key: retry::Key,
+        ctl: Ctl,
+        limit: u32,
+        interval: std::time::Duration,
+        now: std::time::Instant,
+    ) {
+        self.repeats.start(key, ctl, limit, interval, now, &mut self.ctl);
+        self.timers.set_opt(timer::Timer::Repeat, self.repeats.next());
+    }
+
+    /// Stop repeating `key` (its answer came). Returns whether it was running.
+    pub(crate) fn stop_repeat(&mut self, key: retry::Key) -> bool {
+        let running = self.repeats.stop(key);
+        self.timers.set_opt(timer::Timer::Repeat, self.repeats.next());
+        running
+    }
+
+    /// Queue the repeated packets due at `now`; returns the keys that ran out.
+    pub(crate) fn poll_repeats(&mut self, now: std::time::Instant) -> Vec<retry::Key> {
+        let done = self.repeats.poll(now, &mut self.ctl, &mut self.stats.retransmissions);
+        self.timers.set_opt(timer::Timer::Repeat, self.repeats.next());
+        done
+    }
+
+    /// Count a data packet emitted into the caller's buffer, going to `dest`.
+    pub(crate) fn sent(&mut self, res: Result<usize, crate::wire::EmitError>, dest: Dest) -> Option<Transmit> {
+        match res {
+            Ok(len) => {
+                self.stats.packets_sent += 1;
+                Some(Transmit { dest, len })
+            }
+            Err(e) => {
+                log::error!("cannot emit DATA: {e}");
                 None
             }
         }

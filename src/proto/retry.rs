@@ -1,82 +1,113 @@
-//! A request that is sent again after RXT until answered, at most `retries`
-//! times in all (draft: "LJR and TJR are resent after RXT without an answer";
-//! "TGR is resent after RTO").
+//! One mechanism for every packet that is sent several times: "send it N
+//! times, an interval apart, or until answered".
+//!
+//! Requests are resent until their answer stops them (draft: "LJR and TJR are
+//! resent after RXT without an answer"; "TGR is resent after RTO"); given up
+//! after N sends, they report their key so the node can fail the call.
+//! Packets that have no confirm (CTR, an ejection's ULR) are simply sent N
+//! times; running out is their normal end.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::Ctl;
 
-/// What a due retry asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Due {
-    /// Send this packet (again).
-    Send(Ctl),
-    /// Sent `retries` times without an answer: give up.
-    Exhausted,
+/// What a repeated packet is for; at most one of each key runs at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    /// TU: LJR or TJR (whichever step of the join it is at).
+    Join,
+    /// SU: TGR or TRR.
+    Token,
+    /// TO: CTR at termination (no confirm).
+    Ctr,
+    /// TO: the ULR (F=0) ejecting this member (no confirm).
+    Eject(u32),
 }
 
-/// One outstanding request.
+impl Key {
+    /// Whether a resend counts as a retransmission of a request that went
+    /// unanswered (`Stats::retransmissions`), rather than a planned copy.
+    fn is_request(self) -> bool {
+        matches!(self, Key::Join | Key::Token)
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Retry {
-    pub ctl: Ctl,
+struct Entry {
+    key: Key,
+    ctl: Ctl,
     sent: u32,
+    limit: u32,
+    interval: Duration,
     next: Instant,
 }
 
-impl Retry {
-    /// A request to send now.
-    pub(crate) fn new(ctl: Ctl, now: Instant) -> Retry {
-        Retry { ctl, sent: 0, next: now }
-    }
-
-    /// When it next needs attention.
-    pub(crate) fn deadline(&self) -> Instant {
-        self.next
-    }
-
-    /// If due at `now`: send it (again), or give up after `retries` sends.
-    pub(crate) fn poll(&mut self, now: Instant, rxt: Duration, retries: u32) -> Option<Due> {
-        if now < self.next {
-            return None;
-        }
-        if self.sent >= retries.max(1) {
-            return Some(Due::Exhausted);
-        }
-        self.sent += 1;
-        self.next = now + rxt;
-        Some(Due::Send(self.ctl))
-    }
-
-    /// Whether this is a resend (for the retransmission counter).
-    pub(crate) fn is_resend(&self) -> bool {
-        self.sent > 1
-    }
+/// The repeated packets of one node.
+#[derive(Debug, Default)]
+pub(crate) struct Repeats {
+    list: Vec<Entry>,
 }
 
-/// Run the request in `slot`, if any: queue it on `out` when due (counting
-/// resends in `retransmissions`). Returns true, and empties the slot, when it
-/// was given up after `retries` sends.
-pub(crate) fn drive(
-    slot: &mut Option<Retry>,
-    now: Instant,
-    rxt: Duration,
-    retries: u32,
-    out: &mut VecDeque<Ctl>,
-    retransmissions: &mut u64,
-) -> bool {
-    let Some(r) = slot.as_mut() else { return false };
-    match r.poll(now, rxt, retries) {
-        Some(Due::Send(ctl)) => {
-            *retransmissions += u64::from(r.is_resend());
-            out.push_back(ctl);
-            false
-        }
-        Some(Due::Exhausted) => {
-            *slot = None;
+impl Repeats {
+    /// Queue `ctl` on `out` now, and again every `interval` until [`Repeats::stop`],
+    /// `limit` times in all. Replaces a running entry with the same key.
+    pub(crate) fn start(
+        &mut self,
+        key: Key,
+        ctl: Ctl,
+        limit: u32,
+        interval: Duration,
+        now: Instant,
+        out: &mut VecDeque<Ctl>,
+    ) {
+        self.stop(key);
+        out.push_back(ctl);
+        self.list.push(Entry { key, ctl, sent: 1, limit: limit.max(1), interval, next: now + interval });
+    }
+
+    /// Stop `key` (its answer came). Returns whether it was running.
+    pub(crate) fn stop(&mut self, key: Key) -> bool {
+        let before = self.list.len();
+        self.list.retain(|e| e.key != key);
+        self.list.len() != before
+    }
+
+    /// Stop everything.
+    pub(crate) fn clear(&mut self) {
+        self.list.clear();
+    }
+
+    /// Whether `key` is running.
+    pub(crate) fn is_running(&self, key: Key) -> bool {
+        self.list.iter().any(|e| e.key == key)
+    }
+
+    /// Queue on `out` every copy due at `now`, counting resent requests in
+    /// `retransmissions`. Returns the keys that ran out: sent `limit` times,
+    /// and an interval has passed since the last.
+    pub(crate) fn poll(&mut self, now: Instant, out: &mut VecDeque<Ctl>, retransmissions: &mut u64) -> Vec<Key> {
+        let mut done = Vec::new();
+        self.list.retain_mut(|e| {
+            if now < e.next {
+                return true;
+            }
+            if e.sent >= e.limit {
+                done.push(e.key);
+                return false;
+            }
+            e.sent += 1;
+            e.next = now + e.interval;
+            *retransmissions += u64::from(e.key.is_request());
+            out.push_back(e.ctl);
             true
-        }
-        None => false,
+        });
+        done
+    }
+
+    /// When [`Repeats::poll`] next has something to do.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.list.iter().map(|e| e.next).min()
     }
 }
 
@@ -87,15 +118,36 @@ mod tests {
     use crate::wire::{Header, PacketType};
 
     #[test]
-    fn sends_retries_times_then_gives_up() {
+    fn sends_limit_times_then_gives_up() {
         let t0 = Instant::now();
         let rxt = Duration::from_millis(100);
-        let mut r = Retry::new(Ctl::new(Dest::Group, Header::new(PacketType::Ljr, 0)), t0);
-        assert!(matches!(r.poll(t0, rxt, 3), Some(Due::Send(_))));
-        assert!(r.poll(t0 + Duration::from_millis(99), rxt, 3).is_none());
-        assert!(matches!(r.poll(t0 + rxt, rxt, 3), Some(Due::Send(_))));
-        assert!(r.is_resend());
-        assert!(matches!(r.poll(t0 + rxt * 2, rxt, 3), Some(Due::Send(_))));
-        assert_eq!(r.poll(t0 + rxt * 3, rxt, 3), Some(Due::Exhausted));
+        let mut r = Repeats::default();
+        let mut out = VecDeque::new();
+        let mut resent = 0;
+        r.start(Key::Join, Ctl::new(Dest::Group, Header::new(PacketType::Ljr, 0)), 3, rxt, t0, &mut out);
+        assert_eq!(out.len(), 1, "the first copy goes at once");
+        assert!(r.poll(t0 + Duration::from_millis(99), &mut out, &mut resent).is_empty());
+        assert_eq!((out.len(), r.next()), (1, Some(t0 + rxt)));
+        assert!(r.poll(t0 + rxt, &mut out, &mut resent).is_empty());
+        assert!(r.poll(t0 + rxt * 2, &mut out, &mut resent).is_empty());
+        assert_eq!((out.len(), resent), (3, 2));
+        assert_eq!(r.poll(t0 + rxt * 3, &mut out, &mut resent), vec![Key::Join]);
+        assert!(!r.is_running(Key::Join) && r.next().is_none());
+    }
+
+    #[test]
+    fn stopped_by_its_answer_and_planned_copies_are_not_retransmissions() {
+        let t0 = Instant::now();
+        let rxt = Duration::from_millis(10);
+        let mut r = Repeats::default();
+        let mut out = VecDeque::new();
+        let mut resent = 0;
+        let ctl = Ctl::new(Dest::Group, Header::new(PacketType::Ctr, 1));
+        r.start(Key::Ctr, ctl, 2, rxt, t0, &mut out);
+        r.start(Key::Token, ctl, 5, rxt, t0, &mut out);
+        assert!(r.stop(Key::Token) && !r.stop(Key::Token));
+        r.poll(t0 + rxt, &mut out, &mut resent);
+        assert_eq!((out.len(), resent), (3, 0));
+        assert_eq!(r.poll(t0 + rxt * 2, &mut out, &mut resent), vec![Key::Ctr]);
     }
 }

@@ -332,10 +332,10 @@ mod child_role {
                     let Ok(line) = line else { break };
                     eprintln!("[{name}] {line}");
                     // The harness may print "test role_x ... " before the first line.
-                    if let Some(at) = line.find("ECTP ") {
-                        if tx.send(line[at + 5..].to_string()).is_err() {
-                            break;
-                        }
+                    if let Some(at) = line.find("ECTP ")
+                        && tx.send(line[at + 5..].to_string()).is_err()
+                    {
+                        break;
                     }
                 }
             });

@@ -1,0 +1,193 @@
+//! The child role of the control tree, which every TU has
+//! (draft-dykim-ectp-00 §6.4, §6.5): the receive window of the forward data,
+//! the acknowledgements to the parent (the AGN rule, again while a hole stays
+//! open, on NDATA for the tail), the answers to its heartbeats and the
+//! keep-alive that tells the parent this child lives.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::ack::ack_of;
+use super::receiver::{Accept, Receiver};
+use super::timer::Timer;
+use super::{Config, Ctl, Dest, Io, MAX_MESSAGE, MAX_WINDOW};
+use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro};
+
+/// Who a TU is, as the packets it sends say, and where they go.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Me {
+    /// The connection, once an answer of the TO told it.
+    pub conn_id: Option<u32>,
+    /// The TO's unicast address and the group port: where requests go.
+    pub owner: SocketAddr,
+    /// The parent in the control tree (the TO while the tree is flat).
+    pub parent: SocketAddr,
+    /// Member id, Child ID and tree level, as the TO and the parent gave them.
+    pub membership: Membership,
+}
+
+impl Me {
+    /// A header of type `ty` on this TU's connection.
+    pub(crate) fn header(&self, ty: PacketType) -> Header {
+        Header::new(ty, self.conn_id.unwrap_or(0))
+    }
+
+    /// A control packet to `to` with header `h` and this TU's Membership
+    /// element, as every TU request and report carries.
+    pub(crate) fn ctl(&self, to: SocketAddr, h: Header) -> Ctl {
+        let mut ctl = Ctl::new(Dest::Unicast(to), h);
+        ctl.elements.membership = Some(self.membership);
+        ctl
+    }
+}
+
+/// The forward data a TU receives and acknowledges to its parent.
+#[derive(Debug)]
+pub(crate) struct Child {
+    /// Receive window and reassembly of the TO's data.
+    pub rx: Receiver,
+    /// Highest PSN seen, for the AGN rule.
+    highest: Option<Psn>,
+    /// The LSN the last ACK reported.
+    acked_lsn: Option<Psn>,
+}
+
+impl Child {
+    /// A child that delivers from `start`, which begins a message.
+    pub(crate) fn new(start: Psn) -> Child {
+        Child { rx: Receiver::new(start, MAX_WINDOW as usize, MAX_MESSAGE), highest: None, acked_lsn: None }
+    }
+
+    /// DATA or RDATA of the TO. `joined`: in the tree, so ACKs are due.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_data(
+        &mut self,
+        me: &Me,
+        cfg: &Config,
+        joined: bool,
+        now: Instant,
+        p: &Packet<'_>,
+        io: &mut Io,
+    ) -> Accept {
+        let psn = Psn(p.header.psn);
+        let accept = self.rx.on_segment(psn, p.header.flag, p.data);
+        match accept {
+            Accept::New => io.stats.data_received += 1,
+            Accept::Duplicate => io.stats.duplicates += 1,
+            Accept::TooFarAhead => return accept,
+        }
+        if cfg.ro == Ro::Unreliable {
+            self.rx.expire_holes(now, cfg.rxt);
+        }
+        if joined && self.ack_due(me, cfg, psn) {
+            self.send_ack(me, cfg, now, io);
+        }
+        self.refresh(cfg, now, io);
+        accept
+    }
+
+    /// NDATA: the TO is idle; `next` is the next PSN it will use. False for
+    /// one beyond anything the window allows (not believable).
+    pub(crate) fn on_ndata(
+        &mut self,
+        me: &Me,
+        cfg: &Config,
+        joined: bool,
+        now: Instant,
+        next: Psn,
+        io: &mut Io,
+    ) -> bool {
+        if next.diff(self.rx.lsn()) > i64::from(MAX_WINDOW) {
+            return false;
+        }
+        self.rx.note_end(next, true);
+        if cfg.ro == Ro::Unreliable {
+            self.rx.expire_holes(now, cfg.rxt);
+        }
+        // The TO is idle: acknowledge the tail if the last ACK did not cover it.
+        if joined && self.acked_lsn != Some(self.rx.lsn()) {
+            self.send_ack(me, cfg, now, io);
+        }
+        self.refresh(cfg, now, io);
+        true
+    }
+
+    /// HB from the parent: in the semi-reliable mode give up what the parent
+    /// no longer keeps, and answer if it names us.
+    pub(crate) fn on_heartbeat(&mut self, me: &Me, cfg: &Config, now: Instant, p: &Packet<'_>, io: &mut Io) {
+        let lowest = Psn(p.header.psn);
+        if cfg.ro == Ro::SemiReliable && lowest.is_valid() && self.rx.lsn().is_before(lowest) {
+            self.rx.give_up_before(lowest, false);
+        }
+        if p.elements.membership.is_some_and(|m| m.member_id == me.membership.member_id) {
+            self.send_hback(me, cfg, now, p.elements.timestamp, io);
+        }
+        self.refresh(cfg, now, io);
+    }
+
+    /// Run a due timer of this role.
+    pub(crate) fn on_timer(&mut self, t: Timer, me: &Me, cfg: &Config, now: Instant, io: &mut Io) {
+        match t {
+            Timer::HoleExpiry => self.rx.expire_holes(now, cfg.rxt),
+            // Reliable modes: an ACK every RXT while a hole stays open, so that
+            // a loss at the tail of a burst, a lost ACK or a lost RDATA is asked again.
+            Timer::AckRepeat if self.rx.has_hole() => self.send_ack(me, cfg, now, io),
+            // A child silent for HGT/2 sends an HBACK of its own, so that its
+            // parent hears every live child twice per HGT, whether or not HBs
+            // get through (it is ejected after FDN x HGT of silence).
+            Timer::Keepalive => self.send_hback(me, cfg, now, None, io),
+            _ => {}
+        }
+        self.refresh(cfg, now, io);
+    }
+
+    /// Set the hole timers from the state of the window.
+    pub(crate) fn refresh(&mut self, cfg: &Config, now: Instant, io: &mut Io) {
+        match cfg.ro {
+            Ro::Unreliable => io.timers.set_opt(Timer::HoleExpiry, self.rx.hole_deadline(cfg.rxt)),
+            _ if self.rx.has_hole() => {
+                if io.timers.get(Timer::AckRepeat).is_none() {
+                    io.timers.set(Timer::AckRepeat, now + cfg.rxt);
+                }
+            }
+            _ => io.timers.stop(Timer::AckRepeat),
+        }
+    }
+
+    /// ACK to the parent: LSN, the bitmap after it, ADN (draft: "ACK generation").
+    fn send_ack(&mut self, me: &Me, cfg: &Config, now: Instant, io: &mut Io) {
+        let mut ctl = me.ctl(me.parent, me.header(PacketType::Ack));
+        ctl.elements.ack = Some(ack_of(&self.rx, 1));
+        self.acked_lsn = Some(self.rx.lsn());
+        io.ctl.push_back(ctl);
+        io.timers.set(Timer::Keepalive, now + cfg.hgt / 2);
+        io.timers.set(Timer::AckRepeat, now + cfg.rxt);
+    }
+
+    /// HBACK to the parent: the echoed timestamp (when answering an HB that
+    /// named us) and the LSN, so the parent learns of a tail the AGN rule did
+    /// not acknowledge.
+    fn send_hback(&mut self, me: &Me, cfg: &Config, now: Instant, timestamp: Option<u64>, io: &mut Io) {
+        let mut ctl = me.ctl(me.parent, me.header(PacketType::Hback));
+        ctl.elements.timestamp = timestamp;
+        ctl.elements.ack = Some(ack_of(&self.rx, 1));
+        io.ctl.push_back(ctl);
+        io.timers.set(Timer::Keepalive, now + cfg.hgt / 2);
+    }
+
+    /// The AGN rule: a child with Child ID c acknowledges each PSN p, received
+    /// or detected lost, with p % AGN == c % AGN.
+    fn ack_due(&mut self, me: &Me, cfg: &Config, psn: Psn) -> bool {
+        let agn = u32::from(cfg.agn.max(1));
+        let mine = u32::from(me.membership.child_id) % agn;
+        let first = match self.highest {
+            Some(h) if h.is_before(psn) => h.next(),
+            _ => psn,
+        };
+        if self.highest.is_none_or(|h| h.is_before(psn)) {
+            self.highest = Some(psn);
+        }
+        let span = psn.diff(first).clamp(0, i64::from(agn)) as u32;
+        (0..=span).any(|i| psn.sub(i).0 % agn == mine)
+    }
+}

@@ -1,0 +1,279 @@
+//! The sending TU (SU): a TU holding a token sends unicast data back to the
+//! TO (draft-dykim-ectp-00 §6.3, "Tokens", "Backward data"): TGR/TGC to get
+//! the token, DATA and RDATA to the TO, HB so the TO acknowledges in its
+//! HBACK, and TRR/TRC to return the token once everything was acknowledged.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::ack::RepairLimiter;
+use super::child::Me;
+use super::retry::Key;
+use super::sender::{QueueError, Sender};
+use super::store::RepairStore;
+use super::timer::Timer;
+use super::user::{TokenStatus, UserError};
+use super::{Config, Dest, Io, Rng, Transmit};
+use crate::wire::{Packet, PacketType, Psn, Ro};
+
+/// The backward channel of a token holder: what it sends and keeps.
+#[derive(Debug)]
+struct Channel {
+    sender: Sender,
+    /// Sent DATA kept until the TO acknowledged it (not in the unreliable mode).
+    store: RepairStore,
+    keep_sent: bool,
+}
+
+impl Channel {
+    fn lowest_kept(&self) -> Psn {
+        self.store.lowest().unwrap_or(self.sender.first_unsent())
+    }
+
+    /// Nothing queued and nothing unacknowledged.
+    fn is_empty(&self) -> bool {
+        !self.sender.has_unsent() && self.store.is_empty()
+    }
+}
+
+/// The SU role of a TU.
+#[derive(Debug)]
+pub(crate) struct Su {
+    status: TokenStatus,
+    /// Initial PSN of the last token request (TGR's PSN).
+    isn: Psn,
+    channel: Option<Channel>,
+    /// Repairs the TO's HBACKs asked for, and their back-off.
+    rdata: VecDeque<Psn>,
+    repairs: RepairLimiter,
+    result: Option<Result<u8, UserError>>,
+}
+
+impl Su {
+    pub(crate) fn new() -> Su {
+        Su {
+            status: TokenStatus::None,
+            isn: Psn(1),
+            channel: None,
+            rdata: VecDeque::new(),
+            repairs: RepairLimiter::default(),
+            result: None,
+        }
+    }
+
+    /// Where the token stands.
+    pub(crate) fn status(&self) -> TokenStatus {
+        self.status
+    }
+
+    /// The token held, or 0.
+    pub(crate) fn token_id(&self) -> u8 {
+        match self.status {
+            TokenStatus::Held(id) => id,
+            _ => 0,
+        }
+    }
+
+    /// The token held or being returned (0 if none).
+    fn token_id_any(&self) -> u8 {
+        match self.status {
+            TokenStatus::Held(id) | TokenStatus::Returning(id) => id,
+            _ => 0,
+        }
+    }
+
+    /// How the last request or return ended, once it has.
+    pub(crate) fn take_result(&mut self) -> Option<Result<u8, UserError>> {
+        self.result.take()
+    }
+
+    /// TGR with a fresh initial PSN (`mtoken_get`).
+    pub(crate) fn request(
+        &mut self,
+        me: &Me,
+        cfg: &Config,
+        rng: &mut Rng,
+        now: Instant,
+        io: &mut Io,
+    ) -> Result<(), UserError> {
+        match self.status {
+            TokenStatus::None => {}
+            TokenStatus::Held(_) => return Err(UserError::AlreadyHeld),
+            TokenStatus::Requesting | TokenStatus::Returning(_) => return Err(UserError::Busy),
+        }
+        self.isn = Psn(rng.nonzero_u32());
+        let mut h = me.header(PacketType::Tgr);
+        h.psn = self.isn.0;
+        let ctl = me.ctl(me.owner, h);
+        self.status = TokenStatus::Requesting;
+        self.result = None;
+        io.repeat(Key::Token, ctl, cfg.retries, cfg.rxt, now);
+        Ok(())
+    }
+
+    /// Return the token (`mtoken_return`): the TRR follows once everything
+    /// sent was acknowledged (see [`Su::progress`]).
+    pub(crate) fn return_token(&mut self) -> Result<(), UserError> {
+        match self.status {
+            TokenStatus::Held(id) => {
+                self.status = TokenStatus::Returning(id);
+                self.result = None;
+                Ok(())
+            }
+            TokenStatus::Returning(_) | TokenStatus::Requesting => Err(UserError::Busy),
+            TokenStatus::None => Err(UserError::NoToken),
+        }
+    }
+
+    /// The TGR or TRR went unanswered after every retry.
+    pub(crate) fn timed_out(&mut self, io: &mut Io) {
+        self.status = TokenStatus::None;
+        self.channel = None;
+        io.timers.stop(Timer::SuHeartbeat);
+        self.result = Some(Err(UserError::TimedOut));
+    }
+
+    /// The TRR goes out once everything sent before it was acknowledged.
+    pub(crate) fn progress(&mut self, me: &Me, cfg: &Config, now: Instant, io: &mut Io) {
+        if let TokenStatus::Returning(id) = self.status
+            && !io.repeats.is_running(Key::Token)
+            && self.channel.as_ref().is_none_or(Channel::is_empty)
+        {
+            let mut h = me.header(PacketType::Trr);
+            h.token_id = id;
+            let ctl = me.ctl(me.owner, h);
+            io.repeat(Key::Token, ctl, cfg.retries, cfg.rxt, now);
+        }
+    }
+
+    /// Queue one message for the TO (`msendmsg`); needs the token.
+    pub(crate) fn send(&mut self, msg: &[u8]) -> Result<(), UserError> {
+        let (TokenStatus::Held(_), Some(c)) = (self.status, self.channel.as_mut()) else {
+            return Err(UserError::NoToken);
+        };
+        c.sender.queue(msg, c.store.len()).map_err(|e| match e {
+            QueueError::WouldBlock => UserError::WouldBlock,
+            QueueError::BadLength => UserError::BadLength,
+        })
+    }
+
+    /// Whether a message of `len` bytes would be queued now.
+    pub(crate) fn can_send(&self, len: usize) -> bool {
+        self.channel.as_ref().is_some_and(|c| c.sender.has_room(len, c.store.len()))
+    }
+
+    /// Whether data waits for its first transmission.
+    pub(crate) fn has_unsent(&self) -> bool {
+        self.channel.as_ref().is_some_and(|c| c.sender.has_unsent())
+    }
+
+    /// TGC: the token is granted (F=1, Token ID) or refused (F=0).
+    pub(crate) fn on_tgc(&mut self, cfg: &Config, now: Instant, p: &Packet<'_>, io: &mut Io) -> bool {
+        let h = p.header;
+        if self.status != TokenStatus::Requesting || h.psn != self.isn.0 {
+            return false;
+        }
+        io.stop_repeat(Key::Token);
+        if h.flag && h.token_id != 0 {
+            self.status = TokenStatus::Held(h.token_id);
+            let keep_sent = cfg.ro != Ro::Unreliable;
+            let sender = Sender::new(self.isn, cfg.mss, cfg.window, h.token_id);
+            self.channel = Some(Channel { sender, store: RepairStore::new(self.isn, usize::MAX), keep_sent });
+            io.timers.set(Timer::SuHeartbeat, now + cfg.hgt);
+            self.result = Some(Ok(h.token_id));
+        } else {
+            self.status = TokenStatus::None;
+            self.result = Some(Err(UserError::Refused));
+        }
+        true
+    }
+
+    /// TRC: the TO took the token back.
+    pub(crate) fn on_trc(&mut self, token_id: u8, io: &mut Io) -> bool {
+        if self.status != TokenStatus::Returning(token_id) {
+            return false;
+        }
+        io.stop_repeat(Key::Token);
+        self.status = TokenStatus::None;
+        self.channel = None;
+        io.timers.stop(Timer::SuHeartbeat);
+        self.rdata.clear();
+        self.result = Some(Ok(0));
+        true
+    }
+
+    /// The TO's HBACK acknowledges what it received; resend what it lacks.
+    pub(crate) fn on_hback(&mut self, cfg: &Config, now: Instant, p: &Packet<'_>) -> bool {
+        let id = self.token_id_any();
+        if id == 0 || p.header.token_id != id {
+            return false;
+        }
+        let (Some(ack), Some(c)) = (p.elements.ack, self.channel.as_mut()) else { return false };
+        let lsn = Psn(ack.lsn);
+        if lsn.is_valid() && !c.sender.first_unsent().is_before(lsn) {
+            c.store.release_before(lsn);
+        }
+        let (store, rdata) = (&c.store, &mut self.rdata);
+        self.repairs.schedule(
+            &ack,
+            c.sender.first_unsent(),
+            now,
+            cfg.rxt,
+            |p| store.contains(p),
+            |p| rdata.push_back(p),
+        );
+        self.repairs.forget_before(c.lowest_kept());
+        true
+    }
+
+    /// HB to the TO with the lowest PSN it keeps, every RXT while data is
+    /// unacknowledged, else every HGT (draft: "Backward data").
+    pub(crate) fn heartbeat(&mut self, me: &Me, cfg: &Config, now: Instant, io: &mut Io) {
+        let (id, Some(c)) = (self.token_id_any(), self.channel.as_ref()) else { return };
+        let mut h = me.header(PacketType::Hb);
+        h.psn = c.lowest_kept().0;
+        h.token_id = id;
+        let mut ctl = me.ctl(me.owner, h);
+        ctl.elements.timestamp = Some(0);
+        io.ctl.push_back(ctl);
+        io.timers.set(Timer::SuHeartbeat, now + if c.is_empty() { cfg.hgt } else { cfg.rxt });
+    }
+
+    /// The next backward DATA or RDATA, if any.
+    pub(crate) fn poll_transmit(
+        &mut self,
+        me: &Me,
+        cfg: &Config,
+        now: Instant,
+        buf: &mut [u8],
+        io: &mut Io,
+    ) -> Option<Transmit> {
+        let conn_id = me.conn_id?;
+        let c = self.channel.as_mut()?;
+        let token_id = c.sender.token_id();
+        let mut res = None;
+        while let Some(psn) = self.rdata.pop_front() {
+            res = c.store.get(psn).map(|s| s.emit(PacketType::Rdata, conn_id, token_id, buf));
+            if res.is_some() {
+                io.stats.rdata_sent += 1;
+                break;
+            }
+        }
+        if res.is_none() {
+            let seg = c.sender.next_unsent();
+            res = seg.as_ref().map(|s| s.emit(PacketType::Data, conn_id, token_id, buf));
+            if let Some(seg) = seg {
+                io.stats.data_sent += 1;
+                if c.keep_sent {
+                    c.store.insert(seg);
+                }
+                // Unacknowledged data: heartbeat soon, so that losses show.
+                let soon = now + cfg.rxt;
+                if io.timers.get(Timer::SuHeartbeat).is_none_or(|t| t > soon) {
+                    io.timers.set(Timer::SuHeartbeat, soon);
+                }
+            }
+        }
+        io.sent(res?, Dest::Unicast(me.owner))
+    }
+}

@@ -1,0 +1,257 @@
+//! The TO's token table and the backward channels of the SUs
+//! (draft-dykim-ectp-00 §6.3): who asked for a token, who holds which, and
+//! for each token held the receive window of that SU's unicast data.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::ack::ack_of;
+use super::owner::{Incoming, OwnerError};
+use super::receiver::{Accept, Receiver};
+use super::{Config, Ctl, Dest, Event, MAX_MESSAGE, MAX_WINDOW, Stats};
+use crate::wire::{Header, Packet, PacketType, Psn, Ro};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TokenState {
+    /// Asked with this initial PSN; waiting for the application's confirm.
+    Pending(Psn),
+    /// Holds token `id`, granted for initial PSN `isn`.
+    Held { id: u8, isn: Psn },
+    /// The last request with this initial PSN was refused.
+    Refused(Psn),
+}
+
+/// Tokens and backward channels, on the TO.
+#[derive(Debug)]
+pub(crate) struct Tokens {
+    /// Which member, at which address, holds each token id (0 unused: the TO).
+    holders: Vec<Option<(u32, SocketAddr)>>,
+    /// Where each member's token stands (absent: holds none, asked none).
+    state: HashMap<u32, TokenState>,
+    backward: BTreeMap<u8, Receiver>,
+    /// Whole messages received from SUs, for `recv`.
+    pub inbox: VecDeque<Incoming>,
+}
+
+impl Tokens {
+    pub(crate) fn new() -> Tokens {
+        Tokens { holders: vec![None; 256], state: HashMap::new(), backward: BTreeMap::new(), inbox: VecDeque::new() }
+    }
+
+    /// Whether member `user_id` holds token `token_id`.
+    fn holds(&self, user_id: u32, token_id: u8) -> bool {
+        token_id != 0 && self.holders[usize::from(token_id)].is_some_and(|(u, _)| u == user_id)
+    }
+
+    fn tgc(conn_id: u32, addr: SocketAddr, isn: Psn, id: Option<u8>) -> Ctl {
+        let mut h = Header::new(PacketType::Tgc, conn_id);
+        h.psn = isn.0;
+        h.flag = id.is_some();
+        h.token_id = id.unwrap_or(0);
+        Ctl::new(Dest::Unicast(addr), h)
+    }
+
+    fn free_token_id(&self, max_tokens: u8) -> Option<u8> {
+        let in_use = self.holders.iter().filter(|t| t.is_some()).count();
+        if in_use >= usize::from(max_tokens) {
+            return None;
+        }
+        (1..=255u8).find(|&id| self.holders[usize::from(id)].is_none())
+    }
+
+    /// TGR answered at once to an address that is no member: refused, so
+    /// that it does not wait for nothing.
+    pub(crate) fn refuse_stranger(conn_id: u32, addr: SocketAddr, isn: Psn) -> Ctl {
+        Tokens::tgc(conn_id, addr, isn, None)
+    }
+
+    /// TGR: member `user_id` at `addr` asks for a token with initial PSN `isn`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_tgr(
+        &mut self,
+        cfg: &Config,
+        conn_id: u32,
+        user_id: u32,
+        addr: SocketAddr,
+        isn: Psn,
+        events: &mut VecDeque<Event>,
+        out: &mut VecDeque<Ctl>,
+        stats: &mut Stats,
+    ) {
+        match self.state.get(&user_id).copied() {
+            Some(TokenState::Held { id, isn: held }) if held == isn => {
+                out.push_back(Tokens::tgc(conn_id, addr, isn, Some(id)))
+            }
+            Some(TokenState::Refused(r)) if r == isn => out.push_back(Tokens::tgc(conn_id, addr, isn, None)),
+            // The application has not answered yet; a TU that gave up and asks
+            // again (new ISN) gets the answer to its newest request.
+            Some(TokenState::Pending(_)) => {
+                self.state.insert(user_id, TokenState::Pending(isn));
+            }
+            Some(TokenState::Held { id, .. }) => {
+                // A TU asks with a new ISN only when it holds no token: it gave up
+                // waiting for our TGC. That grant is void; this is a new request.
+                self.release(user_id, id, stats);
+                self.on_tgr(cfg, conn_id, user_id, addr, isn, events, out, stats);
+            }
+            None | Some(TokenState::Refused(_)) => {
+                self.state.insert(user_id, TokenState::Pending(isn));
+                if cfg.ask_tokens {
+                    events.push_back(Event::TokenRequest { user_id, addr });
+                } else {
+                    let _ = self.confirm(cfg, conn_id, user_id, addr, true, out);
+                }
+            }
+        }
+    }
+
+    /// Answer a token request (`mtoken_confirm`). A grant fails into a
+    /// refusal when all `max_tokens` tokens are in use.
+    pub(crate) fn confirm(
+        &mut self,
+        cfg: &Config,
+        conn_id: u32,
+        user_id: u32,
+        addr: SocketAddr,
+        accept: bool,
+        out: &mut VecDeque<Ctl>,
+    ) -> Result<(), OwnerError> {
+        let Some(TokenState::Pending(isn)) = self.state.get(&user_id).copied() else {
+            return Err(OwnerError::NotFound);
+        };
+        let id = if accept { self.free_token_id(cfg.max_tokens) } else { None };
+        match id {
+            Some(id) => {
+                self.state.insert(user_id, TokenState::Held { id, isn });
+                self.holders[usize::from(id)] = Some((user_id, addr));
+                self.backward.insert(id, Receiver::new(isn, MAX_WINDOW as usize, MAX_MESSAGE));
+            }
+            None => {
+                self.state.insert(user_id, TokenState::Refused(isn));
+            }
+        }
+        out.push_back(Tokens::tgc(conn_id, addr, isn, id));
+        Ok(())
+    }
+
+    /// TRR: an SU returns its token. Whatever it sent has been delivered or
+    /// given up by now; the TRC is sent again for a resent TRR.
+    pub(crate) fn on_trr(
+        &mut self,
+        conn_id: u32,
+        user_id: u32,
+        addr: SocketAddr,
+        token_id: u8,
+        out: &mut VecDeque<Ctl>,
+        stats: &mut Stats,
+    ) {
+        if matches!(self.state.get(&user_id), Some(TokenState::Held { id, .. }) if *id == token_id) {
+            self.release(user_id, token_id, stats);
+        }
+        let mut h = Header::new(PacketType::Trc, conn_id);
+        h.token_id = token_id;
+        out.push_back(Ctl::new(Dest::Unicast(addr), h));
+    }
+
+    /// Member `user_id` is gone: what it sent is delivered, its token freed.
+    pub(crate) fn forget(&mut self, user_id: u32, stats: &mut Stats) {
+        if let Some(TokenState::Held { id, .. }) = self.state.get(&user_id).copied() {
+            self.release(user_id, id, stats);
+        }
+        self.state.remove(&user_id);
+    }
+
+    /// Free token `token_id` of `user_id`, delivering what it sent before.
+    fn release(&mut self, user_id: u32, token_id: u8, stats: &mut Stats) {
+        if let Some(mut rx) = self.backward.remove(&token_id) {
+            rx.give_up_before(rx.known_end(), true);
+            if let Some((_, addr)) = self.holders[usize::from(token_id)] {
+                collect(&mut rx, user_id, token_id, addr, &mut self.inbox, stats);
+            }
+        }
+        self.holders[usize::from(token_id)] = None;
+        self.state.remove(&user_id);
+    }
+
+    /// DATA/RDATA from member `user_id`, tagged with its token id.
+    pub(crate) fn on_data(&mut self, user_id: u32, p: &Packet<'_>, stats: &mut Stats) -> bool {
+        let h = p.header;
+        if !self.holds(user_id, h.token_id) {
+            return false;
+        }
+        let Some(rx) = self.backward.get_mut(&h.token_id) else { return false };
+        match rx.on_segment(Psn(h.psn), h.flag, p.data) {
+            Accept::New => stats.data_received += 1,
+            Accept::Duplicate => stats.duplicates += 1,
+            Accept::TooFarAhead => return false,
+        }
+        if let Some((_, addr)) = self.holders[usize::from(h.token_id)] {
+            collect(rx, user_id, h.token_id, addr, &mut self.inbox, stats);
+        }
+        true
+    }
+
+    /// HB from an SU: its PSN is the lowest it still keeps; the answer is an
+    /// HBACK with the Acknowledgement element of its backward stream
+    /// (draft: "Backward data").
+    pub(crate) fn on_heartbeat(
+        &mut self,
+        cfg: &Config,
+        conn_id: u32,
+        user_id: u32,
+        p: &Packet<'_>,
+        out: &mut VecDeque<Ctl>,
+        stats: &mut Stats,
+    ) -> bool {
+        let h = p.header;
+        if !self.holds(user_id, h.token_id) {
+            return false;
+        }
+        let Some((_, addr)) = self.holders[usize::from(h.token_id)] else { return false };
+        let Some(rx) = self.backward.get_mut(&h.token_id) else { return false };
+        let lowest = Psn(h.psn);
+        if cfg.ro == Ro::SemiReliable && lowest.is_valid() && rx.lsn().is_before(lowest) {
+            rx.give_up_before(lowest, false);
+        }
+        collect(rx, user_id, h.token_id, addr, &mut self.inbox, stats);
+        let mut reply = Header::new(PacketType::Hback, conn_id);
+        reply.token_id = h.token_id;
+        let mut ctl = Ctl::new(Dest::Unicast(addr), reply);
+        ctl.elements.timestamp = p.elements.timestamp;
+        ctl.elements.ack = Some(ack_of(rx, 1));
+        out.push_back(ctl);
+        true
+    }
+
+    /// Unreliable mode: give up the holes open for `patience`.
+    pub(crate) fn expire_holes(&mut self, now: Instant, patience: Duration, stats: &mut Stats) {
+        for (&token_id, rx) in self.backward.iter_mut() {
+            rx.expire_holes(now, patience);
+            if let Some((user_id, addr)) = self.holders[usize::from(token_id)] {
+                collect(rx, user_id, token_id, addr, &mut self.inbox, stats);
+            }
+        }
+    }
+
+    /// When [`Tokens::expire_holes`] next has work to do.
+    pub(crate) fn hole_deadline(&self, patience: Duration) -> Option<Instant> {
+        self.backward.values().filter_map(|rx| rx.hole_deadline(patience)).min()
+    }
+}
+
+/// Move the whole messages of a backward receiver into the TO's inbox.
+fn collect(
+    rx: &mut Receiver,
+    user_id: u32,
+    token_id: u8,
+    from: SocketAddr,
+    inbox: &mut VecDeque<Incoming>,
+    stats: &mut Stats,
+) {
+    while let Some(message) = rx.pop_message() {
+        stats.messages_delivered += 1;
+        stats.gaps += u64::from(message.gap);
+        inbox.push_back(Incoming { user_id, token_id, from, message });
+    }
+}
