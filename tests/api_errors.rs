@@ -1414,3 +1414,38 @@ fn random_calls_never_panic_and_give_contract_errnos() {
     ok!(mleave(tu, 0));
     release_unbound(unbound);
 }
+
+#[test]
+fn a_panic_in_the_driver_fails_blocked_and_later_calls_with_eio() {
+    let g = group(29);
+    let to = owner(local(), g, FAST);
+    let tu = joined(g);
+    check_flow(to, &[tu], b"before");
+    // A TU blocked in mrecvmsg and a TO blocked in mrecvmsg (waiting for an
+    // SU): their driver threads die; both calls return instead of hanging.
+    let (done_tx, done_rx) = mpsc::channel();
+    for (sd, who) in [(tu, "TU"), (to, "TO")] {
+        let done = done_tx.clone();
+        std::thread::spawn(move || {
+            let r = recv(sd, 64, 0);
+            let _ = done.send((who, r.map(|(b, _)| b)));
+        });
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(test_inject_driver_panic(tu) && test_inject_driver_panic(to));
+    for _ in 0..2 {
+        let (who, r) = done_rx.recv_timeout(Duration::from_secs(5)).expect("a blocked mrecvmsg returns");
+        assert_eq!(r, Err(libc::EIO), "{who}: blocked mrecvmsg");
+    }
+    assert!(poll_readable(tu, 0), "a failed endpoint polls readable, so that a poller learns it");
+    fails!(recv(tu, 64, libc::MSG_DONTWAIT).map(|_| 0).unwrap_or(-1), libc::EIO);
+    fails!(mtoken_get(tu), libc::EIO);
+    fails!(send(to, b"after"), libc::EIO);
+    fails!(get_int(to, ECTP_MEMBERS).map(|_| 0).unwrap_or(-1), libc::EIO);
+    // Released all the same, with the error reported.
+    let (before_tu, before_to) = (fd_identity(tu), fd_identity(to));
+    fails!(mleave(tu, 0), libc::EIO);
+    fails!(mterminate(to), libc::EIO);
+    assert_released(tu, &before_tu);
+    assert_released(to, &before_to);
+}

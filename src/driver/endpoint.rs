@@ -3,6 +3,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use super::Error;
 use super::socket::{self, RawOption};
 use super::sys::{self, EventFd};
 use crate::proto::{
-    Config, Dest, End, Event, JoinStatus, MAX_DATAGRAM, Owner, OwnerError, Rng, Stats, Transmit, User, UserError,
+    Config, Dest, End, Event, JoinStatus, MAX_DATAGRAM, Node, Owner, OwnerError, Rng, Stats, Transmit, User, UserError,
 };
 
 /// Most datagrams read from one socket, or written, in one round of the
@@ -25,17 +26,6 @@ const LEAVE_FLUSH: Duration = Duration::from_secs(1);
 
 /// Called on the driver thread, with no lock held, for each TO event.
 pub type EventHandler = Box<dyn FnMut(Event) + Send>;
-
-/// What the endpoint has become.
-#[derive(Debug)]
-pub enum Role {
-    /// Neither `create` nor `join` yet.
-    Unbound,
-    /// The TC-Owner.
-    Owner(Box<Owner>),
-    /// A TS-user.
-    User(Box<User>),
-}
 
 /// One message handed to the application by [`Endpoint::recv`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,7 +48,12 @@ pub struct Received {
 
 #[derive(Debug)]
 struct State {
-    role: Role,
+    /// The TO or TU, once `create` or `join` made it one.
+    node: Option<Node>,
+    /// The driver thread panicked: every call fails (the core may be inconsistent).
+    failed: bool,
+    /// Testing aid: make the driver thread panic in its next round.
+    inject_panic: bool,
     cfg: Config,
     opts: Vec<RawOption>,
     group: Option<SocketAddr>,
@@ -108,7 +103,9 @@ impl Endpoint {
         Ok(Arc::new(Endpoint {
             domain,
             state: Mutex::new(State {
-                role: Role::Unbound,
+                node: None,
+                failed: false,
+                inject_panic: false,
                 cfg: Config::default(),
                 opts: Vec::new(),
                 group: None,
@@ -135,7 +132,7 @@ impl Endpoint {
     /// Change the configuration; only before `create`/`join`.
     pub fn configure(&self, f: impl FnOnce(&mut Config) -> Result<(), Error>) -> Result<(), Error> {
         let mut st = self.state.lock();
-        if !matches!(st.role, Role::Unbound) {
+        if st.node.is_some() {
             return Err(Error::AlreadyConnected);
         }
         f(&mut st.cfg)
@@ -144,11 +141,7 @@ impl Endpoint {
     /// The configuration in force: the connection's once created or joined.
     pub fn config(&self) -> Config {
         let st = self.state.lock();
-        match &st.role {
-            Role::Unbound => st.cfg,
-            Role::Owner(o) => *o.config(),
-            Role::User(u) => *u.config(),
-        }
+        st.node.as_ref().map_or(st.cfg, |n| *n.config())
     }
 
     /// Testing aid: drop `rx` and `tx` (fractions 0..=1) of the datagrams
@@ -211,18 +204,18 @@ impl Endpoint {
             return Err(Error::Invalid);
         }
         let mut st = self.state.lock();
-        if !matches!(st.role, Role::Unbound) {
+        if st.node.is_some() {
             return Err(Error::AlreadyConnected);
         }
         socket::setup_owner(&self.primary, local, group, &st.opts)?;
         let mut rng = Rng::new(sys::random_seed());
         let owner = Owner::new(st.cfg, SocketAddr::new(local.ip(), group.port()), &mut rng, Instant::now());
         log::info!("TO {local} created connection {:#x} on {group}", owner.connection_id());
-        st.role = Role::Owner(Box::new(owner));
+        st.node = Some(owner.into());
         st.group = Some(group);
         self.spawn(handler)?;
-        self.wait_while(&mut st, |st| matches!(&st.role, Role::Owner(o) if o.is_creating()));
-        Ok(())
+        self.wait_while(&mut st, |st| st.node.as_ref().and_then(Node::owner).is_some_and(Owner::is_creating));
+        live(&st)
     }
 
     /// Join the connection of the TO at `owner` on `group` (`mjoin`); blocks
@@ -233,7 +226,7 @@ impl Endpoint {
             return Err(Error::Invalid);
         }
         let mut st = self.state.lock();
-        if !matches!(st.role, Role::Unbound) {
+        if st.node.is_some() {
             return Err(Error::AlreadyConnected);
         }
         let m = socket::setup_user(&self.primary, owner, group, &st.opts)?;
@@ -241,17 +234,16 @@ impl Endpoint {
         // Requests go to the TO's unicast IP and the group port.
         let to = SocketAddr::new(owner.ip(), group.port());
         let user = User::new(st.cfg, to, Rng::new(sys::random_seed()), Instant::now());
-        st.role = Role::User(Box::new(user));
+        st.node = Some(user.into());
         st.group = Some(group);
         self.spawn(None)?;
-        self.wait_while(&mut st, |st| matches!(&st.role, Role::User(u) if u.join_status() == JoinStatus::Joining));
-        match &st.role {
-            Role::User(u) => match u.join_status() {
-                JoinStatus::Joined => Ok(()),
-                JoinStatus::Refused => Err(Error::Refused),
-                _ => Err(Error::TimedOut),
-            },
-            _ => Err(Error::Closed),
+        self.wait_while(&mut st, |st| {
+            st.node.as_ref().and_then(Node::user).is_some_and(|u| u.join_status() == JoinStatus::Joining)
+        });
+        match user_mut(&mut st)?.join_status() {
+            JoinStatus::Joined => Ok(()),
+            JoinStatus::Refused => Err(Error::Refused),
+            _ => Err(Error::TimedOut),
         }
     }
 
@@ -271,16 +263,14 @@ impl Endpoint {
     pub fn send(&self, msg: &[u8], as_owner: bool, nonblocking: bool) -> Result<(), Error> {
         let mut st = self.state.lock();
         loop {
-            let r = match (&mut st.role, as_owner) {
-                (Role::Unbound, _) => return Err(Error::NotConnected),
-                (Role::Owner(o), true) => o.send(msg).map_err(owner_error),
-                (Role::User(u), false) => {
-                    if let Some(e) = user_gone(u) {
-                        return Err(e);
-                    }
-                    u.send(msg).map_err(user_error)
+            let r = if as_owner {
+                owner_mut(&mut st)?.send(msg).map_err(owner_error)
+            } else {
+                let u = user_mut(&mut st)?;
+                if let Some(e) = user_gone(u) {
+                    return Err(e);
                 }
-                _ => return Err(Error::WrongRole),
+                u.send(msg).map_err(user_error)
             };
             match r {
                 Err(Error::WouldBlock) if !nonblocking && !st.shutdown => self.cond.wait(&mut st),
@@ -297,16 +287,17 @@ impl Endpoint {
     pub fn recv(&self, buf: &mut [u8], nonblocking: bool) -> Result<Received, Error> {
         let mut st = self.state.lock();
         loop {
-            let got = match &mut st.role {
-                Role::Unbound => return Err(Error::NotConnected),
-                Role::Owner(o) => o.recv().map(|m| {
+            live(&st)?;
+            let got = match st.node.as_mut() {
+                None => return Err(Error::NotConnected),
+                Some(Node::Owner(o)) => o.recv().map(|m| {
                     let mut r = copy_out(&m.message.data, buf, m.message.gap);
                     r.user_id = m.user_id;
                     r.token_id = m.token_id;
                     r.from = Some(m.from);
                     r
                 }),
-                Role::User(u) => match u.recv() {
+                Some(Node::User(u)) => match u.recv() {
                     Some(m) => {
                         let mut r = copy_out(&m.data, buf, m.gap);
                         r.from = Some(u.owner_addr());
@@ -336,7 +327,7 @@ impl Endpoint {
     /// Ask for a token and wait for the answer (`mtoken_get`).
     pub fn token_get(&self) -> Result<u8, Error> {
         let mut st = self.state.lock();
-        let u = user_mut(&mut st.role)?;
+        let u = user_mut(&mut st)?;
         if let Some(e) = user_gone(u) {
             return Err(e);
         }
@@ -348,14 +339,14 @@ impl Endpoint {
     /// Return the token once all sent data is out, and wait (`mtoken_return`).
     pub fn token_return(&self) -> Result<(), Error> {
         let mut st = self.state.lock();
-        user_mut(&mut st.role)?.return_token().map_err(user_error)?;
+        user_mut(&mut st)?.return_token().map_err(user_error)?;
         self.wake.set();
         self.wait_token(&mut st).map(|_| ())
     }
 
     fn wait_token(&self, st: &mut MutexGuard<'_, State>) -> Result<u8, Error> {
         loop {
-            let u = user_mut(&mut st.role)?;
+            let u = user_mut(st)?;
             if let Some(r) = u.take_token_result() {
                 return r.map_err(user_error);
             }
@@ -385,11 +376,7 @@ impl Endpoint {
 
     fn with_owner<R>(&self, f: impl FnOnce(&mut Owner) -> Result<R, Error>) -> Result<R, Error> {
         let mut st = self.state.lock();
-        let r = match &mut st.role {
-            Role::Owner(o) => f(o),
-            Role::User(_) => Err(Error::WrongRole),
-            Role::Unbound => Err(Error::NotConnected),
-        };
+        let r = owner_mut(&mut st).and_then(f);
         self.wake.set();
         r
     }
@@ -402,18 +389,14 @@ impl Endpoint {
     /// This TU's member id and held token, for ECTP_USER_ID / ECTP_TOKEN_ID.
     pub fn user_info(&self) -> Result<(u32, u8), Error> {
         let mut st = self.state.lock();
-        let u = user_mut(&mut st.role)?;
+        let u = user_mut(&mut st)?;
         Ok((u.member_id(), u.token_id()))
     }
 
     /// What the core counted.
     pub fn stats(&self) -> Stats {
         let st = self.state.lock();
-        let mut s = match &st.role {
-            Role::Owner(o) => *o.stats(),
-            Role::User(u) => *u.stats(),
-            Role::Unbound => Stats::default(),
-        };
+        let mut s = st.node.as_ref().map_or_else(Stats::default, |n| *n.stats());
         s.dropped_injected = st.loss.dropped;
         s
     }
@@ -421,50 +404,52 @@ impl Endpoint {
     /// Whether this endpoint is the TO (Some(true)), a TU (Some(false)), or
     /// has no role yet (None).
     pub fn is_owner(&self) -> Option<bool> {
-        match self.state.lock().role {
-            Role::Unbound => None,
-            Role::Owner(_) => Some(true),
-            Role::User(_) => Some(false),
-        }
+        self.state.lock().node.as_ref().map(|n| n.owner().is_some())
     }
 
     // ----- closing -----
 
     /// TO: deliver what is queued, multicast CTR, stop (`mterminate`).
+    /// On a failed endpoint the thread is stopped all the same, and the error
+    /// returned.
     pub fn terminate(&self) -> Result<(), Error> {
-        {
+        let r = {
             let mut st = self.state.lock();
-            match &mut st.role {
-                Role::Owner(o) => o.terminate(),
-                Role::User(_) => return Err(Error::WrongRole),
-                Role::Unbound => {}
+            match st.node.as_mut() {
+                Some(Node::Owner(o)) => o.terminate(),
+                Some(Node::User(_)) => return Err(Error::WrongRole),
+                None => {}
             }
             self.wake.set();
-            self.wait_while(&mut st, |st| matches!(&st.role, Role::Owner(o) if !o.is_closed()));
-        }
+            self.wait_while(&mut st, |st| st.node.as_ref().and_then(Node::owner).is_some_and(|o| !o.is_closed()));
+            live(&st)
+        };
         self.shutdown();
-        Ok(())
+        r
     }
 
     /// TU: ULR to the parent, then stop (`mleave` on a TU).
+    /// On a failed endpoint the thread is stopped all the same, and the error
+    /// returned.
     pub fn leave(&self) -> Result<(), Error> {
-        {
+        let r = {
             let mut st = self.state.lock();
-            match &mut st.role {
-                Role::User(u) => u.leave(),
-                Role::Owner(_) => return Err(Error::WrongRole),
-                Role::Unbound => {}
+            match st.node.as_mut() {
+                Some(Node::User(u)) => u.leave(),
+                Some(Node::Owner(_)) => return Err(Error::WrongRole),
+                None => {}
             }
             self.wake.set();
             let until = Instant::now() + LEAVE_FLUSH;
-            while matches!(&st.role, Role::User(u) if !u.is_flushed()) && !st.shutdown {
+            while st.node.as_ref().and_then(Node::user).is_some_and(|u| !u.is_flushed()) && !st.shutdown && !st.failed {
                 if self.cond.wait_until(&mut st, until).timed_out() {
                     break;
                 }
             }
-        }
+            live(&st)
+        };
         self.shutdown();
-        Ok(())
+        r
     }
 
     /// Stop the driver thread. Sockets close when the endpoint is dropped.
@@ -482,17 +467,14 @@ impl Endpoint {
     }
 
     fn wait_while(&self, st: &mut MutexGuard<'_, State>, cond: impl Fn(&State) -> bool) {
-        while cond(st) && !st.shutdown {
+        while cond(st) && !st.shutdown && !st.failed {
             self.cond.wait(st);
         }
     }
 
     fn update_ready(&self, st: &mut State) {
-        let want = match &st.role {
-            Role::Unbound => false,
-            Role::Owner(o) => o.has_incoming(),
-            Role::User(u) => u.has_message() || u.end().is_some() || u.join_status() != JoinStatus::Joined,
-        };
+        // A failed endpoint is readable, so that a poller calls and learns it.
+        let want = st.failed || st.node.as_ref().is_some_and(Node::is_readable);
         if want != st.ready_set {
             if want {
                 self.ready.set()
@@ -512,115 +494,156 @@ impl Endpoint {
         Ok(())
     }
 
+    /// The driver thread: rounds until shutdown, behind a panic boundary. A
+    /// panic in the core fails the endpoint: every blocked and later call
+    /// returns an error instead of hanging on a thread that is gone.
     fn run(self: Arc<Self>, mut handler: Option<EventHandler>) {
-        let mut rx_buf = vec![0u8; MAX_DATAGRAM];
-        let mut tx = TxBatch::new();
-        let mut events = Vec::new();
-        let mut fds = vec![self.wake.raw(), self.primary.as_raw_fd()];
-        let mut socks = vec![&self.primary];
-        if let Some(m) = self.multicast.get() {
+        let mut d = Rounds::new(&self);
+        loop {
+            match catch_unwind(AssertUnwindSafe(|| self.round(&mut d, &mut handler))) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) => {
+                    log::error!("internal error (panic) in the driver thread: the endpoint is failed");
+                    let mut st = self.state.lock();
+                    st.failed = true;
+                    self.update_ready(&mut st);
+                    drop(st);
+                    self.cond.notify_all();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One round: wait for a datagram, a wake-up or the next deadline; feed
+    /// the core; send what it returns; call the event handler. Returns false
+    /// once the endpoint shuts down.
+    fn round(&self, d: &mut Rounds<'_>, handler: &mut Option<EventHandler>) -> bool {
+        if let Err(e) = sys::poll_readable(&d.fds, d.timeout, &mut d.readable) {
+            log::error!("poll: {e}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if d.readable[0] {
+            self.wake.clear();
+        }
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        if st.shutdown || st.failed {
+            return false;
+        }
+        if std::mem::take(&mut st.inject_panic) {
+            panic!("testing aid: a panic injected into the driver thread");
+        }
+        let mut busy = false;
+        for (i, s) in d.socks.iter().enumerate() {
+            if !d.readable[i + 1] {
+                continue;
+            }
+            let mut n = 0;
+            while n < BATCH {
+                match socket::recv_from(s, &mut d.rx_buf) {
+                    Ok(Some((len, from))) => {
+                        n += 1;
+                        let rx_loss = st.loss.rx;
+                        if st.loss.drop(rx_loss) {
+                            continue;
+                        }
+                        if let Some(node) = st.node.as_mut() {
+                            node.handle(now, from, &d.rx_buf[..len]);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        // ICMP errors (a TU asking a TO that is not up yet) land here.
+                        log::debug!("recv: {e}");
+                        break;
+                    }
+                }
+            }
+            busy |= n == BATCH;
+        }
+        let tx = &mut d.tx;
+        tx.clear();
+        let group = st.group;
+        if let Some(node) = st.node.as_mut() {
+            node.handle_timeout(now);
+            while let Some(t) = tx.slot().and_then(|b| node.poll_transmit(now, b)) {
+                tx.commit(t);
+            }
+            d.events.extend(std::iter::from_fn(|| node.poll_event()));
+        }
+        busy |= tx.is_full();
+        let tx_loss = st.loss.tx;
+        tx.drop_some(|| st.loss.drop(tx_loss));
+        if st.loss.corrupt > 0.0 {
+            let (fraction, rng) = (st.loss.corrupt, &mut st.loss.rng);
+            tx.corrupt_some(|len| {
+                (rng.unit() < fraction).then(|| (rng.next_u64() as usize % len.max(1), 1 << (rng.next_u64() % 8)))
+            });
+        }
+        self.update_ready(&mut st);
+        let deadline = st.node.as_ref().and_then(Node::poll_timeout);
+        drop(st);
+        self.cond.notify_all();
+        for (dest, bytes) in tx.iter() {
+            let to = match dest {
+                Dest::Group => group,
+                Dest::Unicast(a) => Some(a),
+            };
+            if let (Some(to), false) = (to, bytes.is_empty())
+                && let Err(e) = self.primary.send_to(bytes, to)
+            {
+                log::debug!("send to {to}: {e}");
+            }
+        }
+        if let Some(h) = handler.as_mut() {
+            for e in d.events.drain(..) {
+                h(e);
+            }
+        }
+        d.events.clear();
+        d.timeout =
+            if busy { Some(Duration::ZERO) } else { deadline.map(|t| t.saturating_duration_since(Instant::now())) };
+        true
+    }
+
+    /// Testing aid: make the driver thread panic in its next round, to check
+    /// that blocked and later calls fail instead of hanging.
+    #[doc(hidden)]
+    pub fn inject_driver_panic(&self) {
+        self.state.lock().inject_panic = true;
+        self.wake.set();
+    }
+}
+
+/// What the driver thread keeps from one round to the next.
+struct Rounds<'a> {
+    rx_buf: Vec<u8>,
+    tx: TxBatch,
+    events: Vec<Event>,
+    fds: Vec<RawFd>,
+    socks: Vec<&'a UdpSocket>,
+    readable: [bool; 4],
+    timeout: Option<Duration>,
+}
+
+impl<'a> Rounds<'a> {
+    fn new(ep: &'a Endpoint) -> Rounds<'a> {
+        let mut fds = vec![ep.wake.raw(), ep.primary.as_raw_fd()];
+        let mut socks = vec![&ep.primary];
+        if let Some(m) = ep.multicast.get() {
             fds.push(m.as_raw_fd());
             socks.push(m);
         }
-        let mut readable = [false; 4];
-        let mut timeout = Some(Duration::ZERO);
-        loop {
-            if let Err(e) = sys::poll_readable(&fds, timeout, &mut readable) {
-                log::error!("poll: {e}");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if readable[0] {
-                self.wake.clear();
-            }
-            let now = Instant::now();
-            let mut st = self.state.lock();
-            if st.shutdown {
-                break;
-            }
-            let mut busy = false;
-            for (i, s) in socks.iter().enumerate() {
-                if !readable[i + 1] {
-                    continue;
-                }
-                let mut n = 0;
-                while n < BATCH {
-                    match socket::recv_from(s, &mut rx_buf) {
-                        Ok(Some((len, from))) => {
-                            n += 1;
-                            let rx_loss = st.loss.rx;
-                            if st.loss.drop(rx_loss) {
-                                continue;
-                            }
-                            match &mut st.role {
-                                Role::Owner(o) => o.handle(now, from, &rx_buf[..len]),
-                                Role::User(u) => u.handle(now, from, &rx_buf[..len]),
-                                Role::Unbound => {}
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            // ICMP errors (a TU asking a TO that is not up yet) land here.
-                            log::debug!("recv: {e}");
-                            break;
-                        }
-                    }
-                }
-                busy |= n == BATCH;
-            }
-            tx.clear();
-            let group = st.group;
-            match &mut st.role {
-                Role::Owner(o) => {
-                    o.handle_timeout(now);
-                    while let Some(t) = tx.slot().and_then(|b| o.poll_transmit(now, b)) {
-                        tx.commit(t);
-                    }
-                    events.extend(std::iter::from_fn(|| o.poll_event()));
-                }
-                Role::User(u) => {
-                    u.handle_timeout(now);
-                    while let Some(t) = tx.slot().and_then(|b| u.poll_transmit(now, b)) {
-                        tx.commit(t);
-                    }
-                }
-                Role::Unbound => {}
-            }
-            busy |= tx.is_full();
-            let tx_loss = st.loss.tx;
-            tx.drop_some(|| st.loss.drop(tx_loss));
-            if st.loss.corrupt > 0.0 {
-                let (fraction, rng) = (st.loss.corrupt, &mut st.loss.rng);
-                tx.corrupt_some(|len| {
-                    (rng.unit() < fraction).then(|| (rng.next_u64() as usize % len.max(1), 1 << (rng.next_u64() % 8)))
-                });
-            }
-            self.update_ready(&mut st);
-            let deadline = match &st.role {
-                Role::Owner(o) => o.poll_timeout(),
-                Role::User(u) => u.poll_timeout(),
-                Role::Unbound => None,
-            };
-            drop(st);
-            self.cond.notify_all();
-            for (dest, bytes) in tx.iter() {
-                let to = match dest {
-                    Dest::Group => group,
-                    Dest::Unicast(a) => Some(a),
-                };
-                if let (Some(to), false) = (to, bytes.is_empty())
-                    && let Err(e) = self.primary.send_to(bytes, to)
-                {
-                    log::debug!("send to {to}: {e}");
-                }
-            }
-            if let Some(h) = handler.as_mut() {
-                for e in events.drain(..) {
-                    h(e);
-                }
-            }
-            events.clear();
-            timeout =
-                if busy { Some(Duration::ZERO) } else { deadline.map(|d| d.saturating_duration_since(Instant::now())) };
+        Rounds {
+            rx_buf: vec![0u8; MAX_DATAGRAM],
+            tx: TxBatch::new(),
+            events: Vec::new(),
+            fds,
+            socks,
+            readable: [false; 4],
+            timeout: Some(Duration::ZERO),
         }
     }
 }
@@ -688,11 +711,28 @@ fn copy_out(data: &[u8], buf: &mut [u8], gap: bool) -> Received {
     Received { len, truncated: len < data.len(), gap, ..Received::default() }
 }
 
-fn user_mut(role: &mut Role) -> Result<&mut User, Error> {
-    match role {
-        Role::User(u) => Ok(u),
-        Role::Owner(_) => Err(Error::WrongRole),
-        Role::Unbound => Err(Error::NotConnected),
+/// Ok unless the driver thread failed.
+fn live(st: &State) -> Result<(), Error> {
+    if st.failed { Err(Error::Failed) } else { Ok(()) }
+}
+
+/// The TU, or the error a TU call gets on this endpoint.
+fn user_mut(st: &mut State) -> Result<&mut User, Error> {
+    live(st)?;
+    match st.node.as_mut() {
+        Some(Node::User(u)) => Ok(u),
+        Some(Node::Owner(_)) => Err(Error::WrongRole),
+        None => Err(Error::NotConnected),
+    }
+}
+
+/// The TO, or the error a TO call gets on this endpoint.
+fn owner_mut(st: &mut State) -> Result<&mut Owner, Error> {
+    live(st)?;
+    match st.node.as_mut() {
+        Some(Node::Owner(o)) => Ok(o),
+        Some(Node::User(_)) => Err(Error::WrongRole),
+        None => Err(Error::NotConnected),
     }
 }
 

@@ -12,7 +12,7 @@ mod endpoint;
 mod socket;
 pub(crate) mod sys;
 
-pub use endpoint::{Endpoint, EventHandler, Received, Role};
+pub use endpoint::{Endpoint, EventHandler, Received};
 pub use socket::RawOption;
 
 use std::fmt;
@@ -49,6 +49,8 @@ pub enum Error {
     TooLong,
     /// The endpoint is being closed.
     Closed,
+    /// The driver thread failed (an internal error): the endpoint is unusable.
+    Failed,
     /// A system call failed.
     Io(io::Error),
 }

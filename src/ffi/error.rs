@@ -28,6 +28,7 @@ impl From<Error> for Errno {
             Error::NotFound => libc::ENOENT,
             Error::TooLong => libc::EMSGSIZE,
             Error::Closed => libc::EBADF,
+            Error::Failed => libc::EIO,
             Error::Io(io) => io.raw_os_error().unwrap_or(libc::EIO),
         })
     }

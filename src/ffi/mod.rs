@@ -361,8 +361,10 @@ pub extern "C" fn mleave(sd: c_int, user_id: u32) -> c_int {
             h.ep.eject(user_id)?;
             return Ok(0);
         }
-        h.ep.leave()?;
+        // Released even when the endpoint had failed (the error is reported).
+        let r = h.ep.leave();
         table::remove(sd);
+        r?;
         Ok(0)
     })
 }
@@ -373,10 +375,22 @@ pub extern "C" fn mleave(sd: c_int, user_id: u32) -> c_int {
 pub extern "C" fn mterminate(sd: c_int) -> c_int {
     guard(-1, || {
         let h = table::get(sd)?;
-        h.ep.terminate()?;
-        table::remove(sd);
+        let r = h.ep.terminate();
+        // Released even when the endpoint had failed (the error is reported).
+        if !matches!(r, Err(Error::WrongRole)) {
+            table::remove(sd);
+        }
+        r?;
         Ok(0)
     })
+}
+
+/// Testing aid for the project's own tests: make the driver thread of `sd`
+/// panic, to check that the endpoint's calls then fail with EIO instead of
+/// hanging. Not part of the C API.
+#[doc(hidden)]
+pub fn test_inject_driver_panic(sd: c_int) -> bool {
+    table::get(sd).map(|h| h.ep.inject_driver_panic()).is_ok()
 }
 
 /// Extension: copy the endpoint's counters into `*out`. Returns 0.

@@ -18,14 +18,14 @@
 mod ack;
 mod child;
 mod config;
+mod node;
 mod owner;
 mod parent;
 mod receiver;
 mod retry;
 mod rng;
 mod sender;
-#[cfg(test)]
-mod sim;
+pub mod sim;
 #[cfg(test)]
 mod sim_tests;
 mod stats;
@@ -39,6 +39,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 pub use config::{Config, DEFAULT_MSS, MAX_MESSAGE, MAX_WINDOW, MSS_RANGE};
+pub use node::Node;
 pub use owner::{Incoming, Owner, OwnerError};
 pub use receiver::{Accept, Message, Receiver};
 pub use rng::Rng;

@@ -1,14 +1,19 @@
-//! A deterministic simulation of one TO and many TUs in virtual time.
+//! A deterministic simulation of one TO and any number of TUs in virtual time.
 //!
-//! The nodes are the real sans-IO state machines ([`Owner`], [`User`]); only
-//! the network and the clock are fake. Every node has a fake unicast address
-//! that never touches a socket: the TO is 10.0.0.1:5000, TU `i` is
-//! 10.0.0.(i+2):40000. [`Dest::Group`] reaches every TU.
+//! The nodes are the real sans-IO state machines (one [`Node`] type for the
+//! TO and every TU); only the network and the clock are fake. Every node has
+//! a fake unicast address that never touches a socket: the TO is
+//! 10.0.0.1:5000, TU `i` is 10.x.y.z:40000 with x.y.z = i + 2 written in
+//! base 256 ([`user_addr`]). A TU is a member of the multicast group from
+//! its start until it leaves or is killed; [`Dest::Group`] reaches the
+//! members at the time of arrival.
 //!
 //! Time is a value: `now` starts at one [`Instant`] captured once per process
 //! and moves only when [`Sim::run_until`] or [`Sim::run_for`] jump to the next
 //! thing that happens (a datagram arriving or a node's deadline). Nothing here
-//! sleeps.
+//! sleeps. Only the nodes that something happened to are visited in a step,
+//! so a step costs what happens in it, not the number of nodes: trees of
+//! 100,000 TUs run (see `examples/scale.rs`).
 //!
 //! The network delays every datagram by a fixed one-way delay, keeps each
 //! link in FIFO order, and loses datagrams on purpose: by a seeded random
@@ -22,27 +27,29 @@
 //! told to), drain `poll_transmit` into the network, and collect the whole
 //! messages every node delivers.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::{Config, Dest, Event, Incoming, MAX_DATAGRAM, Message, Owner, Rng, User};
+use super::{Config, Dest, Event, Incoming, JoinStatus, MAX_DATAGRAM, Message, Node, Owner, Rng, TokenStatus, User};
 use crate::wire::{Header, Packet, PacketType};
 
 /// The TO's fake unicast address (its IP and the group port).
-pub(super) const OWNER_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 5000);
+pub const OWNER_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 5000);
 
-/// TU `i`'s fake unicast address.
-pub(super) fn user_addr(i: usize) -> SocketAddr {
-    let host = u8::try_from(i + 2).expect("at most 253 simulated TUs");
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, host)), 40000)
+/// TU `i`'s fake unicast address (for up to 2^24 - 3 TUs).
+pub fn user_addr(i: usize) -> SocketAddr {
+    let host = u32::try_from(i + 2).ok().filter(|h| *h < (1 << 24) - 1).expect("at most 2^24 - 3 simulated TUs");
+    let [_, a, b, c] = host.to_be_bytes();
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, a, b, c)), 40000)
 }
 
 /// An address no node has: a stranger on the network.
-pub(super) const STRANGER_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 6666);
+pub const STRANGER_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 255, 255, 255)), 6666);
 
 /// The one instant every simulation starts at, so that runs compare equal.
 fn epoch() -> Instant {
@@ -52,16 +59,16 @@ fn epoch() -> Instant {
 
 /// Which way a datagram goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Direction {
+pub enum Direction {
     /// Sent by the TO (multicast or unicast to a TU).
     Forward,
-    /// Sent by a TU (to the TO).
+    /// Sent by a TU (to the TO, or to another TU of the tree).
     Backward,
 }
 
 /// How the harness answers the TO's join or token requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Answer {
+pub enum Answer {
     /// `confirm_*(.., true)` at once.
     Accept,
     /// `confirm_*(.., false)` at once.
@@ -72,7 +79,7 @@ pub(super) enum Answer {
 
 /// One datagram on one link, as the loss rules see it.
 #[derive(Debug)]
-pub(super) struct Wire<'a> {
+pub struct Wire<'a> {
     /// Source address.
     pub from: SocketAddr,
     /// The receiver this copy goes to.
@@ -94,7 +101,7 @@ impl Wire<'_> {
 
 /// A datagram a node sent, as the harness logged it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct SentRecord {
+pub struct SentRecord {
     /// Virtual time since the start.
     pub at: Duration,
     /// The sending node.
@@ -103,9 +110,11 @@ pub(super) struct SentRecord {
     pub dest: Dest,
     /// Its type.
     pub packet_type: PacketType,
-    /// The header's F flag, PSN and token id.
+    /// The header's F flag.
     pub flag: bool,
+    /// The header's PSN.
     pub psn: u32,
+    /// The header's token id.
     pub token_id: u8,
     /// Datagram length.
     pub len: usize,
@@ -115,32 +124,100 @@ pub(super) struct SentRecord {
 
 type Filter = Box<dyn FnMut(&Wire<'_>) -> bool>;
 
+/// A node of the simulation: the TO or TU `i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NodeId {
+    /// The TO.
+    Owner,
+    /// TU `i` (its index in [`Sim::users`]).
+    User(usize),
+}
+
+#[derive(Debug)]
+enum Target {
+    One(SocketAddr),
+    Group,
+}
+
 struct InFlight {
     at: Instant,
     /// Sending order: with a fixed delay it keeps every link FIFO.
     seq: u64,
     from: SocketAddr,
-    to: SocketAddr,
+    to: Target,
+    header: Option<Header>,
     bytes: Rc<[u8]>,
 }
 
-/// One simulated TU and what it delivered.
-pub(super) struct SimUser {
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for InFlight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// One simulated node and what its application saw.
+pub struct SimNode {
     /// The state machine under test.
-    pub user: User,
+    pub node: Node,
     /// Its fake unicast address.
     pub addr: SocketAddr,
-    /// Whole messages `recv` returned, in order.
+    /// A member of the multicast group (TUs, until they leave or die).
+    pub in_group: bool,
+    /// Running: a killed node gets nothing, sends nothing, has no timers.
+    pub alive: bool,
+    /// Whole messages `recv` returned, in order (kept when [`Sim::keep_messages`]).
     pub delivered: Vec<Message>,
+    /// How many messages `recv` returned, and a digest of their bytes in order.
+    pub delivered_count: usize,
+    /// See `delivered_count`.
+    pub delivered_digest: u64,
+    /// Control packets (not DATA or RDATA) handed to this node.
+    pub ctl_received: u64,
+    /// Its deadline as the harness last registered it.
+    deadline: Option<Instant>,
+}
+
+impl SimNode {
+    fn new(node: Node, addr: SocketAddr, in_group: bool) -> SimNode {
+        SimNode {
+            node,
+            addr,
+            in_group,
+            alive: true,
+            delivered: Vec::new(),
+            delivered_count: 0,
+            delivered_digest: FNV_OFFSET,
+            ctl_received: 0,
+            deadline: None,
+        }
+    }
+
+    /// The TU of this node (panics for the TO).
+    pub fn user(&self) -> &User {
+        self.node.user().expect("a TU")
+    }
 }
 
 /// One TO, many TUs and the network between them.
-pub(super) struct Sim {
+pub struct Sim {
     /// Virtual now: what every call into a node is given.
     pub now: Instant,
     seed: u64,
-    owner: Option<Owner>,
-    pub users: Vec<SimUser>,
+    owner: Option<SimNode>,
+    /// The TUs, in the order they were added.
+    pub users: Vec<SimNode>,
+    by_addr: HashMap<SocketAddr, NodeId>,
     /// Every event the TO reported, answered by the harness or not (see
     /// `answer_joins`, `answer_tokens`).
     pub events: Vec<Event>,
@@ -152,8 +229,15 @@ pub(super) struct Sim {
     pub answer_tokens: Answer,
     /// One-way delay of every link.
     pub delay: Duration,
-    net: VecDeque<InFlight>,
+    /// Keep every delivered message in [`SimNode::delivered`] (large runs
+    /// keep only the count and digest).
+    pub keep_messages: bool,
+    /// Log every datagram sent in [`Sim::sent`] (large runs only count them).
+    pub record_sent: bool,
+    net: BinaryHeap<Reverse<InFlight>>,
     next_seq: u64,
+    timers: BinaryHeap<Reverse<(Instant, NodeId)>>,
+    dirty: Vec<NodeId>,
     loss_rng: Rng,
     /// Random loss per delivery: (direction, packet type or any, probability).
     loss: Vec<(Direction, Option<PacketType>, f64)>,
@@ -162,13 +246,14 @@ pub(super) struct Sim {
     /// Drop the next N copies of a type to one receiver.
     drop_next_to: Vec<(PacketType, SocketAddr, u32)>,
     filter: Option<Filter>,
-    /// Every datagram any node sent.
+    /// Every datagram any node sent (when [`Sim::record_sent`]).
     pub sent: Vec<SentRecord>,
+    sent_by_type: [u64; 256],
     /// Copies dropped on their way (rules, filter, random loss).
     pub lost: u64,
     /// Copies delivered to a node.
     pub delivered: u64,
-    /// Copies sent to an address no node has.
+    /// Copies sent to an address no running node has.
     pub undeliverable: u64,
     steps: u64,
     trace: u64,
@@ -186,8 +271,16 @@ fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
-fn addr_bytes(a: SocketAddr) -> Vec<u8> {
-    a.to_string().into_bytes()
+fn addr_bytes(a: SocketAddr) -> [u8; 6] {
+    let ip = match a.ip() {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    };
+    let p = a.port().to_be_bytes();
+    [ip[0], ip[1], ip[2], ip[3], p[0], p[1]]
 }
 
 impl Sim {
@@ -198,19 +291,25 @@ impl Sim {
             seed,
             owner: None,
             users: Vec::new(),
+            by_addr: HashMap::new(),
             events: Vec::new(),
             incoming: Vec::new(),
             answer_joins: Answer::Accept,
             answer_tokens: Answer::Accept,
             delay: Duration::from_millis(1),
-            net: VecDeque::new(),
+            keep_messages: true,
+            record_sent: true,
+            net: BinaryHeap::new(),
             next_seq: 0,
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
             loss_rng: Rng::new(seed ^ 0x6e65_7477_6f72_6b21),
             loss: Vec::new(),
             drop_next: BTreeMap::new(),
             drop_next_to: Vec::new(),
             filter: None,
             sent: Vec::new(),
+            sent_by_type: [0; 256],
             lost: 0,
             delivered: 0,
             undeliverable: 0,
@@ -236,39 +335,57 @@ impl Sim {
     /// Start the TO now.
     pub fn add_owner(&mut self, cfg: Config) {
         assert!(self.owner.is_none(), "the simulation has a TO already");
-        self.owner = Some(Owner::new(cfg, OWNER_ADDR, &mut Rng::new(self.seed), self.now));
+        let o = Owner::new(cfg, OWNER_ADDR, &mut Rng::new(self.seed), self.now);
+        self.owner = Some(SimNode::new(o.into(), OWNER_ADDR, false));
+        self.by_addr.insert(OWNER_ADDR, NodeId::Owner);
+        self.touch(NodeId::Owner);
     }
 
     /// Start one more TU now; returns its index.
     pub fn add_user(&mut self, cfg: Config) -> usize {
         let i = self.users.len();
         let rng = Rng::new(self.seed.wrapping_add(1 + i as u64));
-        self.users.push(SimUser {
-            user: User::new(cfg, OWNER_ADDR, rng, self.now),
-            addr: user_addr(i),
-            delivered: Vec::new(),
-        });
+        let addr = user_addr(i);
+        self.users.push(SimNode::new(User::new(cfg, OWNER_ADDR, rng, self.now).into(), addr, true));
+        self.by_addr.insert(addr, NodeId::User(i));
+        self.touch(NodeId::User(i));
         i
+    }
+
+    /// Kill TU `i` now (as SIGKILL would): it leaves the group, gets
+    /// nothing and sends nothing more.
+    pub fn kill_user(&mut self, i: usize) {
+        let u = &mut self.users[i];
+        u.alive = false;
+        u.in_group = false;
+        u.deadline = None;
     }
 
     /// The TO.
     pub fn owner(&self) -> &Owner {
-        self.owner.as_ref().expect("the simulation has no TO yet")
+        self.owner.as_ref().and_then(|o| o.node.owner()).expect("the simulation has no TO yet")
     }
 
     /// The TO, for application calls.
     pub fn owner_mut(&mut self) -> &mut Owner {
-        self.owner.as_mut().expect("the simulation has no TO yet")
+        self.touch(NodeId::Owner);
+        self.owner.as_mut().and_then(|o| o.node.owner_mut()).expect("the simulation has no TO yet")
+    }
+
+    /// The TO's simulation node (its counters).
+    pub fn owner_node(&self) -> &SimNode {
+        self.owner.as_ref().expect("the simulation has no TO yet")
     }
 
     /// TU `i`.
     pub fn user(&self, i: usize) -> &User {
-        &self.users[i].user
+        self.users[i].user()
     }
 
     /// TU `i`, for application calls.
     pub fn user_mut(&mut self, i: usize) -> &mut User {
-        &mut self.users[i].user
+        self.touch(NodeId::User(i));
+        self.users[i].node.user_mut().expect("a TU")
     }
 
     /// Virtual time since the start.
@@ -278,8 +395,21 @@ impl Sim {
 
     /// TUs 0..n have joined and the TO counts them active.
     pub fn all_joined(&self, n: usize) -> bool {
-        self.users[..n].iter().all(|u| u.user.join_status() == super::JoinStatus::Joined)
-            && self.owner.as_ref().is_some_and(|o| o.active_members() >= n)
+        self.users[..n].iter().all(|u| u.user().join_status() == JoinStatus::Joined)
+            && self.owner.as_ref().is_some_and(|o| o.node.owner().is_some_and(|o| o.active_members() >= n))
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> Option<&mut SimNode> {
+        match id {
+            NodeId::Owner => self.owner.as_mut(),
+            NodeId::User(i) => self.users.get_mut(i),
+        }
+    }
+
+    /// Something happened to `id` (a datagram, a timer, an application
+    /// call): it is flushed and its deadline read again at the end of the step.
+    fn touch(&mut self, id: NodeId) {
+        self.dirty.push(id);
     }
 
     // ----- loss -----
@@ -325,16 +455,17 @@ impl Sim {
 
     /// Datagrams of type `ty` sent by anybody (dropped ones included).
     pub fn sent_count(&self, ty: PacketType) -> usize {
-        self.sent.iter().filter(|r| r.packet_type == ty).count()
+        self.sent_by_type[ty as usize] as usize
     }
 
-    /// Datagrams of type `ty` sent by the node at `from`.
+    /// Datagrams of type `ty` sent by the node at `from` (needs [`Sim::record_sent`]).
     pub fn sent_count_from(&self, from: SocketAddr, ty: PacketType) -> usize {
         self.sent.iter().filter(|r| r.packet_type == ty && r.from == from).count()
     }
 
     /// A digest of everything delivered so far: datagrams (when, from, to,
-    /// bytes) and application messages. Equal for equal runs.
+    /// header with its checksum over the whole packet) and application
+    /// messages. Equal for equal runs.
     pub fn trace_hash(&self) -> u64 {
         self.trace
     }
@@ -345,14 +476,15 @@ impl Sim {
     /// `to`; it arrives after the usual delay and passes the loss rules.
     pub fn inject(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
         let bytes: Rc<[u8]> = Rc::from(bytes);
-        self.route(from, Dest::Unicast(to), bytes);
+        let header = Packet::parse(&bytes).ok().map(|p| p.header);
+        self.route(from, Dest::Unicast(to), header, bytes);
     }
 
-    fn direction(&self, from: SocketAddr) -> Direction {
+    fn direction(from: SocketAddr) -> Direction {
         if from == OWNER_ADDR { Direction::Forward } else { Direction::Backward }
     }
 
-    /// Log a datagram a node sent, and put its copies on the links.
+    /// Log a datagram a node sent, and put it on the wire.
     fn send(&mut self, from: SocketAddr, dest: Dest, bytes: Rc<[u8]>) {
         let header = Packet::parse(&bytes).ok().map(|p| p.header);
         let mut dropped = false;
@@ -361,44 +493,36 @@ impl Sim {
                 *n -= 1;
                 dropped = true;
             }
-            self.sent.push(SentRecord {
-                at: self.elapsed(),
-                from,
-                dest,
-                packet_type: h.packet_type,
-                flag: h.flag,
-                psn: h.psn,
-                token_id: h.token_id,
-                len: bytes.len(),
-                dropped,
-            });
+            self.sent_by_type[h.packet_type as usize] += 1;
+            if self.record_sent {
+                self.sent.push(SentRecord {
+                    at: self.elapsed(),
+                    from,
+                    dest,
+                    packet_type: h.packet_type,
+                    flag: h.flag,
+                    psn: h.psn,
+                    token_id: h.token_id,
+                    len: bytes.len(),
+                    dropped,
+                });
+            }
         }
         if dropped {
             self.lost += 1;
             return;
         }
-        self.route(from, dest, bytes);
+        self.route(from, dest, header, bytes);
     }
 
-    fn route(&mut self, from: SocketAddr, dest: Dest, bytes: Rc<[u8]>) {
-        let receivers: Vec<SocketAddr> = match dest {
-            Dest::Group => self.users.iter().map(|u| u.addr).collect(),
-            Dest::Unicast(a) => vec![a],
+    fn route(&mut self, from: SocketAddr, dest: Dest, header: Option<Header>, bytes: Rc<[u8]>) {
+        let to = match dest {
+            Dest::Group => Target::Group,
+            Dest::Unicast(a) => Target::One(a),
         };
-        let header = Packet::parse(&bytes).ok().map(|p| p.header);
-        let dir = self.direction(from);
-        for to in receivers {
-            let wire = Wire { from, to, group: dest == Dest::Group, header, bytes: &bytes };
-            if self.lose(dir, &wire) {
-                self.lost += 1;
-                continue;
-            }
-            let at = self.now + self.delay;
-            // Keep the queue ordered by arrival, then by sending order.
-            let pos = self.net.partition_point(|f| f.at <= at);
-            self.net.insert(pos, InFlight { at, seq: self.next_seq, from, to, bytes: Rc::clone(&bytes) });
-            self.next_seq += 1;
-        }
+        let at = self.now + self.delay;
+        self.net.push(Reverse(InFlight { at, seq: self.next_seq, from, to, header, bytes }));
+        self.next_seq += 1;
     }
 
     /// Whether the loss rules take this copy.
@@ -422,24 +546,43 @@ impl Sim {
     }
 
     fn deliver(&mut self, f: InFlight) {
+        match f.to {
+            Target::One(to) => self.deliver_to(&f, to, false),
+            Target::Group => {
+                // The members at the time of arrival, in a fixed order.
+                let members: Vec<SocketAddr> =
+                    self.users.iter().filter(|u| u.in_group && u.addr != f.from).map(|u| u.addr).collect();
+                for to in members {
+                    self.deliver_to(&f, to, true);
+                }
+            }
+        }
+    }
+
+    fn deliver_to(&mut self, f: &InFlight, to: SocketAddr, group: bool) {
+        let wire = Wire { from: f.from, to, group, header: f.header, bytes: &f.bytes };
+        if self.lose(Sim::direction(f.from), &wire) {
+            self.lost += 1;
+            return;
+        }
+        let id = self.by_addr.get(&to).copied();
         let now = self.now;
+        let Some(n) = id.and_then(|id| self.node_mut(id)).filter(|n| n.alive) else {
+            self.undeliverable += 1;
+            return;
+        };
+        n.node.handle(now, f.from, &f.bytes);
+        let data = f.header.is_some_and(|h| matches!(h.packet_type, PacketType::Data | PacketType::Rdata));
+        n.ctl_received += u64::from(!data);
+        self.delivered += 1;
         let mut h = fnv(self.trace, &(now - epoch()).as_nanos().to_be_bytes());
         h = fnv(h, &f.seq.to_be_bytes());
         h = fnv(h, &addr_bytes(f.from));
-        h = fnv(h, &addr_bytes(f.to));
-        self.trace = fnv(h, &f.bytes);
-        if f.to == OWNER_ADDR {
-            if let Some(o) = self.owner.as_mut() {
-                o.handle(now, f.from, &f.bytes);
-                self.delivered += 1;
-                return;
-            }
-        } else if let Some(u) = self.users.iter_mut().find(|u| u.addr == f.to) {
-            u.user.handle(now, f.from, &f.bytes);
-            self.delivered += 1;
-            return;
+        h = fnv(h, &addr_bytes(to));
+        self.trace = fnv(h, &f.bytes[..f.bytes.len().min(16)]);
+        if let Some(id) = id {
+            self.touch(id);
         }
-        self.undeliverable += 1;
     }
 
     // ----- driving -----
@@ -449,33 +592,57 @@ impl Sim {
         self.steps += 1;
         let now = self.now;
         // 1. handle: the datagrams that have arrived.
-        while self.net.front().is_some_and(|f| f.at <= now) {
-            if let Some(f) = self.net.pop_front() {
+        while self.net.peek().is_some_and(|f| f.0.at <= now) {
+            if let Some(Reverse(f)) = self.net.pop() {
                 self.deliver(f);
             }
         }
         // 1. handle_timeout: the nodes whose deadline has come.
-        if let Some(o) = self.owner.as_mut().filter(|o| o.poll_timeout().is_some_and(|t| t <= now)) {
-            o.handle_timeout(now);
-        }
-        for u in &mut self.users {
-            if u.user.poll_timeout().is_some_and(|t| t <= now) {
-                u.user.handle_timeout(now);
+        while let Some(&Reverse((t, id))) = self.timers.peek()
+            && t <= now
+        {
+            self.timers.pop();
+            if let Some(n) = self.node_mut(id)
+                && n.alive
+                && n.deadline == Some(t)
+            {
+                n.deadline = None;
+                n.node.handle_timeout(now);
+                self.touch(id);
             }
         }
         // 3. poll_event, answered before poll_transmit: an answer queues
         // packets that go out in this same step, as with a real driver.
         self.answer_events();
-        // 2. poll_transmit until None, from every node.
-        self.flush();
-        // The applications read what was delivered.
-        self.collect();
+        // 2. poll_transmit until None, from every node something happened to;
+        // the applications read what was delivered; the deadlines are read again.
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for &id in &dirty {
+            self.flush(id);
+        }
+        for &id in &dirty {
+            self.collect(id);
+            let Some(n) = self.node_mut(id) else { continue };
+            let t = if n.alive { n.node.poll_timeout() } else { None };
+            if t != n.deadline {
+                n.deadline = t;
+                if let Some(t) = t {
+                    self.timers.push(Reverse((t, id)));
+                }
+            }
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
     }
 
     fn answer_events(&mut self) {
         let now = self.now;
-        let Some(o) = self.owner.as_mut() else { return };
+        let Some(o) = self.owner.as_mut().and_then(|o| o.node.owner_mut()) else { return };
+        let mut any = false;
         while let Some(ev) = o.poll_event() {
+            any = true;
             let result = match ev {
                 Event::JoinRequest { user_id, .. } => match self.answer_joins {
                     Answer::Manual => Ok(()),
@@ -489,6 +656,9 @@ impl Sim {
             assert_eq!(result, Ok(()), "answering {ev:?}");
             self.events.push(ev);
         }
+        if any {
+            self.touch(NodeId::Owner);
+        }
     }
 
     /// How many join requests the TO reported to the application.
@@ -501,18 +671,13 @@ impl Sim {
         self.events.iter().filter(|e| matches!(e, Event::TokenRequest { .. })).count()
     }
 
-    fn flush(&mut self) {
+    fn flush(&mut self, id: NodeId) {
         let now = self.now;
         let mut buf = std::mem::take(&mut self.buf);
         let mut out: Vec<(SocketAddr, Dest, Rc<[u8]>)> = Vec::new();
-        if let Some(o) = self.owner.as_mut() {
-            while let Some(t) = o.poll_transmit(now, &mut buf) {
-                out.push((OWNER_ADDR, t.dest, Rc::from(&buf[..t.len])));
-            }
-        }
-        for u in &mut self.users {
-            while let Some(t) = u.user.poll_transmit(now, &mut buf) {
-                out.push((u.addr, t.dest, Rc::from(&buf[..t.len])));
+        if let Some(n) = self.node_mut(id).filter(|n| n.alive) {
+            while let Some(t) = n.node.poll_transmit(now, &mut buf) {
+                out.push((n.addr, t.dest, Rc::from(&buf[..t.len])));
             }
         }
         self.buf = buf;
@@ -521,33 +686,55 @@ impl Sim {
         }
     }
 
-    fn collect(&mut self) {
-        if let Some(o) = self.owner.as_mut() {
-            while let Some(m) = o.recv() {
-                let mut h = fnv(self.trace, b"incoming");
-                h = fnv(h, &m.user_id.to_be_bytes());
-                h = fnv(h, &[m.token_id, u8::from(m.message.gap)]);
-                self.trace = fnv(h, &m.message.data);
-                self.incoming.push(m);
+    fn collect(&mut self, id: NodeId) {
+        let keep = self.keep_messages;
+        let mut trace = self.trace;
+        match id {
+            NodeId::Owner => {
+                if let Some(o) = self.owner.as_mut().and_then(|o| o.node.owner_mut()) {
+                    while let Some(m) = o.recv() {
+                        let mut h = fnv(trace, b"incoming");
+                        h = fnv(h, &m.user_id.to_be_bytes());
+                        h = fnv(h, &[m.token_id, u8::from(m.message.gap)]);
+                        trace = fnv(h, &m.message.data);
+                        self.incoming.push(m);
+                    }
+                }
+            }
+            NodeId::User(i) => {
+                let n = &mut self.users[i];
+                if let Some(u) = n.node.user_mut() {
+                    while let Some(m) = u.recv() {
+                        let mut h = fnv(trace, b"delivered");
+                        h = fnv(h, &(i as u64).to_be_bytes());
+                        h = fnv(h, &[u8::from(m.gap)]);
+                        trace = fnv(h, &m.data);
+                        n.delivered_count += 1;
+                        n.delivered_digest = fnv(fnv(n.delivered_digest, &[u8::from(m.gap)]), &m.data);
+                        if keep {
+                            n.delivered.push(m);
+                        }
+                    }
+                }
             }
         }
-        for (i, u) in self.users.iter_mut().enumerate() {
-            while let Some(m) = u.user.recv() {
-                let mut h = fnv(self.trace, b"delivered");
-                h = fnv(h, &(i as u64).to_be_bytes());
-                h = fnv(h, &[u8::from(m.gap)]);
-                self.trace = fnv(h, &m.data);
-                u.delivered.push(m);
-            }
-        }
+        self.trace = trace;
     }
 
     /// When something next happens: a datagram arrives or a deadline passes.
-    pub fn next_event(&self) -> Option<Instant> {
-        let net = self.net.front().map(|f| f.at);
-        let owner = self.owner.as_ref().and_then(Owner::poll_timeout);
-        let users = self.users.iter().filter_map(|u| u.user.poll_timeout());
-        net.into_iter().chain(owner).chain(users).min()
+    pub fn next_event(&mut self) -> Option<Instant> {
+        // Drop the deadlines that were replaced or whose node died.
+        while let Some(&Reverse((t, id))) = self.timers.peek() {
+            match self.node_mut(id) {
+                Some(n) if n.alive && n.deadline == Some(t) => break,
+                _ => {
+                    self.timers.pop();
+                }
+            }
+        }
+        let net = self.net.peek().map(|f| f.0.at);
+        let timer = self.timers.peek().map(|t| t.0.0);
+        net.into_iter().chain(timer).min()
     }
 
     /// Step, jumping virtual time from event to event, until `cond` holds.
@@ -635,7 +822,7 @@ impl Sim {
     pub fn run_until_delivered(&mut self, who: &[usize], n: usize, limit: Duration) {
         let who = who.to_vec();
         self.run_until(limit, &format!("TUs {who:?} deliver {n} messages"), move |s| {
-            who.iter().all(|&i| s.users[i].delivered.len() >= n)
+            who.iter().all(|&i| s.users[i].delivered_count >= n)
         });
     }
 
@@ -645,15 +832,15 @@ impl Sim {
         let now = self.now;
         self.user_mut(i).request_token(now).expect("request_token");
         self.run_until(Duration::from_secs(5), "token answer", |s| {
-            !matches!(s.user(i).token(), super::TokenStatus::Requesting)
+            !matches!(s.user(i).token(), TokenStatus::Requesting)
         });
         self.user_mut(i).take_token_result().expect("a token result")
     }
 
-    /// A readable account of the state, for failure messages.
+    /// A readable account of the state, for failure messages (the first 20 TUs).
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        if let Some(o) = &self.owner {
+        if let Some(o) = self.owner.as_ref().and_then(|o| o.node.owner()) {
             let _ = writeln!(
                 s,
                 "TO: creating {} closed {} active {:?} incoming {} stats {:?}",
@@ -664,23 +851,26 @@ impl Sim {
                 o.stats()
             );
         }
-        for (i, u) in self.users.iter().enumerate() {
+        for (i, u) in self.users.iter().enumerate().take(20) {
+            let user = u.user();
             let _ = writeln!(
                 s,
-                "TU {i} ({}): {:?} end {:?} member {} token {:?} delivered {} stats {:?}",
+                "TU {i} ({}{}): {:?} end {:?} member {} token {:?} delivered {} stats {:?}",
                 u.addr,
-                u.user.join_status(),
-                u.user.end(),
-                u.user.member_id(),
-                u.user.token(),
-                u.delivered.len(),
-                u.user.stats()
+                if u.alive { "" } else { ", dead" },
+                user.join_status(),
+                user.end(),
+                user.member_id(),
+                user.token(),
+                u.delivered_count,
+                user.stats()
             );
         }
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for r in &self.sent {
-            *counts.entry(r.packet_type.name()).or_default() += 1;
-        }
+        let counts: BTreeMap<&str, u64> = PacketType::ALL
+            .iter()
+            .filter(|t| self.sent_by_type[**t as usize] > 0)
+            .map(|t| (t.name(), self.sent_by_type[*t as usize]))
+            .collect();
         let _ = writeln!(
             s,
             "sent {counts:?}; in flight {}, lost {}, delivered {}, undeliverable {}, steps {}",
@@ -697,7 +887,7 @@ impl Sim {
 /// Message `id` of `len` bytes: starts with `id` (as many of its 4
 /// big-endian bytes as fit), then bytes that depend on both, so that any
 /// mix-up of messages or of segments shows.
-pub(super) fn message(id: u32, len: usize) -> Vec<u8> {
+pub fn message(id: u32, len: usize) -> Vec<u8> {
     let mut rng = Rng::new(u64::from(id) << 32 | len as u64);
     let mut m: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
     for (d, s) in m.iter_mut().zip(id.to_be_bytes()) {
@@ -707,12 +897,12 @@ pub(super) fn message(id: u32, len: usize) -> Vec<u8> {
 }
 
 /// The id [`message`] put first (messages of at least 4 bytes).
-pub(super) fn message_id(m: &[u8]) -> Option<u32> {
+pub fn message_id(m: &[u8]) -> Option<u32> {
     m.first_chunk::<4>().map(|b| u32::from_be_bytes(*b))
 }
 
 /// `count` messages with ids from `first`, of lengths drawn from `lens` by `rng`.
-pub(super) fn messages(rng: &mut Rng, first: u32, count: usize, lens: std::ops::RangeInclusive<usize>) -> Vec<Vec<u8>> {
+pub fn messages(rng: &mut Rng, first: u32, count: usize, lens: std::ops::RangeInclusive<usize>) -> Vec<Vec<u8>> {
     let span = (lens.end() - lens.start() + 1) as u64;
     (0..count)
         .map(|k| {
@@ -720,4 +910,10 @@ pub(super) fn messages(rng: &mut Rng, first: u32, count: usize, lens: std::ops::
             message(first + k as u32, len)
         })
         .collect()
+}
+
+/// The digest [`SimNode::delivered_digest`] has after delivering `msgs`
+/// whole and in order, without gaps.
+pub fn digest_of(msgs: &[Vec<u8>]) -> u64 {
+    msgs.iter().fold(FNV_OFFSET, |d, m| fnv(fnv(d, &[0]), m))
 }

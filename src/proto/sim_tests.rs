@@ -67,8 +67,8 @@ fn late_join_delivers_200_messages(mss: u16, seed: u64) {
     sim.run_for(SEC); // nothing more, nothing twice
     for (i, u) in sim.users.iter().enumerate() {
         assert_exactly(&format!("TU {i}"), &u.delivered, &msgs);
-        assert_eq!(u.user.stats().messages_delivered, 200);
-        assert_eq!(u.user.stats().gaps, 0);
+        assert_eq!(u.user().stats().messages_delivered, 200);
+        assert_eq!(u.user().stats().gaps, 0);
     }
     // Segmentation at MSS: one DATA per started MSS of each message.
     let segments: usize = msgs.iter().map(|m| m.len().div_ceil(usize::from(mss))).sum();
@@ -479,7 +479,7 @@ fn unreliable_random_data_loss() {
     for (i, u) in sim.users.iter().enumerate() {
         let ids = check_subsequence(&format!("TU {i}"), &u.delivered, &msgs, 0);
         assert!(ids.len() > 200 && ids.len() < 300, "TU {i} delivered {} of 300", ids.len());
-        assert_eq!(u.user.stats().gaps, u.delivered.iter().filter(|m| m.gap).count() as u64);
+        assert_eq!(u.user().stats().gaps, u.delivered.iter().filter(|m| m.gap).count() as u64);
     }
     assert!(sim.lost > 0);
 
@@ -616,9 +616,9 @@ fn terminate_after_queued_data(ro: Ro, lose_first_ctr: bool, seed: u64) {
     // In the reliable mode the TO may wait for acknowledgements, which a
     // heartbeat solicits: allow a few HGT.
     let limit = cfg.hgt * 3;
-    sim.run_until(limit, "every TU sees the end", |s| s.users.iter().all(|u| u.user.end().is_some()));
+    sim.run_until(limit, "every TU sees the end", |s| s.users.iter().all(|u| u.user().end().is_some()));
     for (i, u) in sim.users.iter().enumerate() {
-        assert_eq!(u.user.end(), Some(End::Terminated), "TU {i}");
+        assert_eq!(u.user().end(), Some(End::Terminated), "TU {i}");
         assert_exactly(&format!("TU {i}"), &u.delivered, &msgs);
     }
     let first_ctr = sim.sent.iter().position(|r| r.packet_type == PacketType::Ctr).expect("CTR");
@@ -662,7 +662,7 @@ fn unreliable_termination_gives_up_a_lost_tail() {
     sim.set_filter(move |w| w.from == OWNER_ADDR && w.group && w.bytes.ends_with(&last));
     sim.owner_send_all(&msgs);
     sim.owner_mut().terminate();
-    sim.run_until(SEC, "ended", |s| s.users.iter().all(|u| u.user.end() == Some(End::Terminated)));
+    sim.run_until(SEC, "ended", |s| s.users.iter().all(|u| u.user().end() == Some(End::Terminated)));
     for u in &sim.users {
         assert_exactly("TU", &u.delivered, &msgs[..1]);
     }
