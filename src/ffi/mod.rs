@@ -204,6 +204,7 @@ fn callback_handler(sd: c_int, h: &Arc<Handle>) -> Option<EventHandler> {
         let (cb, user_id, a) = match e {
             Event::JoinRequest { user_id, addr } => (join_cb, user_id, addr),
             Event::TokenRequest { user_id, addr } => (token_cb, user_id, addr),
+            Event::Left { .. } => return,
         };
         let Some(cb) = cb else { return };
         // SAFETY: a zeroed sockaddr_storage is a valid value.

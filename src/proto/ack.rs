@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::Dest;
 use super::receiver::Receiver;
 use crate::wire::{ACK_BITMAP_BITS, AckInfo, Psn};
 
@@ -29,20 +30,22 @@ pub fn missing(ack: &AckInfo, end: Psn) -> impl Iterator<Item = Psn> + '_ {
     std::iter::once(lsn).chain(bits).filter(move |p| p.is_valid() && p.is_before(end))
 }
 
-/// Remembers when each PSN was last repaired, so that repeated requests for
-/// the same PSN within RXT are ignored (the draft's parent back-off).
+/// Remembers when each PSN was last repaired to each destination, so that
+/// repeated requests for the same PSN within the back-off are ignored (the
+/// draft's parent back-off: "it will ignore any subsequent retransmission
+/// requests for the same packet during the RXT period").
 #[derive(Debug, Default)]
 pub struct RepairLimiter {
-    last: HashMap<u32, Instant>,
+    last: HashMap<(u32, Dest), Instant>,
 }
 
 impl RepairLimiter {
-    /// Whether `psn` may be repaired now; if so, remember it.
-    pub fn allow(&mut self, psn: Psn, now: Instant, rxt: Duration) -> bool {
-        match self.last.get(&psn.0) {
-            Some(&t) if now.saturating_duration_since(t) < rxt => false,
+    /// Whether `psn` may be repaired to `dest` now; if so, remember it.
+    pub fn allow(&mut self, psn: Psn, dest: Dest, now: Instant, backoff: Duration) -> bool {
+        match self.last.get(&(psn.0, dest)) {
+            Some(&t) if now.saturating_duration_since(t) < backoff => false,
             _ => {
-                self.last.insert(psn.0, now);
+                self.last.insert((psn.0, dest), now);
                 true
             }
         }
@@ -51,24 +54,26 @@ impl RepairLimiter {
     /// Forget PSNs that can no longer be requested (released).
     pub fn forget_before(&mut self, lowest: Psn) {
         if !self.last.is_empty() {
-            self.last.retain(|&p, _| !Psn(p).is_before(lowest));
+            self.last.retain(|&(p, _), _| !Psn(p).is_before(lowest));
         }
     }
 
     /// Hand to `push`, at most once per `backoff` each, the PSNs `ack`
     /// reports missing that were sent (before `end`) and that `have` (the
-    /// repair store still keeps them).
+    /// repair store still keeps them), to be repaired to `dest`.
+    #[allow(clippy::too_many_arguments)]
     pub fn schedule(
         &mut self,
         ack: &AckInfo,
         end: Psn,
+        dest: Dest,
         now: Instant,
         backoff: Duration,
         have: impl Fn(Psn) -> bool,
         mut push: impl FnMut(Psn),
     ) {
         for psn in missing(ack, end) {
-            if have(psn) && self.allow(psn, now, backoff) {
+            if have(psn) && self.allow(psn, dest, now, backoff) {
                 push(psn);
             }
         }
@@ -102,12 +107,16 @@ mod tests {
         let ack = AckInfo::new(5, 1);
         let mut q = Vec::new();
         let all = |_: Psn| true;
-        l.schedule(&ack, Psn(9), t0, rxt, all, |p| q.push(p));
-        l.schedule(&ack, Psn(9), t0 + rxt / 2, rxt, all, |p| q.push(p));
+        let g = Dest::Group;
+        l.schedule(&ack, Psn(9), g, t0, rxt, all, |p| q.push(p));
+        l.schedule(&ack, Psn(9), g, t0 + rxt / 2, rxt, all, |p| q.push(p));
         assert_eq!(q, vec![Psn(5)]);
-        l.schedule(&ack, Psn(9), t0 + rxt, rxt, all, |p| q.push(p));
-        assert_eq!(q.len(), 2);
-        l.schedule(&ack, Psn(9), t0 + rxt * 3, rxt, |p| !p.is_before(Psn(6)), |p| q.push(p));
-        assert_eq!(q.len(), 2, "released PSNs are not repaired");
+        let other = Dest::Unicast("10.0.0.9:1".parse().unwrap());
+        l.schedule(&ack, Psn(9), other, t0 + rxt / 2, rxt, all, |p| q.push(p));
+        assert_eq!(q.len(), 2, "each destination has its own back-off");
+        l.schedule(&ack, Psn(9), g, t0 + rxt, rxt, all, |p| q.push(p));
+        assert_eq!(q.len(), 3);
+        l.schedule(&ack, Psn(9), g, t0 + rxt * 3, rxt, |p| !p.is_before(Psn(6)), |p| q.push(p));
+        assert_eq!(q.len(), 3, "released PSNs are not repaired");
     }
 }

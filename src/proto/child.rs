@@ -41,6 +41,21 @@ impl Me {
     }
 }
 
+/// What a TU's acknowledgements say of its subtree: a leaf's is itself; a
+/// repair agent's adds its children (see [`super::ra::Ra::subtree`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Subtree {
+    /// Active TUs in the subtree, itself included (the ADN it reports).
+    pub adn: u32,
+    /// The lowest PSN somebody below it still lacks, if any.
+    pub needed: Option<Psn>,
+}
+
+impl Subtree {
+    /// A leaf: itself only.
+    pub(crate) const LEAF: Subtree = Subtree { adn: 1, needed: None };
+}
+
 /// The forward data a TU receives and acknowledges to its parent.
 #[derive(Debug)]
 pub(crate) struct Child {
@@ -48,14 +63,20 @@ pub(crate) struct Child {
     pub rx: Receiver,
     /// Highest PSN seen, for the AGN rule.
     highest: Option<Psn>,
-    /// The LSN the last ACK reported.
+    /// The LSN and the Stable point the last ACK reported.
     acked_lsn: Option<Psn>,
+    acked_stable: Option<Psn>,
 }
 
 impl Child {
     /// A child that delivers from `start`, which begins a message.
     pub(crate) fn new(start: Psn) -> Child {
-        Child { rx: Receiver::new(start, MAX_WINDOW as usize, MAX_MESSAGE), highest: None, acked_lsn: None }
+        Child {
+            rx: Receiver::new(start, MAX_WINDOW as usize, MAX_MESSAGE),
+            highest: None,
+            acked_lsn: None,
+            acked_stable: None,
+        }
     }
 
     /// DATA or RDATA of the TO. `joined`: in the tree, so ACKs are due.
@@ -64,6 +85,7 @@ impl Child {
         &mut self,
         me: &Me,
         cfg: &Config,
+        sub: Subtree,
         joined: bool,
         now: Instant,
         p: &Packet<'_>,
@@ -80,7 +102,7 @@ impl Child {
             self.rx.expire_holes(now, cfg.rxt);
         }
         if joined && self.ack_due(me, cfg, psn) {
-            self.send_ack(me, cfg, now, io);
+            self.send_ack(me, cfg, sub, now, io);
         }
         self.refresh(cfg, now, io);
         accept
@@ -88,10 +110,12 @@ impl Child {
 
     /// NDATA: the TO is idle; `next` is the next PSN it will use. False for
     /// one beyond anything the window allows (not believable).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_ndata(
         &mut self,
         me: &Me,
         cfg: &Config,
+        sub: Subtree,
         joined: bool,
         now: Instant,
         next: Psn,
@@ -105,8 +129,8 @@ impl Child {
             self.rx.expire_holes(now, cfg.rxt);
         }
         // The TO is idle: acknowledge the tail if the last ACK did not cover it.
-        if joined && self.acked_lsn != Some(self.rx.lsn()) {
-            self.send_ack(me, cfg, now, io);
+        if joined && (self.acked_lsn != Some(self.rx.lsn()) || self.acked_stable != Some(self.stable(sub))) {
+            self.send_ack(me, cfg, sub, now, io);
         }
         self.refresh(cfg, now, io);
         true
@@ -114,28 +138,36 @@ impl Child {
 
     /// HB from the parent: in the semi-reliable mode give up what the parent
     /// no longer keeps, and answer if it names us.
-    pub(crate) fn on_heartbeat(&mut self, me: &Me, cfg: &Config, now: Instant, p: &Packet<'_>, io: &mut Io) {
+    pub(crate) fn on_heartbeat(
+        &mut self,
+        me: &Me,
+        cfg: &Config,
+        sub: Subtree,
+        now: Instant,
+        p: &Packet<'_>,
+        io: &mut Io,
+    ) {
         let lowest = Psn(p.header.psn);
         if cfg.ro == Ro::SemiReliable && lowest.is_valid() && self.rx.lsn().is_before(lowest) {
             self.rx.give_up_before(lowest, false);
         }
         if p.elements.membership.is_some_and(|m| m.member_id == me.membership.member_id) {
-            self.send_hback(me, cfg, now, p.elements.timestamp, io);
+            self.send_hback(me, cfg, sub, now, p.elements.timestamp, io);
         }
         self.refresh(cfg, now, io);
     }
 
     /// Run a due timer of this role.
-    pub(crate) fn on_timer(&mut self, t: Timer, me: &Me, cfg: &Config, now: Instant, io: &mut Io) {
+    pub(crate) fn on_timer(&mut self, t: Timer, me: &Me, cfg: &Config, sub: Subtree, now: Instant, io: &mut Io) {
         match t {
             Timer::HoleExpiry => self.rx.expire_holes(now, cfg.rxt),
             // Reliable modes: an ACK every RXT while a hole stays open, so that
             // a loss at the tail of a burst, a lost ACK or a lost RDATA is asked again.
-            Timer::AckRepeat if self.rx.has_hole() => self.send_ack(me, cfg, now, io),
+            Timer::AckRepeat if self.rx.has_hole() => self.send_ack(me, cfg, sub, now, io),
             // A child silent for HGT/2 sends an HBACK of its own, so that its
             // parent hears every live child twice per HGT, whether or not HBs
             // get through (it is ejected after FDN x HGT of silence).
-            Timer::Keepalive => self.send_hback(me, cfg, now, None, io),
+            Timer::Keepalive => self.send_hback(me, cfg, sub, now, None, io),
             _ => {}
         }
         self.refresh(cfg, now, io);
@@ -154,11 +186,46 @@ impl Child {
         }
     }
 
-    /// ACK to the parent: LSN, the bitmap after it, ADN (draft: "ACK generation").
-    fn send_ack(&mut self, me: &Me, cfg: &Config, now: Instant, io: &mut Io) {
-        let mut ctl = me.ctl(me.parent, me.header(PacketType::Ack));
-        ctl.elements.ack = Some(ack_of(&self.rx, 1));
+    /// The Stable point this TU reports: the lowest PSN its subtree lacks.
+    fn stable(&self, sub: Subtree) -> Psn {
+        let lsn = self.rx.lsn();
+        match sub.needed {
+            Some(n) if n.is_before(lsn) => n,
+            _ => lsn,
+        }
+    }
+
+    /// The Acknowledgement element: LSN and bitmap of what this TU itself
+    /// lacks (what its parent repairs), ADN and Stable of its subtree (what
+    /// its parent may release).
+    fn ack(&mut self, sub: Subtree) -> crate::wire::AckInfo {
+        let mut ack = ack_of(&self.rx, sub.adn);
+        ack.stable = self.stable(sub).0;
         self.acked_lsn = Some(self.rx.lsn());
+        self.acked_stable = Some(Psn(ack.stable));
+        ack
+    }
+
+    /// The Acknowledgement element a rebinding TU sends the TO in its LJR.
+    pub(crate) fn rebind_ack(&mut self, sub: Subtree) -> crate::wire::AckInfo {
+        self.ack(sub)
+    }
+
+    /// The Stable point the last acknowledgement reported.
+    pub(crate) fn acked_stable(&self) -> Option<Psn> {
+        self.acked_stable
+    }
+
+    /// Whether no new data came since the last acknowledgement.
+    pub(crate) fn is_acked(&self) -> bool {
+        self.acked_lsn == Some(self.rx.lsn())
+    }
+
+    /// ACK to the parent: LSN, the bitmap after it, ADN and Stable (draft:
+    /// "ACK generation", "ACK Aggregation by RA").
+    pub(crate) fn send_ack(&mut self, me: &Me, cfg: &Config, sub: Subtree, now: Instant, io: &mut Io) {
+        let mut ctl = me.ctl(me.parent, me.header(PacketType::Ack));
+        ctl.elements.ack = Some(self.ack(sub));
         io.ctl.push_back(ctl);
         io.timers.set(Timer::Keepalive, now + cfg.hgt / 2);
         io.timers.set(Timer::AckRepeat, now + cfg.rxt);
@@ -167,10 +234,10 @@ impl Child {
     /// HBACK to the parent: the echoed timestamp (when answering an HB that
     /// named us) and the LSN, so the parent learns of a tail the AGN rule did
     /// not acknowledge.
-    fn send_hback(&mut self, me: &Me, cfg: &Config, now: Instant, timestamp: Option<u64>, io: &mut Io) {
+    fn send_hback(&mut self, me: &Me, cfg: &Config, sub: Subtree, now: Instant, timestamp: Option<u64>, io: &mut Io) {
         let mut ctl = me.ctl(me.parent, me.header(PacketType::Hback));
         ctl.elements.timestamp = timestamp;
-        ctl.elements.ack = Some(ack_of(&self.rx, 1));
+        ctl.elements.ack = Some(self.ack(sub));
         io.ctl.push_back(ctl);
         io.timers.set(Timer::Keepalive, now + cfg.hgt / 2);
     }

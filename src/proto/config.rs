@@ -18,6 +18,14 @@ pub const DEFAULT_MSS: u16 = 1400;
 pub const MAX_WINDOW: u32 = 65536;
 /// Smallest and largest MSS accepted.
 pub const MSS_RANGE: (u16, u16) = (64, 65000);
+/// Largest ECTP_MAX_CHILDREN.
+pub const MAX_CHILDREN: u16 = 4096;
+/// Default most children of a repair agent.
+pub const DEFAULT_RA_CHILDREN: u16 = 32;
+/// Default most children of the TO: as many as ECTP_MAX_CHILDREN allows, so
+/// that a flat tree takes everybody; in a tree the TO takes repair agents
+/// first and leaves only when no agent has room (`docs/tree.md`).
+pub const DEFAULT_TO_CHILDREN: u16 = MAX_CHILDREN;
 
 /// Every parameter of an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,6 +56,11 @@ pub struct Config {
     pub ask_joins: bool,
     /// TO: report token requests as events and wait for a confirm (else accept all).
     pub ask_tokens: bool,
+    /// TU: offer to be a repair agent when the connection is a tree (ECTP_RA).
+    pub ra: bool,
+    /// Most children this node takes as a parent (ECTP_MAX_CHILDREN); None:
+    /// the default of its role ([`DEFAULT_TO_CHILDREN`], [`DEFAULT_RA_CHILDREN`]).
+    pub max_children: Option<u16>,
 }
 
 impl Default for Config {
@@ -66,11 +79,23 @@ impl Default for Config {
             window: 1024,
             ask_joins: false,
             ask_tokens: false,
+            ra: false,
+            max_children: None,
         }
     }
 }
 
 impl Config {
+    /// Most children of the TO.
+    pub fn owner_children(&self) -> u16 {
+        self.max_children.unwrap_or(DEFAULT_TO_CHILDREN)
+    }
+
+    /// Most children of a repair agent, or 0 when this TU does not offer to be one.
+    pub fn ra_children(&self) -> u16 {
+        if self.ra { self.max_children.unwrap_or(DEFAULT_RA_CHILDREN) } else { 0 }
+    }
+
     /// The connection parameters as the Connection element carries them.
     pub fn connection_params(&self) -> ConnectionParams {
         ConnectionParams {

@@ -18,9 +18,11 @@
 mod ack;
 mod child;
 mod config;
+mod members;
 mod node;
 mod owner;
 mod parent;
+mod ra;
 mod receiver;
 mod retry;
 mod rng;
@@ -38,7 +40,9 @@ mod user;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-pub use config::{Config, DEFAULT_MSS, MAX_MESSAGE, MAX_WINDOW, MSS_RANGE};
+pub use config::{
+    Config, DEFAULT_MSS, DEFAULT_RA_CHILDREN, DEFAULT_TO_CHILDREN, MAX_CHILDREN, MAX_MESSAGE, MAX_WINDOW, MSS_RANGE,
+};
 pub use node::Node;
 pub use owner::{Incoming, Owner, OwnerError};
 pub use receiver::{Accept, Message, Receiver};
@@ -54,7 +58,7 @@ use timer::TimerTable;
 use crate::wire::{Elements, Header, Packet};
 
 /// Where a datagram goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dest {
     /// The multicast group: group IP and group port (forward channel).
     Group,
@@ -88,6 +92,40 @@ pub enum Event {
         /// Its unicast address.
         addr: SocketAddr,
     },
+    /// A member stopped being one, wherever it was in the tree; reported
+    /// once per member.
+    Left {
+        /// The member.
+        user_id: u32,
+        /// Why.
+        reason: LeaveReason,
+    },
+}
+
+/// Why a member stopped being one (and, on the wire, the PSN field of a
+/// repair agent's departure report, see `docs/tree.md`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// It left (`mleave` on the TU: ULR with F=1).
+    Left = 1,
+    /// The TO ejected it (`mleave` on the TO).
+    Ejected = 2,
+    /// It fell silent for FDN x HGT, or its subtree was lost (it did not
+    /// rebind in time after its parent died).
+    Failed = 3,
+}
+
+impl LeaveReason {
+    /// The reason with wire code `v`.
+    pub fn from_u8(v: u8) -> Option<LeaveReason> {
+        match v {
+            1 => Some(LeaveReason::Left),
+            2 => Some(LeaveReason::Ejected),
+            3 => Some(LeaveReason::Failed),
+            _ => None,
+        }
+    }
 }
 
 /// A control packet waiting to be sent: no user data, so it is kept by value.

@@ -1,23 +1,29 @@
-//! The TC-Owner (TO): creates the connection, admits members, multicasts the
-//! forward data, hands out tokens and receives the SUs' backward data.
+//! The TC-Owner (TO): creates the connection, admits members and places them
+//! in the control tree, multicasts the forward data, hands out tokens and
+//! receives the SUs' backward data.
 //!
 //! Draft clauses: "Connection creation", "Late join", "Forward data",
 //! "Tokens", "Backward data", "Leave, pause, termination". The TO is the
 //! root of the control tree: its [`Parent`] role keeps the DATA until its
-//! children have it; its [`Tokens`] table runs the backward channels.
+//! children's subtrees have it and handles control traffic from its own
+//! children only; its [`Members`] table owns the membership of the whole
+//! tree; its [`Tokens`] table runs the backward channels. `docs/tree.md`
+//! describes the tree's packets and policies.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::members::{Member, MemberState, Members, TO};
 use super::parent::Parent;
+use super::ra::rebind_grace;
 use super::receiver::Message;
 use super::retry::Key;
 use super::sender::{QueueError, Sender};
 use super::timer::Timer;
 use super::tokens::Tokens;
-use super::{Config, Ctl, Dest, Event, Io, Rng, Stats, Transmit};
-use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro};
+use super::{Config, Ctl, Dest, Event, Io, LeaveReason, MAX_CHILDREN, Rng, Stats, Transmit};
+use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro, Tco};
 
 /// How often CTR is multicast at termination, RXT/2 apart (it has no
 /// confirm; a TU that misses every copy sees ECONNRESET after FDN x HGT).
@@ -51,26 +57,27 @@ pub enum OwnerError {
     Terminated,
 }
 
+/// A member as `ectp_get_member` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum MemberState {
-    /// Asked to join; waiting for the application's confirm.
-    Pending,
-    /// Accepted (LJC sent); waiting for its TJR.
-    Admitted,
-    /// In the control tree (TJC sent).
-    Active,
-}
-
-/// What the TO knows of one member: the membership is owned at the top.
-#[derive(Debug)]
-struct Member {
-    addr: SocketAddr,
-    state: MemberState,
-    /// Joined by TJR in the creation phase rather than by LJR.
-    creation: bool,
-    child_id: u16,
-    /// First PSN this member delivers (LJC's and TJC's PSN).
-    start: Psn,
+pub struct MemberInfo {
+    /// Its member id.
+    pub user_id: u32,
+    /// Its parent's member id; 0 is the TO.
+    pub parent_id: u32,
+    /// Active TUs below it.
+    pub descendants: u32,
+    /// Round-trip time to its parent, last measured (by its parent).
+    pub rtt: Option<Duration>,
+    /// The Child ID its parent gave it.
+    pub child_id: u16,
+    /// Its tree level, 1 for a child of the TO.
+    pub tree_level: u8,
+    /// The token it holds, or 0.
+    pub token_id: u8,
+    /// A repair agent (a parent of other TUs, or ready to be one).
+    pub is_ra: bool,
+    /// Its unicast address.
+    pub addr: SocketAddr,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,8 +104,7 @@ pub struct Owner {
     /// Sent DATA is kept for repair, except in the unreliable mode.
     keep_sent: bool,
     parent: Parent,
-    members: BTreeMap<u32, Member>,
-    by_addr: HashMap<SocketAddr, u32>,
+    members: Members,
     next_user_id: u32,
     /// Addresses refused recently (until when), so that a resent LJR gets the same answer.
     refused: HashMap<SocketAddr, Instant>,
@@ -124,8 +130,7 @@ impl Owner {
             keep_sent: cfg.ro != Ro::Unreliable,
             // The sender's window bounds what is kept, whatever the span.
             parent: Parent::new(isn, usize::MAX, now),
-            members: BTreeMap::new(),
-            by_addr: HashMap::new(),
+            members: Members::default(),
             next_user_id: 1,
             refused: HashMap::new(),
             tokens: Tokens::new(),
@@ -163,14 +168,43 @@ impl Owner {
         self.phase == Phase::Creating
     }
 
-    /// Members in the control tree.
+    /// Members in the control tree, wherever they are in it (as the TO's
+    /// table knows them).
     pub fn active_members(&self) -> usize {
-        self.members.values().filter(|m| m.state == MemberState::Active).count()
+        self.members.iter().filter(|(_, m)| m.is_member()).count()
+    }
+
+    /// Active TUs in the whole tree as the acknowledgements count them: the
+    /// sum of the ADN its children report (ECTP_MEMBERS).
+    pub fn adn(&self) -> u32 {
+        self.parent.descendants()
+    }
+
+    /// The TO's own children.
+    pub fn children(&self) -> usize {
+        self.parent.len()
     }
 
     /// The round-trip time measured to member `user_id`, once known.
     pub fn rtt(&self, user_id: u32) -> Option<Duration> {
-        self.parent.get(user_id).and_then(|c| c.rtt)
+        self.member(user_id).and_then(|m| m.rtt)
+    }
+
+    /// Member `user_id` as `ectp_get_member` shows it.
+    pub fn member(&self, user_id: u32) -> Option<MemberInfo> {
+        let m = self.members.get(user_id).filter(|m| m.is_member())?;
+        let rtt = if m.parent == TO { self.parent.get(user_id).and_then(|c| c.rtt) } else { m.rtt };
+        Some(MemberInfo {
+            user_id,
+            parent_id: m.parent,
+            descendants: self.members.descendants(user_id),
+            rtt,
+            child_id: m.child_id,
+            tree_level: self.members.level(user_id),
+            token_id: self.tokens.token_of(user_id),
+            is_ra: m.ra > 0 && self.is_tree(),
+            addr: m.addr,
+        })
     }
 
     /// DATA packets queued or kept for repair: what the window bounds.
@@ -180,7 +214,7 @@ impl Owner {
 
     /// Member ids in the control tree, in order.
     pub fn member_ids(&self) -> Vec<u32> {
-        self.members.iter().filter(|(_, m)| m.state == MemberState::Active).map(|(id, _)| *id).collect()
+        self.members.iter().filter(|(_, m)| m.is_member()).map(|(id, _)| id).collect()
     }
 
     /// Whether CTR has gone out as often as it will: the endpoint may close.
@@ -225,17 +259,14 @@ impl Owner {
 
     /// Answer a join request (`mjoin_confirm`).
     pub fn confirm_join(&mut self, user_id: u32, accept: bool, now: Instant) -> Result<(), OwnerError> {
-        match self.members.get(&user_id) {
+        match self.members.get(user_id) {
             Some(m) if m.state == MemberState::Pending => {}
             _ => return Err(OwnerError::NotFound),
         }
         if accept {
             self.admit(user_id, now);
-        } else if let Some(m) = self.members.remove(&user_id) {
-            self.by_addr.remove(&m.addr);
-            self.refused.insert(m.addr, now + self.cfg.rxt * self.cfg.retries.max(1) * 2);
-            let ty = if m.creation { PacketType::Tjc } else { PacketType::Ljc };
-            self.refuse(m.addr, ty);
+        } else {
+            self.refuse_member(user_id, now);
         }
         Ok(())
     }
@@ -243,20 +274,17 @@ impl Owner {
     /// Answer a token request (`mtoken_confirm`). A grant fails into a
     /// refusal when all `max_tokens` tokens are in use.
     pub fn confirm_token(&mut self, user_id: u32, accept: bool) -> Result<(), OwnerError> {
-        let addr = self.members.get(&user_id).ok_or(OwnerError::NotFound)?.addr;
+        let addr = self.members.get(user_id).ok_or(OwnerError::NotFound)?.addr;
         self.tokens.confirm(&self.cfg, self.conn_id, user_id, addr, accept, &mut self.io.ctl)
     }
 
-    /// Eject a member (`mleave` on the TO): ULR with F=0, sent a few times
-    /// since it has no confirm; its token is freed.
+    /// Eject a member (`mleave` on the TO), wherever it is in the tree: ULR
+    /// with F=0 to it, sent a few times since it has no confirm, and, when
+    /// its parent is a repair agent, the order to drop it to that agent
+    /// until it reports the departure. Its token is freed.
     pub fn eject(&mut self, user_id: u32, now: Instant) -> Result<(), OwnerError> {
-        let m = self.remove_member(user_id).ok_or(OwnerError::NotFound)?;
-        let mut h = Header::new(PacketType::Ulr, self.conn_id);
-        h.flag = false;
-        let mut ctl = Ctl::new(Dest::Unicast(m.addr), h);
-        ctl.elements.membership = Some(Membership { tree_level: 1, child_id: m.child_id, member_id: user_id });
-        self.io.repeat(Key::Eject(user_id), ctl, ULR_SENDS, self.cfg.rxt, now);
-        self.update_stable();
+        let m = self.depart(user_id, LeaveReason::Ejected, now).ok_or(OwnerError::NotFound)?;
+        self.send_ejection(user_id, &m, now);
         Ok(())
     }
 
@@ -289,13 +317,15 @@ impl Owner {
             self.parent.heard(id, now);
         }
         let handled = match h.packet_type {
-            PacketType::Ljr => self.on_ljr(now, from),
-            PacketType::Tjr => self.on_tjr(now, from, &packet),
-            PacketType::Ccc => self.member_at(from).is_some(),
+            PacketType::Ljr if h.flag => self.on_rebind(now, from, &packet),
+            PacketType::Ljr => self.on_ljr(now, from, &packet),
+            PacketType::Tjr if !h.flag => self.on_tjr(now, from, &packet),
+            PacketType::Tjc => self.on_attach_report(now, from, &packet),
+            PacketType::Ccc => self.on_ccc(from, &packet),
             PacketType::Tgr => self.on_tgr(from, Psn(h.psn)),
             PacketType::Trr => self.on_trr(from, h.token_id),
             PacketType::Data | PacketType::Rdata => self.on_backward(from, &packet),
-            PacketType::Ulr if h.flag => self.on_leave(from),
+            PacketType::Ulr if h.flag => self.on_ulr(now, from, &packet),
             PacketType::Ack => self.on_ack(now, from, &packet),
             PacketType::Hback => self.on_hback(now, from, &packet),
             PacketType::Hb => self.on_su_heartbeat(from, &packet),
@@ -328,9 +358,9 @@ impl Owner {
             if self.keep_sent {
                 self.parent.store.insert(seg);
             }
-            // With no child to wait for, what was just sent is stable at once
+            // With nothing to wait for, what was just sent is stable at once
             // (ACKs move the stable point otherwise).
-            if self.parent.is_empty() {
+            if self.parent.lowest_needed().is_none() {
                 self.update_stable();
             }
             return self.io.sent(res, Dest::Group);
@@ -347,7 +377,7 @@ impl Owner {
         None
     }
 
-    /// The next application event (join and token requests).
+    /// The next application event (join and token requests, departures).
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -371,6 +401,9 @@ impl Owner {
                     // every packet sent: a dead member goes at most an HGT late.
                     self.heartbeat(now);
                     self.detect_failures(now);
+                    self.sweep_orphans(now);
+                    self.parent.expire_pins(now);
+                    self.update_stable();
                     self.refused.retain(|_, until| *until > now);
                     self.io.timers.set(Timer::Heartbeat, now + self.cfg.hgt);
                 }
@@ -384,9 +417,19 @@ impl Owner {
                 }
                 Timer::Repeat => {
                     for key in self.io.poll_repeats(now) {
-                        if key == Key::Ctr {
-                            self.phase = Phase::Closed;
-                            self.io.timers.stop_all();
+                        match key {
+                            Key::Ctr => {
+                                self.phase = Phase::Closed;
+                                self.io.timers.stop_all();
+                            }
+                            // Admitted under a repair agent and never attached.
+                            Key::Notice(id) => {
+                                log::info!("member {id} did not attach to its parent: dropped");
+                                if let Some(m) = self.depart(id, LeaveReason::Failed, now) {
+                                    self.send_ejection(id, &m, now);
+                                }
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -398,6 +441,10 @@ impl Owner {
     }
 
     // ----- internals -----
+
+    fn is_tree(&self) -> bool {
+        self.cfg.tco == Tco::Tree
+    }
 
     /// Unreliable backward channels: when the next hole gives up.
     fn refresh_holes(&mut self) {
@@ -420,17 +467,43 @@ impl Owner {
         self.cfg.hgt * u32::from(self.cfg.fdn.max(1))
     }
 
+    /// How long the TO waits for a repair agent's attach report.
+    fn notice_time(&self) -> Duration {
+        self.cfg.rxt * self.cfg.retries.max(1) + self.cfg.rxt
+    }
+
     fn member_at(&self, addr: SocketAddr) -> Option<u32> {
-        self.by_addr.get(&addr).copied()
+        self.members.at(addr)
     }
 
-    fn membership(&self, user_id: u32) -> Option<Membership> {
-        self.members.get(&user_id).map(|m| Membership { tree_level: 1, child_id: m.child_id, member_id: user_id })
+    /// Where a repair goes: in a flat tree the group is the TO's children; in
+    /// a tree, the child that asked, so that repairs stay local.
+    fn repair_dest(&self, child: SocketAddr) -> Dest {
+        if self.is_tree() { Dest::Unicast(child) } else { Dest::Group }
     }
 
-    /// LJC (F=1) or TJC (F=1) for an admitted member; both carry its start PSN.
+    /// Member `id`'s Membership element as its parent sees it.
+    fn membership(&self, id: u32) -> Option<Membership> {
+        let m = self.members.get(id)?;
+        Some(Membership {
+            tree_level: self.members.level(id),
+            child_id: m.child_id,
+            member_id: id,
+            parent_id: m.parent,
+        })
+    }
+
+    /// The unicast address of parent `p` (the TO's own for [`TO`]).
+    fn parent_addr(&self, p: u32) -> SocketAddr {
+        if p == TO { self.local } else { self.members.get(p).map_or(self.local, |m| m.addr) }
+    }
+
+    /// LJC (F=1) or TJC (F=1) for an admitted member; both carry its start
+    /// PSN. LJC carries the connection parameters and names the parent to
+    /// attach to; a TJC that names a parent other than the TO (creation
+    /// phase in a tree) sends the TU on to it.
     fn confirm_packet(&self, user_id: u32, ty: PacketType) -> Option<Ctl> {
-        let m = self.members.get(&user_id)?;
+        let m = self.members.get(user_id)?;
         let mut h = Header::new(ty, self.conn_id);
         h.flag = true;
         h.psn = m.start.0;
@@ -438,19 +511,39 @@ impl Owner {
         ctl.elements.membership = self.membership(user_id);
         if ty == PacketType::Ljc {
             ctl.elements.connection = Some(self.cfg.connection_params());
-            // The recommended parent: the TO itself while the tree is flat.
-            ctl.elements.address = Some(self.local);
+            ctl.elements.address = Some(self.parent_addr(m.parent));
+        } else if m.parent != TO {
+            ctl.elements.address = Some(self.parent_addr(m.parent));
         }
         Some(ctl)
     }
 
-    fn new_member(&mut self, addr: SocketAddr, creation: bool, now: Instant) -> u32 {
+    /// The admission notice to `id`'s repair agent: TJR with F=1, its member
+    /// id, level and address, and the PSN it delivers from; repeated until
+    /// the agent's attach report.
+    fn send_notice(&mut self, id: u32, now: Instant) {
+        let Some(m) = self.members.get(id) else { return };
+        let (to, start, addr) = (self.parent_addr(m.parent), m.start, m.addr);
+        let mut h = Header::new(PacketType::Tjr, self.conn_id);
+        h.flag = true;
+        h.psn = start.0;
+        let mut ctl = Ctl::new(Dest::Unicast(to), h);
+        ctl.elements.membership = self.membership(id);
+        ctl.elements.address = Some(addr);
+        // Until it attaches, what it will need is kept here.
+        self.parent.pin(id, start, now + self.notice_time());
+        let (limit, rxt) = (self.cfg.retries, self.cfg.rxt);
+        self.io.repeat(Key::Notice(id), ctl, limit, rxt, now);
+    }
+
+    fn new_member(&mut self, addr: SocketAddr, creation: bool, ra: u32, now: Instant) -> u32 {
         let user_id = self.next_user_id;
         self.next_user_id = self.next_user_id.wrapping_add(1).max(1);
         let start = if creation { self.isn } else { self.sender.next_psn() };
         let child_id = (user_id & 0xffff) as u16;
-        self.members.insert(user_id, Member { addr, state: MemberState::Pending, creation, child_id, start });
-        self.by_addr.insert(addr, user_id);
+        let ra =
+            if self.is_tree() { u16::try_from(ra.min(u32::from(MAX_CHILDREN))).unwrap_or(MAX_CHILDREN) } else { 0 };
+        self.members.insert(user_id, Member::new(addr, creation, child_id, start, ra));
         if self.cfg.ask_joins {
             self.events.push_back(Event::JoinRequest { user_id, addr });
         } else {
@@ -459,27 +552,46 @@ impl Owner {
         user_id
     }
 
+    /// Admit `user_id`: place it in the tree (see [`Members::place`]), tell
+    /// it where (LJC, or TJC in the creation phase) and tell its parent.
     fn admit(&mut self, user_id: u32, now: Instant) {
-        let next = self.sender.next_psn();
-        let (creating, isn) = (self.is_creating(), self.isn);
-        let Some(m) = self.members.get_mut(&user_id) else { return };
-        let ty = if m.creation {
-            m.state = MemberState::Active;
-            PacketType::Tjc
-        } else {
-            // A late joiner starts at the next message boundary; during the
-            // creation phase, an LJR joins from the ISN like a TJR would.
-            m.start = if creating { isn } else { next };
-            m.state = MemberState::Admitted;
-            PacketType::Ljc
+        let Some(m) = self.members.get(user_id) else { return };
+        let (addr, creation, is_ra) = (m.addr, m.creation, m.ra > 0);
+        let to_room = self.parent.len() < usize::from(self.cfg.owner_children());
+        let place = if self.is_tree() { self.members.place(addr, is_ra, to_room) } else { to_room.then_some(TO) };
+        let Some(parent) = place else {
+            log::info!("no parent has room for {addr}: join refused");
+            self.refuse_member(user_id, now);
+            return;
         };
-        let (addr, child_id, start, active) = (m.addr, m.child_id, m.start, m.state == MemberState::Active);
-        self.parent.add(user_id, addr, child_id, start, now);
-        if active {
-            self.parent.activate(user_id);
+        let start = if creation || self.is_creating() { self.isn } else { self.sender.next_psn() };
+        self.members.set_parent(user_id, parent);
+        let Some(m) = self.members.get_mut(user_id) else { return };
+        m.start = start;
+        m.state = MemberState::Admitted;
+        let child_id = m.child_id;
+        let ty = if creation { PacketType::Tjc } else { PacketType::Ljc };
+        if parent == TO {
+            self.parent.add(user_id, addr, child_id, start, now);
+            if creation {
+                self.members.activate(user_id);
+                self.parent.activate(user_id);
+            }
+        } else {
+            self.send_notice(user_id, now);
         }
         let ctl = self.confirm_packet(user_id, ty);
         self.io.ctl.extend(ctl);
+    }
+
+    /// Refuse `user_id`'s join: LJC or TJC with F=0, and the same answer to
+    /// its resent requests for a while.
+    fn refuse_member(&mut self, user_id: u32, now: Instant) {
+        if let Some(m) = self.members.remove(user_id) {
+            self.refused.insert(m.addr, now + self.cfg.rxt * self.cfg.retries.max(1) * 2);
+            let ty = if m.creation { PacketType::Tjc } else { PacketType::Ljc };
+            self.refuse(m.addr, ty);
+        }
     }
 
     /// A refusal: LJC or TJC with F=0.
@@ -493,8 +605,9 @@ impl Owner {
         self.refused.get(&addr).is_some_and(|until| *until > now)
     }
 
-    /// LJR: a late join request, or a resend of one.
-    fn on_ljr(&mut self, now: Instant, from: SocketAddr) -> bool {
+    /// LJR: a late join request, or a resend of one. Its PSN is the most
+    /// children the TU takes as a repair agent (0: a leaf).
+    fn on_ljr(&mut self, now: Instant, from: SocketAddr, p: &Packet<'_>) -> bool {
         if !matches!(self.phase, Phase::Open | Phase::Creating) {
             return false;
         }
@@ -504,11 +617,11 @@ impl Owner {
         }
         match self.member_at(from) {
             None => {
-                self.new_member(from, false, now);
+                self.new_member(from, false, p.header.psn, now);
             }
             // The LJC was lost: send it again (unless the application has not answered yet).
             Some(id) => {
-                if self.members.get(&id).is_some_and(|m| m.state != MemberState::Pending) {
+                if self.members.get(id).is_some_and(|m| m.state != MemberState::Pending) {
                     let ctl = self.confirm_packet(id, PacketType::Ljc);
                     self.io.ctl.extend(ctl);
                 }
@@ -517,8 +630,58 @@ impl Owner {
         true
     }
 
+    /// LJR with F=1: member `M`, whose parent fell silent, asks for a new one
+    /// (its Acknowledgement element says where its data stands). It goes to
+    /// the nearest ancestor of its old parent with room, or to the TO: only
+    /// an ancestor is sure to still hold what it lacks.
+    fn on_rebind(&mut self, now: Instant, from: SocketAddr, p: &Packet<'_>) -> bool {
+        let claimed = p.elements.membership.map(|m| m.member_id);
+        let Some(id) = self.member_at(from).filter(|id| Some(*id) == claimed) else {
+            // Not (or no longer) a member: it must not wait for nothing.
+            self.refuse(from, PacketType::Ljc);
+            return true;
+        };
+        let Some(m) = self.members.get(id).filter(|m| m.state != MemberState::Pending) else { return false };
+        let old = m.parent;
+        let from_ancestor = match m.orphan {
+            Some((_, ancestor)) => ancestor,
+            None => self.members.get(old).map_or(TO, |o| o.parent),
+        };
+        let lsn = p.elements.ack.map(|a| Psn(a.lsn)).filter(|l| l.is_valid()).unwrap_or(m.start);
+        let new = if old == TO { TO } else { self.members.place_orphan(id, from_ancestor) };
+        if new == TO && self.cfg.ro == Ro::Reliable && lsn.is_before(self.parent.store.base()) {
+            // Released already: it cannot be repaired without a gap.
+            log::info!("member {id} rebinds from {lsn:?}, released already: ejected");
+            if let Some(m) = self.depart(id, LeaveReason::Failed, now) {
+                self.send_ejection(id, &m, now);
+            }
+            return true;
+        }
+        if old != TO && old != new && self.members.get(old).is_some() {
+            // Its old parent may only be silent to it: tell it to let go.
+            self.send_eject_order(id, old, now);
+        }
+        self.io.stop_repeat(Key::Notice(id));
+        self.parent.remove(id);
+        self.members.set_parent(id, new);
+        let Some(m) = self.members.get_mut(id) else { return false };
+        m.start = lsn;
+        m.rtt = None;
+        let (addr, child_id) = (m.addr, m.child_id);
+        log::info!("member {id} rebinds from parent {old} to {new}");
+        if new == TO {
+            self.parent.add(id, addr, child_id, lsn, now);
+        } else {
+            self.send_notice(id, now);
+        }
+        let ctl = self.confirm_packet(id, PacketType::Ljc);
+        self.io.ctl.extend(ctl);
+        true
+    }
+
     /// TJR: a tree join, from a late joiner after LJC or, in the creation
-    /// phase, from a TU that heard CCR.
+    /// phase, from a TU that heard CCR (its PSN: the most children it takes
+    /// as a repair agent).
     fn on_tjr(&mut self, now: Instant, from: SocketAddr, packet: &Packet<'_>) -> bool {
         if self.is_refused(from, now) {
             self.refuse(from, PacketType::Tjc);
@@ -526,17 +689,26 @@ impl Owner {
         }
         match self.member_at(from) {
             Some(id) => {
-                let Some(m) = self.members.get_mut(&id) else { return false };
-                if m.state != MemberState::Pending {
-                    m.state = MemberState::Active;
-                    self.parent.activate(id);
-                    let ctl = self.confirm_packet(id, PacketType::Tjc);
-                    self.io.ctl.extend(ctl);
+                let Some(m) = self.members.get(id) else { return false };
+                match (m.state, m.parent) {
+                    (MemberState::Pending, _) => {}
+                    (_, TO) => {
+                        self.members.activate(id);
+                        self.parent.activate(id);
+                        let ctl = self.confirm_packet(id, PacketType::Tjc);
+                        self.io.ctl.extend(ctl);
+                    }
+                    // Sent on to a repair agent in the creation phase: that TJC was lost.
+                    _ if m.creation => {
+                        let ctl = self.confirm_packet(id, PacketType::Tjc);
+                        self.io.ctl.extend(ctl);
+                    }
+                    _ => return false,
                 }
                 true
             }
             None if self.is_creating() && packet.elements.membership.is_none_or(|m| m.member_id == 0) => {
-                self.new_member(from, true, now);
+                self.new_member(from, true, packet.header.psn, now);
                 true
             }
             None => {
@@ -547,13 +719,57 @@ impl Owner {
         }
     }
 
+    /// TJC from a repair agent: member `M` attached to it (F=1), or it cannot
+    /// take `M` (F=0: it no longer holds what `M` needs), then `M` goes on up.
+    fn on_attach_report(&mut self, now: Instant, from: SocketAddr, p: &Packet<'_>) -> bool {
+        let (Some(ra), Some(r)) = (self.member_at(from), p.elements.membership) else { return false };
+        let id = r.member_id;
+        if self.members.get(id).is_none_or(|m| m.parent != ra) {
+            return true; // late news of a member gone or moved
+        }
+        self.io.stop_repeat(Key::Notice(id));
+        if p.header.flag {
+            self.members.activate(id);
+            if let Some(m) = self.members.get_mut(id) {
+                m.child_id = r.child_id;
+            }
+            self.parent.unpin(id);
+        } else {
+            let up = self.members.get(ra).map_or(TO, |m| m.parent);
+            let new = self.members.place_orphan(id, up);
+            self.members.set_parent(id, new);
+            let Some(m) = self.members.get(id) else { return true };
+            let (addr, child_id, start) = (m.addr, m.child_id, m.start);
+            if new == TO {
+                self.parent.add(id, addr, child_id, start, now);
+            } else {
+                self.send_notice(id, now);
+            }
+            let ctl = self.confirm_packet(id, PacketType::Ljc);
+            self.io.ctl.extend(ctl);
+        }
+        true
+    }
+
+    /// CCC: a creation-phase confirm from a member, or a repair agent's RTT
+    /// report about one of its children (Membership + Timestamp: µs).
+    fn on_ccc(&mut self, from: SocketAddr, p: &Packet<'_>) -> bool {
+        let Some(sender) = self.member_at(from) else { return false };
+        if let (Some(r), Some(us)) = (p.elements.membership, p.elements.timestamp)
+            && let Some(m) = self.members.get_mut(r.member_id).filter(|m| m.parent == sender)
+        {
+            m.rtt = Some(Duration::from_micros(us));
+        }
+        true
+    }
+
     /// TGR: a member asks for a token with its initial PSN.
     fn on_tgr(&mut self, from: SocketAddr, isn: Psn) -> bool {
         let Some(user_id) = self.member_at(from) else {
             self.io.ctl.push_back(Tokens::refuse_stranger(self.conn_id, from, isn));
             return true;
         };
-        if self.members.get(&user_id).is_none_or(|m| m.state != MemberState::Active) || !isn.is_valid() {
+        if self.members.get(user_id).is_none_or(|m| !m.is_member()) || !isn.is_valid() {
             return false;
         }
         let io = &mut self.io;
@@ -583,24 +799,35 @@ impl Owner {
         self.tokens.on_heartbeat(&self.cfg, self.conn_id, user_id, packet, &mut io.ctl, &mut io.stats)
     }
 
-    /// ULR with F=1: a member leaves.
-    fn on_leave(&mut self, from: SocketAddr) -> bool {
-        match self.member_at(from) {
-            Some(id) => {
-                self.remove_member(id);
-                self.update_stable();
-                true
-            }
-            None => false,
+    /// ULR with F=1: a child of the TO leaves, or a repair agent reports
+    /// that one of its children is gone (Membership: that child; PSN: why),
+    /// which the TO confirms by echoing it.
+    fn on_ulr(&mut self, now: Instant, from: SocketAddr, p: &Packet<'_>) -> bool {
+        let Some(sender) = self.member_at(from) else { return false };
+        let about = p.elements.membership.map_or(sender, |m| m.member_id);
+        if about == sender {
+            self.depart(sender, LeaveReason::Left, now);
+            return true;
         }
+        let mut h = Header::new(PacketType::Ulr, self.conn_id);
+        h.flag = true;
+        let mut confirm = Ctl::new(Dest::Unicast(from), h);
+        confirm.elements.membership = Some(Membership::of(about));
+        self.io.ctl.push_back(confirm);
+        self.io.stop_repeat(Key::EjectOrder(about));
+        if self.members.get(about).is_some_and(|m| m.parent == sender) {
+            let reason = u8::try_from(p.header.psn).ok().and_then(LeaveReason::from_u8).unwrap_or(LeaveReason::Failed);
+            self.depart(about, reason, now);
+        }
+        true
     }
 
-    /// ACK from a child: its LSN moves the stable point, and the losses it
-    /// reports are repaired by RDATA to the group, each at most once per RXT
+    /// ACK from a child: its Stable moves the stable point, and the losses it
+    /// reports are repaired, each at most once per RXT per destination
     /// (draft: "ACK generation"). In the unreliable mode ACKs only report.
     fn on_ack(&mut self, now: Instant, from: SocketAddr, packet: &Packet<'_>) -> bool {
         let (Some(user_id), Some(ack)) = (self.parent.at(from), packet.elements.ack) else { return false };
-        let repair = (self.cfg.ro != Ro::Unreliable).then_some(Dest::Group);
+        let repair = (self.cfg.ro != Ro::Unreliable).then(|| self.repair_dest(from));
         let (end, next) = (self.sender.first_unsent(), self.sender.next_psn());
         if !self.parent.on_ack(user_id, &ack, end, next, repair, now, self.cfg.rxt) {
             return false;
@@ -609,7 +836,7 @@ impl Owner {
         true
     }
 
-    /// Release the DATA every child has.
+    /// Release the DATA every child's subtree has.
     fn update_stable(&mut self) {
         self.parent.release(self.sender.first_unsent());
     }
@@ -636,22 +863,74 @@ impl Owner {
         true
     }
 
-    /// Eject every member silent for FDN x HGT: it is taken for dead, and
+    /// Eject every child silent for FDN x HGT: it is taken for dead, and
     /// what the TO kept only for it is released.
     fn detect_failures(&mut self, now: Instant) {
         let limit = self.failure_time();
         for id in self.parent.silent(now, limit) {
             log::info!("member {id} silent for {limit:?}: ejected");
-            let _ = self.eject(id, now);
+            if let Some(m) = self.depart(id, LeaveReason::Failed, now) {
+                self.send_ejection(id, &m, now);
+            }
         }
     }
 
-    fn remove_member(&mut self, user_id: u32) -> Option<Member> {
-        let m = self.members.remove(&user_id)?;
-        self.by_addr.remove(&m.addr);
-        // Deliver what it sent before it left, then free its token.
+    /// Orphans that did not rebind within the grace period are lost: their
+    /// own children become orphans in turn.
+    fn sweep_orphans(&mut self, now: Instant) {
+        for id in self.members.lost_orphans(now, rebind_grace(&self.cfg)) {
+            log::info!("member {id} did not rebind after its parent was lost");
+            if let Some(m) = self.depart(id, LeaveReason::Failed, now) {
+                self.send_ejection(id, &m, now);
+            }
+        }
+    }
+
+    /// Member `user_id` stops being one, for `reason`: out of the table and,
+    /// if it was the TO's child, out of the children (a child with
+    /// descendants leaves a pin at its last stable point while they rebind);
+    /// its children are orphans; what it sent comes in, its token is freed;
+    /// the application hears of it once.
+    fn depart(&mut self, user_id: u32, reason: LeaveReason, now: Instant) -> Option<Member> {
+        let m = self.members.remove(user_id)?;
         self.tokens.forget(user_id, &mut self.io.stats);
-        self.parent.remove(user_id);
+        self.io.stop_repeat(Key::Notice(user_id));
+        self.parent.unpin(user_id);
+        if let Some(c) = self.parent.remove(user_id)
+            && c.adn > 1
+        {
+            self.parent.pin(user_id, c.stable, now + rebind_grace(&self.cfg));
+        }
+        self.members.orphan_children(&m, now);
+        if m.state != MemberState::Pending {
+            self.events.push_back(Event::Left { user_id, reason });
+        }
+        self.update_stable();
         Some(m)
+    }
+
+    /// The ULRs that end `user_id` (gone from the table as `m`): F=0 to it,
+    /// a few times, and the order to drop it to its parent when that is a
+    /// repair agent.
+    fn send_ejection(&mut self, user_id: u32, m: &Member, now: Instant) {
+        let mut h = Header::new(PacketType::Ulr, self.conn_id);
+        h.flag = false;
+        let mut ctl = Ctl::new(Dest::Unicast(m.addr), h);
+        ctl.elements.membership = Some(Membership { tree_level: 1, child_id: m.child_id, ..Membership::of(user_id) });
+        self.io.repeat(Key::Eject(user_id), ctl, ULR_SENDS, self.cfg.rxt, now);
+        if m.parent != TO && self.members.get(m.parent).is_some() {
+            self.send_eject_order(user_id, m.parent, now);
+        }
+    }
+
+    /// ULR with F=0 to repair agent `parent`, naming its child `user_id`:
+    /// drop it. Repeated until the agent's departure report.
+    fn send_eject_order(&mut self, user_id: u32, parent: u32, now: Instant) {
+        let mut h = Header::new(PacketType::Ulr, self.conn_id);
+        h.flag = false;
+        let mut ctl = Ctl::new(Dest::Unicast(self.parent_addr(parent)), h);
+        ctl.elements.membership = Some(Membership { parent_id: parent, ..Membership::of(user_id) });
+        let (limit, rxt) = (self.cfg.retries, self.cfg.rxt);
+        self.io.repeat(Key::EjectOrder(user_id), ctl, limit, rxt, now);
     }
 }

@@ -2,15 +2,22 @@
 //! the children table, the stable point, the repair store and its repairs,
 //! the heartbeats to the children and the detection of silent ones.
 //!
-//! The TO is the parent of its children; a repair agent is a parent of its
-//! own. What to do with a dead child (eject it, tell the TO) is the node's
-//! business: the role only reports which children fell silent.
+//! The TO is the parent of its children; a repair agent (RA) is a parent of
+//! its own. What to do with a dead child (eject it, tell the TO) is the
+//! node's business: the role only reports which children fell silent.
+//!
+//! The invariant that makes failover safe (see `docs/tree.md`): a parent
+//! releases a DATA packet only when every child reported, in the Stable field
+//! of its Acknowledgement element, that its whole subtree holds it; and a
+//! parent keeps a *pin* at the stable point of a child that was admitted but
+//! has not attached yet, or that died with descendants who must rebind.
+//! Every ancestor therefore still holds whatever any descendant lacks.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::ack::RepairLimiter;
+use super::ack::{RepairLimiter, missing};
 use super::store::RepairStore;
 use super::{Ctl, Dest};
 use crate::wire::{AckInfo, Header, Membership, PacketType, Psn};
@@ -26,10 +33,25 @@ pub(crate) struct ChildState {
     pub active: bool,
     /// Lowest PSN it has not received, from its ACKs (its start before any).
     pub lsn: Psn,
+    /// Lowest PSN its subtree does not hold (its LSN for a leaf).
+    pub stable: Psn,
+    /// Active TUs in its subtree, itself included (ADN), from its ACKs.
+    pub adn: u32,
     /// When a packet from it last arrived (failure detection).
     pub heard: Instant,
     /// Round-trip time measured by HB/HBACK.
     pub rtt: Option<Duration>,
+}
+
+/// A point below which nothing may be released yet: a child admitted and not
+/// attached yet, or the last stable point of a dead child whose descendants
+/// are rebinding.
+#[derive(Clone, Copy, Debug)]
+struct Pin {
+    /// The member it is kept for.
+    key: u32,
+    psn: Psn,
+    until: Instant,
 }
 
 /// The parent role of one node.
@@ -37,15 +59,21 @@ pub(crate) struct ChildState {
 pub(crate) struct Parent {
     children: BTreeMap<u32, ChildState>,
     by_addr: HashMap<SocketAddr, u32>,
-    /// DATA kept until every child has it.
+    /// DATA kept until every child's subtree has it.
     pub store: RepairStore,
     repairs: RepairLimiter,
     /// Repairs to send: the PSN and where it goes.
     rdata: VecDeque<(Psn, Dest)>,
+    /// Children that asked for a PSN this parent does not have yet (a
+    /// repair agent that lost it too): served as soon as it arrives.
+    wanted: HashMap<u32, Vec<u32>>,
+    pins: Vec<Pin>,
     /// Timestamps are microseconds since this instant.
     epoch: Instant,
-    /// Which child the next HB asks to answer (round robin).
+    /// Which child the next multicast HB asks to answer (round robin).
     hb_turn: u32,
+    /// The next Child ID a repair agent gives.
+    next_child_id: u16,
 }
 
 impl Parent {
@@ -57,15 +85,25 @@ impl Parent {
             store: RepairStore::new(base, capacity),
             repairs: RepairLimiter::default(),
             rdata: VecDeque::new(),
+            wanted: HashMap::new(),
+            pins: Vec::new(),
             epoch: now,
             hb_turn: 0,
+            next_child_id: 1,
         }
+    }
+
+    /// A fresh Child ID (a repair agent's; the TO derives them from member ids).
+    pub(crate) fn new_child_id(&mut self) -> u16 {
+        let id = self.next_child_id;
+        self.next_child_id = self.next_child_id.wrapping_add(1).max(1);
+        id
     }
 
     /// Take member `id` at `addr` as a child that delivers from `start`;
     /// it becomes active with [`Parent::activate`].
     pub(crate) fn add(&mut self, id: u32, addr: SocketAddr, child_id: u16, start: Psn, now: Instant) {
-        let c = ChildState { addr, child_id, active: false, lsn: start, heard: now, rtt: None };
+        let c = ChildState { addr, child_id, active: false, lsn: start, stable: start, adn: 1, heard: now, rtt: None };
         if let Some(old) = self.children.insert(id, c) {
             self.by_addr.remove(&old.addr);
         }
@@ -96,9 +134,14 @@ impl Parent {
         self.children.get(&id)
     }
 
-    /// No child at all.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.children.is_empty()
+    /// Number of children (admitted or active).
+    pub(crate) fn len(&self) -> usize {
+        self.children.len()
+    }
+
+    /// Active TUs below this parent: the sum of its active children's ADN.
+    pub(crate) fn descendants(&self) -> u32 {
+        self.children.values().filter(|c| c.active).map(|c| c.adn.max(1)).fold(0u32, u32::saturating_add)
     }
 
     /// Something arrived from child `id`.
@@ -108,11 +151,13 @@ impl Parent {
         }
     }
 
-    /// An Acknowledgement element from child `id`: its LSN moves the stable
-    /// point, and with `repair` the losses it reports (that the store still
-    /// has, sent before `sent_end`) are queued for `dest`, each at most once
-    /// per `backoff` (draft: "ACK generation"). `next` is one past the last
-    /// PSN that exists: an LSN beyond it is a lie. Returns false for one.
+    /// An Acknowledgement element from child `id`: its Stable field moves the
+    /// stable point, and (with `repair`) the losses its LSN and bitmap report
+    /// are queued for `repair`, each at most once per `backoff` per
+    /// destination (draft: "ACK generation", "Retransmissions and ACK
+    /// Aggregation by RA"). `sent_end` is one past the last PSN this parent
+    /// could have (it repairs nothing at or after it); `next` is one past the
+    /// last PSN that exists: an LSN beyond it is a lie. Returns false for one.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_ack(
         &mut self,
@@ -129,39 +174,101 @@ impl Parent {
         if !lsn.is_valid() || next.is_before(lsn) {
             return false;
         }
+        // A subtree cannot hold more than its root: a Stable after the LSN is clamped.
+        let stable = if Psn(ack.stable).is_valid() && !lsn.is_before(Psn(ack.stable)) { Psn(ack.stable) } else { lsn };
         // One behind what it already reported is an old ACK overtaken by a newer one.
         if c.lsn.is_before(lsn) {
             c.lsn = lsn;
         }
-        if let Some(dest) = repair {
-            let (store, rdata) = (&self.store, &mut self.rdata);
-            self.repairs.schedule(ack, sent_end, now, backoff, |p| store.contains(p), |p| rdata.push_back((p, dest)));
+        if c.stable.is_before(stable) {
+            c.stable = stable;
+        }
+        c.adn = ack.adn.max(1);
+        let Some(dest) = repair else { return true };
+        for psn in missing(ack, sent_end) {
+            if self.store.contains(psn) {
+                if self.repairs.allow(psn, dest, now, backoff) {
+                    self.rdata.push_back((psn, dest));
+                }
+            } else if !psn.is_before(self.store.base()) {
+                // Not here yet (lost on the way to this parent too): served on arrival.
+                let w = self.wanted.entry(psn.0).or_default();
+                if !w.contains(&id) {
+                    w.push(id);
+                }
+            }
         }
         true
     }
 
-    /// An echoed Timestamp from child `id`: its round-trip time.
-    pub(crate) fn on_timestamp(&mut self, id: u32, ts: u64, now: Instant) {
-        let sent = self.epoch + Duration::from_micros(ts);
-        if let Some(c) = self.children.get_mut(&id)
-            && sent <= now
-        {
-            c.rtt = Some(now - sent);
+    /// `psn` was just added to the store: repair it to the children waiting for it.
+    pub(crate) fn on_stored(&mut self, psn: Psn, now: Instant, backoff: Duration) {
+        let Some(waiting) = self.wanted.remove(&psn.0) else { return };
+        for id in waiting {
+            if let Some(c) = self.children.get(&id) {
+                let dest = Dest::Unicast(c.addr);
+                if self.repairs.allow(psn, dest, now, backoff) {
+                    self.rdata.push_back((psn, dest));
+                }
+            }
         }
     }
 
-    /// The lowest PSN some child lacks, or `end` when all have everything
-    /// before it.
-    pub(crate) fn stable(&self, end: Psn) -> Psn {
-        self.children.values().map(|c| c.lsn).fold(end, |low, l| if l.is_before(low) { l } else { low })
+    /// An echoed Timestamp from child `id`: its round-trip time.
+    pub(crate) fn on_timestamp(&mut self, id: u32, ts: u64, now: Instant) -> Option<Duration> {
+        let sent = self.epoch + Duration::from_micros(ts);
+        let c = self.children.get_mut(&id)?;
+        if sent > now {
+            return None;
+        }
+        c.rtt = Some(now - sent);
+        c.rtt
     }
 
-    /// Release what every child has (everything before the stable point,
-    /// and at most up to `end`).
+    /// Keep everything from `psn` on for member `key` until `until` (or
+    /// [`Parent::unpin`]).
+    pub(crate) fn pin(&mut self, key: u32, psn: Psn, until: Instant) {
+        self.pins.retain(|p| p.key != key);
+        self.pins.push(Pin { key, psn, until });
+    }
+
+    /// Drop the pin kept for `key`.
+    pub(crate) fn unpin(&mut self, key: u32) {
+        self.pins.retain(|p| p.key != key);
+    }
+
+    /// Drop the pins that expired.
+    pub(crate) fn expire_pins(&mut self, now: Instant) {
+        self.pins.retain(|p| p.until > now);
+    }
+
+    /// The lowest PSN some child's subtree (or a pin) lacks, if any child or
+    /// pin there is.
+    pub(crate) fn lowest_needed(&self) -> Option<Psn> {
+        let children = self.children.values().map(|c| c.stable);
+        let pins = self.pins.iter().map(|p| p.psn);
+        children.chain(pins).reduce(|low, l| if l.is_before(low) { l } else { low })
+    }
+
+    /// The stable point: the lowest PSN needed below this parent, or `end`
+    /// when nothing before it is needed.
+    pub(crate) fn stable(&self, end: Psn) -> Psn {
+        match self.lowest_needed() {
+            Some(l) if l.is_before(end) => l,
+            _ => end,
+        }
+    }
+
+    /// Release what every child's subtree has (everything before the stable
+    /// point, and at most up to `end`).
     pub(crate) fn release(&mut self, end: Psn) {
         let stable = self.stable(end);
         self.store.release_before(stable);
-        self.repairs.forget_before(self.store.base());
+        let base = self.store.base();
+        self.repairs.forget_before(base);
+        if !self.wanted.is_empty() {
+            self.wanted.retain(|&p, _| !Psn(p).is_before(base));
+        }
     }
 
     /// The next repair to send.
@@ -173,17 +280,37 @@ impl Parent {
     /// still repairable, a timestamp, and the active child that must answer
     /// (round robin).
     pub(crate) fn heartbeat(&mut self, conn_id: u32, lowest: Psn, dest: Dest, now: Instant) -> Ctl {
-        let mut h = Header::new(PacketType::Hb, conn_id);
-        h.psn = lowest.0;
-        let mut ctl = Ctl::new(dest, h);
-        ctl.elements.timestamp = Some(micros(now, self.epoch));
+        let mut ctl = self.hb(conn_id, lowest, dest, now);
         let active: Vec<(u32, u16)> =
             self.children.iter().filter(|(_, c)| c.active).map(|(&id, c)| (id, c.child_id)).collect();
         if !active.is_empty() {
             let (member_id, child_id) = active[self.hb_turn as usize % active.len()];
             self.hb_turn = self.hb_turn.wrapping_add(1);
-            ctl.elements.membership = Some(Membership { tree_level: 0, child_id, member_id });
+            ctl.elements.membership = Some(Membership { tree_level: 0, child_id, member_id, parent_id: 0 });
         }
+        ctl
+    }
+
+    /// A repair agent's HBs: one to each active child, naming it, with the
+    /// tree level it has (`level`) and its parent (`me`).
+    pub(crate) fn heartbeat_each(&self, conn_id: u32, lowest: Psn, me: u32, level: u8, now: Instant) -> Vec<Ctl> {
+        self.children
+            .iter()
+            .filter(|(_, c)| c.active)
+            .map(|(&id, c)| {
+                let mut ctl = self.hb(conn_id, lowest, Dest::Unicast(c.addr), now);
+                let m = Membership { tree_level: level, child_id: c.child_id, member_id: id, parent_id: me };
+                ctl.elements.membership = Some(m);
+                ctl
+            })
+            .collect()
+    }
+
+    fn hb(&self, conn_id: u32, lowest: Psn, dest: Dest, now: Instant) -> Ctl {
+        let mut h = Header::new(PacketType::Hb, conn_id);
+        h.psn = lowest.0;
+        let mut ctl = Ctl::new(dest, h);
+        ctl.elements.timestamp = Some(micros(now, self.epoch));
         ctl
     }
 
@@ -200,4 +327,60 @@ impl Parent {
 /// Microseconds from `epoch` to `now`, for the Timestamp element.
 pub(crate) fn micros(now: Instant, epoch: Instant) -> u64 {
     u64::try_from(now.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::store::Segment;
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i], 4000))
+    }
+
+    #[test]
+    fn stable_is_the_lowest_subtree_point_and_pins_hold_it() {
+        let t0 = Instant::now();
+        let mut p = Parent::new(Psn(1), 1000, t0);
+        for i in 1..=20 {
+            p.store.insert(Segment::copy(Psn(i), true, b"x"));
+        }
+        p.add(7, addr(7), 1, Psn(1), t0);
+        p.add(8, addr(8), 2, Psn(1), t0);
+        let mut a = AckInfo::new(15, 3);
+        a.stable = 9; // an RA child holding 1..14 itself, a grandchild lacking 9
+        assert!(p.on_ack(7, &a, Psn(21), Psn(21), None, t0, Duration::ZERO));
+        assert!(p.on_ack(8, &AckInfo::new(12, 1), Psn(21), Psn(21), None, t0, Duration::ZERO));
+        assert_eq!(p.stable(Psn(21)), Psn(9));
+        p.release(Psn(21));
+        assert_eq!(p.store.base(), Psn(9), "what a grandchild lacks is still kept");
+        assert_eq!(p.descendants(), 0, "no child is active yet");
+        p.activate(7);
+        assert_eq!(p.descendants(), 3);
+        p.pin(99, Psn(5), t0 + Duration::from_secs(1));
+        assert_eq!(p.stable(Psn(21)), Psn(5));
+        p.expire_pins(t0 + Duration::from_secs(1));
+        assert_eq!(p.stable(Psn(21)), Psn(9));
+        let mut lie = AckInfo::new(22, 1);
+        lie.stable = 22;
+        assert!(!p.on_ack(8, &lie, Psn(21), Psn(21), None, t0, Duration::ZERO), "an LSN beyond what exists");
+    }
+
+    #[test]
+    fn a_request_for_what_the_store_lacks_is_served_on_arrival() {
+        let t0 = Instant::now();
+        let rxt = Duration::from_millis(100);
+        let mut p = Parent::new(Psn(1), 1000, t0);
+        p.store.insert(Segment::copy(Psn(1), true, b"a"));
+        p.add(7, addr(7), 1, Psn(1), t0);
+        let mut a = AckInfo::new(1, 1);
+        a.set_received(0, false); // 2 lost too
+        let dest = Dest::Unicast(addr(7));
+        assert!(p.on_ack(7, &a, Psn(3), Psn(3), Some(dest), t0, rxt));
+        assert_eq!(p.next_repair(), Some((Psn(1), dest)));
+        assert_eq!(p.next_repair(), None, "2 is not here yet");
+        p.store.insert(Segment::copy(Psn(2), true, b"b"));
+        p.on_stored(Psn(2), t0, rxt);
+        assert_eq!(p.next_repair(), Some((Psn(2), dest)));
+    }
 }

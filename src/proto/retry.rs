@@ -21,8 +21,17 @@ pub(crate) enum Key {
     Token,
     /// TO: CTR at termination (no confirm).
     Ctr,
-    /// TO: the ULR (F=0) ejecting this member (no confirm).
+    /// A parent's ULR (F=0) ejecting this member (no confirm).
     Eject(u32),
+    /// TO: the admission notice (TJR with F=1) telling a repair agent that
+    /// this member will attach; stopped by the agent's attach report.
+    Notice(u32),
+    /// TO: the order (ULR with F=0) telling this member's parent to drop it;
+    /// stopped by the parent's departure report.
+    EjectOrder(u32),
+    /// Repair agent: the departure report (ULR with F=1) about this former
+    /// child; stopped by the TO's confirm.
+    Departure(u32),
 }
 
 impl Key {

@@ -652,6 +652,7 @@ impl Sim {
                     Answer::Manual => Ok(()),
                     a => o.confirm_token(user_id, a == Answer::Accept),
                 },
+                Event::Left { .. } => Ok(()),
             };
             assert_eq!(result, Ok(()), "answering {ev:?}");
             self.events.push(ev);

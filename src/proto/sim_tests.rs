@@ -767,7 +767,7 @@ fn hostile_input_is_counted_and_harmless() {
     let good = packet(header(PacketType::Ljc, conn, 5, true, 0), b"", |e| {
         e.connection =
             Some(ConnectionParams { tco: Tco::Flat, ro: Ro::Reliable, agn: 1, fdn: 3, mss: 1400, hgt_ms: 3000 });
-        e.membership = Some(Membership { tree_level: 1, child_id: 1, member_id: 1 });
+        e.membership = Some(Membership { tree_level: 1, child_id: 1, member_id: 1, parent_id: 0 });
         e.address = Some(OWNER_ADDR);
     });
     junk.extend((0..good.len()).map(|n| good[..n].to_vec()));
@@ -817,10 +817,10 @@ fn hostile_input_is_counted_and_harmless() {
     let ljc = packet(header(PacketType::Ljc, conn, 5, true, 0), b"", |e| {
         e.connection =
             Some(ConnectionParams { tco: Tco::Flat, ro: Ro::Unreliable, agn: 1, fdn: 3, mss: 64, hgt_ms: 10 });
-        e.membership = Some(Membership { tree_level: 1, child_id: 9, member_id: 99 });
+        e.membership = Some(Membership { tree_level: 1, child_id: 9, member_id: 99, parent_id: 0 });
     });
     let tjc = packet(header(PacketType::Tjc, conn, 5, true, 0), b"", |e| {
-        e.membership = Some(Membership { tree_level: 1, child_id: 9, member_id: 99 });
+        e.membership = Some(Membership { tree_level: 1, child_id: 9, member_id: 99, parent_id: 0 });
     });
     for p in [&ljc, &tjc] {
         let now = sim.now;
@@ -888,11 +888,11 @@ fn forged_join_answers_do_not_hijack_a_joining_tu() {
     let ljc = packet(header(PacketType::Ljc, fake_conn, 5, true, 0), b"", |e| {
         e.connection =
             Some(ConnectionParams { tco: Tco::Flat, ro: Ro::Unreliable, agn: 1, fdn: 3, mss: 64, hgt_ms: 10 });
-        e.membership = Some(Membership { tree_level: 1, child_id: 9, member_id: 99 });
+        e.membership = Some(Membership { tree_level: 1, child_id: 9, member_id: 99, parent_id: 0 });
         e.address = Some(STRANGER_ADDR);
     });
     let tjc = packet(header(PacketType::Tjc, fake_conn, 5, true, 0), b"", |e| {
-        e.membership = Some(Membership { tree_level: 1, child_id: 9, member_id: 99 });
+        e.membership = Some(Membership { tree_level: 1, child_id: 9, member_id: 99, parent_id: 0 });
     });
     let refusal = packet(header(PacketType::Ljc, fake_conn, 0, false, 0), b"", |_| {});
     let now = sim.now;

@@ -203,7 +203,7 @@ impl Su {
     }
 
     /// The TO's HBACK acknowledges what it received; resend what it lacks.
-    pub(crate) fn on_hback(&mut self, cfg: &Config, now: Instant, p: &Packet<'_>) -> bool {
+    pub(crate) fn on_hback(&mut self, me: &Me, cfg: &Config, now: Instant, p: &Packet<'_>) -> bool {
         let id = self.token_id_any();
         if id == 0 || p.header.token_id != id {
             return false;
@@ -217,6 +217,7 @@ impl Su {
         self.repairs.schedule(
             &ack,
             c.sender.first_unsent(),
+            Dest::Unicast(me.owner),
             now,
             cfg.rxt,
             |p| store.contains(p),

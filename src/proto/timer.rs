@@ -28,13 +28,16 @@ pub(crate) enum Timer {
     Keepalive,
     /// Child: the parent has been silent for FDN x HGT.
     ParentSilence,
+    /// TU whose parent is a repair agent: the TO's multicast has been
+    /// silent for FDN x HGT.
+    OwnerSilence,
     /// SU: the next HB to the TO on the backward channel.
     SuHeartbeat,
 }
 
 impl Timer {
     /// Every timer, in the order `handle_timeout` fires the due ones.
-    pub(crate) const ALL: [Timer; 10] = [
+    pub(crate) const ALL: [Timer; 11] = [
         Timer::CreationEnd,
         Timer::Ccr,
         Timer::Heartbeat,
@@ -44,6 +47,7 @@ impl Timer {
         Timer::AckRepeat,
         Timer::Keepalive,
         Timer::ParentSilence,
+        Timer::OwnerSilence,
         Timer::SuHeartbeat,
     ];
 }

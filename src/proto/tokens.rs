@@ -39,6 +39,14 @@ impl Tokens {
         Tokens { holders: vec![None; 256], state: HashMap::new(), backward: BTreeMap::new(), inbox: VecDeque::new() }
     }
 
+    /// The token member `user_id` holds, or 0.
+    pub(crate) fn token_of(&self, user_id: u32) -> u8 {
+        match self.state.get(&user_id) {
+            Some(TokenState::Held { id, .. }) => *id,
+            _ => 0,
+        }
+    }
+
     /// Whether member `user_id` holds token `token_id`.
     fn holds(&self, user_id: u32, token_id: u8) -> bool {
         token_id != 0 && self.holders[usize::from(token_id)].is_some_and(|(u, _)| u == user_id)

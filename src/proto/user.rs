@@ -3,19 +3,24 @@
 //! back as an SU.
 //!
 //! Draft clauses: "Connection creation", "Late join", "Forward data",
-//! "Tokens", "Backward data", "Leave, pause, termination".
+//! "Tokens", "Backward data", "Leave, pause, termination", "Control Tree
+//! Maintenance". Every TU has the [`Child`] role; one that offered to be a
+//! repair agent in a tree has the [`Ra`] role too; one holding a token has
+//! the [`Su`] role's channel. A TU whose repair-agent parent falls silent
+//! rebinds: it asks the TO for a new parent and keeps delivering.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::child::{Child, Me};
+use super::child::{Child, Me, Subtree};
+use super::ra::Ra;
 use super::receiver::{Accept, Message};
 use super::retry::Key;
 use super::su::Su;
 use super::timer::Timer;
 use super::{Config, Ctl, Dest, Io, MAX_WINDOW, Rng, Stats, Transmit};
-use crate::wire::{Header, Membership, Packet, PacketType, Psn};
+use crate::wire::{Header, Membership, Packet, PacketType, Psn, Tco};
 
 /// DATA kept while the TU does not yet know where its data starts (it
 /// joined the group before the LJC arrived).
@@ -104,22 +109,28 @@ pub struct User {
     /// DATA heard before the start PSN was known.
     early: VecDeque<Early>,
     su: Su,
+    /// The repair-agent role, when this TU offered it in a tree.
+    ra: Option<Ra>,
+    /// Its parent fell silent: it is asking the TO for a new one.
+    rebinding: bool,
     rng: Rng,
     /// `leave` was called; the ULR follows the data queued before it.
     ulr_pending: bool,
     io: Io,
 }
 
+/// Whether `a` and `b` are the same IP and port (the flow label and scope
+/// of an IPv6 address do not tell peers apart).
+fn same(a: SocketAddr, b: SocketAddr) -> bool {
+    a.ip() == b.ip() && a.port() == b.port()
+}
+
 impl User {
     /// A TU that joins the connection of the TO at `owner` (its unicast IP and
-    /// the group port). The LJR goes out at the first `poll_transmit`.
+    /// the group port). The LJR goes out at the first `poll_transmit`; its
+    /// PSN is the most children this TU takes as a repair agent (0: a leaf).
     pub fn new(cfg: Config, owner: SocketAddr, rng: Rng, now: Instant) -> User {
-        let me = Me {
-            conn_id: None,
-            owner,
-            parent: owner,
-            membership: Membership { tree_level: 0, child_id: 0, member_id: 0 },
-        };
+        let me = Me { conn_id: None, owner, parent: owner, membership: Membership::of(0) };
         let mut u = User {
             cfg,
             me,
@@ -130,12 +141,15 @@ impl User {
             child: None,
             early: VecDeque::new(),
             su: Su::new(),
+            ra: None,
+            rebinding: false,
             rng,
             ulr_pending: false,
             io: Io::default(),
         };
-        let ljr = Ctl::new(Dest::Unicast(owner), Header::new(PacketType::Ljr, 0));
-        u.io.repeat(Key::Join, ljr, cfg.retries, cfg.rxt, now);
+        let mut h = Header::new(PacketType::Ljr, 0);
+        h.psn = u32::from(cfg.ra_children());
+        u.io.repeat(Key::Join, Ctl::new(Dest::Unicast(owner), h), cfg.retries, cfg.rxt, now);
         u
     }
 
@@ -157,6 +171,31 @@ impl User {
     /// The member id the TO gave this TU (0 before joining).
     pub fn member_id(&self) -> u32 {
         self.me.membership.member_id
+    }
+
+    /// Its parent's member id (0: the TO), for ECTP_PARENT.
+    pub fn parent_id(&self) -> u32 {
+        self.me.membership.parent_id
+    }
+
+    /// Its parent's unicast address.
+    pub fn parent_addr(&self) -> SocketAddr {
+        self.me.parent
+    }
+
+    /// Its tree level (1: a child of the TO), for ECTP_TREE_LEVEL.
+    pub fn tree_level(&self) -> u8 {
+        self.me.membership.tree_level
+    }
+
+    /// Whether it is a repair agent, and how many children it has.
+    pub fn ra_children(&self) -> Option<usize> {
+        self.ra.as_ref().map(|r| r.parent.len())
+    }
+
+    /// Whether it is looking for a new parent.
+    pub fn is_rebinding(&self) -> bool {
+        self.rebinding
     }
 
     /// The connection's parameters (the TO's, once joined).
@@ -251,6 +290,10 @@ impl User {
     // ----- driver calls -----
 
     /// Take one received datagram (multicast or unicast).
+    ///
+    /// Forward-channel packets are taken only from the exact address (IP
+    /// and port) that may send them: DATA, NDATA and CTR from the TO; RDATA,
+    /// HB and ejections from the TO or the parent.
     pub fn handle(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         let Some(packet) = self.io.stats.parse(datagram) else { return };
         let h = packet.header;
@@ -259,18 +302,18 @@ impl User {
             return;
         }
         let ours = self.me.conn_id.is_none_or(|c| c == h.connection_id);
-        if ours && self.is_connected() && (from.ip() == self.me.parent.ip() || self.is_owner(from)) {
-            self.io.timers.set(Timer::ParentSilence, now + self.failure_time());
+        let from_owner = same(from, self.me.owner);
+        let from_parent = same(from, self.me.parent);
+        if ours && self.is_connected() {
+            if from_parent {
+                self.io.timers.set(Timer::ParentSilence, now + self.failure_time());
+            }
+            if from_owner && !from_parent {
+                self.io.timers.set(Timer::OwnerSilence, now + self.failure_time());
+            }
         }
-        // The forward channel is the TO's (or the parent's): not a stranger's.
-        let forward = matches!(
-            h.packet_type,
-            PacketType::Data | PacketType::Rdata | PacketType::Ndata | PacketType::Ctr | PacketType::Hb
-        );
-        if forward && from.ip() != self.me.parent.ip() && !self.is_owner(from) {
-            self.io.stats.dropped_unexpected += 1;
-            return;
-        }
+        // A child of this repair agent: alive.
+        let child = if ours { self.ra.as_mut().and_then(|r| r.child_at(from, now)) } else { None };
         let handled = match h.packet_type {
             // Data may arrive before the LJC tells us the connection ID.
             PacketType::Data | PacketType::Rdata if h.token_id == 0 => {
@@ -278,22 +321,28 @@ impl User {
                     self.io.stats.dropped_foreign += 1;
                     return;
                 }
-                self.on_data(now, &packet)
+                (from_owner || (h.packet_type == PacketType::Rdata && from_parent)) && self.on_data(now, &packet)
             }
             _ if !ours => {
                 self.io.stats.dropped_foreign += 1;
                 return;
             }
-            PacketType::Ccr => self.on_ccr(now, from, &packet),
-            PacketType::Ljc => self.on_ljc(now, from, &packet),
-            PacketType::Tjc => self.on_tjc(now, from, &packet),
-            PacketType::Ndata => self.on_ndata(now, Psn(h.psn)),
-            PacketType::Ctr => self.on_ctr(Psn(h.psn), h.flag),
-            PacketType::Ulr if !h.flag => self.on_ejected(from, &packet),
-            PacketType::Tgc => self.is_owner(from) && self.su.on_tgc(&self.cfg, now, &packet, &mut self.io),
-            PacketType::Trc => self.is_owner(from) && self.su.on_trc(h.token_id, &mut self.io),
-            PacketType::Hb => self.on_heartbeat(now, from, &packet),
-            PacketType::Hback => self.is_owner(from) && self.su.on_hback(&self.cfg, now, &packet),
+            PacketType::Ccr => from_owner && self.on_ccr(now, &packet),
+            PacketType::Ljc => from_owner && self.on_ljc(now, &packet),
+            PacketType::Tjc => (from_parent || from_owner) && self.on_tjc(now, from, &packet),
+            PacketType::Ndata => from_owner && self.on_ndata(now, Psn(h.psn)),
+            PacketType::Ctr => from_owner && self.on_ctr(Psn(h.psn), h.flag),
+            // The TO's HB, when the parent is a repair agent, only says the TO lives.
+            PacketType::Hb if from_parent => self.on_heartbeat(now, &packet),
+            PacketType::Hb => from_owner,
+            PacketType::Ulr => self.on_ulr(now, from_owner, from_parent, child, &packet),
+            PacketType::Tjr if h.flag => from_owner && self.on_notice(now, &packet),
+            PacketType::Tjr => self.ra.as_mut().is_some_and(|r| r.on_tjr(&self.me, now, from, &packet, &mut self.io)),
+            PacketType::Ack => child.is_some_and(|id| self.on_child_ack(now, id, &packet)),
+            PacketType::Hback if from_owner => self.su.on_hback(&self.me, &self.cfg, now, &packet),
+            PacketType::Hback => child.is_some_and(|id| self.on_child_hback(now, id, &packet)),
+            PacketType::Tgc => from_owner && self.su.on_tgc(&self.cfg, now, &packet, &mut self.io),
+            PacketType::Trc => from_owner && self.su.on_trc(h.token_id, &mut self.io),
             _ => false,
         };
         if !handled {
@@ -301,7 +350,8 @@ impl User {
         }
     }
 
-    /// Next datagram to send, written into `buf`.
+    /// Next datagram to send, written into `buf`: control packets, then a
+    /// repair agent's repairs, then backward data.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.progress(now);
         if let Some(t) = self.io.poll_ctl(buf) {
@@ -309,6 +359,11 @@ impl User {
         }
         if !self.may_send_data() {
             return None;
+        }
+        if self.end.is_none()
+            && let Some(t) = self.ra.as_mut().and_then(|r| r.poll_transmit(&self.me, buf, &mut self.io))
+        {
+            return Some(t);
         }
         self.su.poll_transmit(&self.me, &self.cfg, now, buf, &mut self.io)
     }
@@ -321,29 +376,45 @@ impl User {
     /// Run the timers that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         for t in self.io.timers.expired(now) {
+            let sub = self.subtree();
             match t {
                 Timer::Repeat => {
                     for key in self.io.poll_repeats(now) {
                         match key {
+                            Key::Join if self.rebinding => {
+                                log::info!("no new parent after every retry: connection reset");
+                                self.finish(End::Reset);
+                            }
                             Key::Join => self.status = JoinStatus::TimedOut,
                             Key::Token => self.su.timed_out(&mut self.io),
                             _ => {}
                         }
                     }
                 }
+                // While rebinding, nothing goes to the silent parent.
+                Timer::AckRepeat if self.rebinding => {}
                 Timer::HoleExpiry | Timer::AckRepeat => {
                     if let Some(c) = self.child.as_mut() {
-                        c.on_timer(t, &self.me, &self.cfg, now, &mut self.io);
+                        c.on_timer(t, &self.me, &self.cfg, sub, now, &mut self.io);
                     }
                 }
-                Timer::Keepalive if self.is_connected() => {
+                Timer::Keepalive if self.is_connected() && !self.rebinding => {
                     if let Some(c) = self.child.as_mut() {
-                        c.on_timer(t, &self.me, &self.cfg, now, &mut self.io);
+                        c.on_timer(t, &self.me, &self.cfg, sub, now, &mut self.io);
                     }
                 }
-                Timer::ParentSilence if self.is_connected() => {
-                    log::info!("parent silent for {:?}: connection reset", self.failure_time());
+                Timer::ParentSilence if self.is_connected() && self.me.parent != self.me.owner => {
+                    self.start_rebind(now);
+                }
+                Timer::ParentSilence | Timer::OwnerSilence if self.is_connected() => {
+                    log::info!("the TO silent for {:?}: connection reset", self.failure_time());
                     self.finish(End::Reset);
+                }
+                Timer::Heartbeat => {
+                    if let (Some(ra), Some(c)) = (self.ra.as_mut(), self.child.as_ref()) {
+                        ra.heartbeat(&self.me, &self.cfg, now, c.rx.lsn(), &mut self.io);
+                    }
+                    self.io.timers.set(Timer::Heartbeat, now + self.cfg.hgt);
                 }
                 Timer::SuHeartbeat => self.su.heartbeat(&self.me, &self.cfg, now, &mut self.io),
                 _ => {}
@@ -386,42 +457,183 @@ impl User {
         self.status == JoinStatus::Joined && self.end.is_none()
     }
 
-    fn is_owner(&self, from: SocketAddr) -> bool {
-        from.ip() == self.me.owner.ip()
+    /// Whether acknowledgements go to the parent now.
+    fn acks(&self) -> bool {
+        self.status == JoinStatus::Joined && !self.rebinding
+    }
+
+    /// What this TU's acknowledgements say of its subtree.
+    fn subtree(&self) -> Subtree {
+        self.ra.as_ref().map_or(Subtree::LEAF, Ra::subtree)
     }
 
     /// HB from the parent: answer if named, and in the semi-reliable mode
-    /// give up what the parent no longer keeps.
-    fn on_heartbeat(&mut self, now: Instant, from: SocketAddr, p: &Packet<'_>) -> bool {
-        if from.ip() != self.me.parent.ip() || self.status != JoinStatus::Joined {
+    /// give up what the parent no longer keeps. A repair agent's HB also
+    /// tells this TU its tree level.
+    fn on_heartbeat(&mut self, now: Instant, p: &Packet<'_>) -> bool {
+        if self.status != JoinStatus::Joined || self.rebinding {
             return false;
         }
+        if let Some(m) = p.elements.membership.filter(|m| m.member_id == self.member_id())
+            && self.me.parent != self.me.owner
+        {
+            self.me.membership.tree_level = m.tree_level;
+            self.me.membership.parent_id = m.parent_id;
+        }
+        let sub = self.subtree();
         if let Some(c) = self.child.as_mut() {
-            c.on_heartbeat(&self.me, &self.cfg, now, p, &mut self.io);
+            c.on_heartbeat(&self.me, &self.cfg, sub, now, p, &mut self.io);
         }
         true
     }
 
+    /// ULR. F=0 naming this TU, from the TO or the parent: ejected. F=0 from
+    /// the TO naming another member: this repair agent must drop that child.
+    /// F=1 from the TO: it confirms a departure report. F=1 from a child: it leaves.
+    fn on_ulr(
+        &mut self,
+        now: Instant,
+        from_owner: bool,
+        from_parent: bool,
+        child: Option<u32>,
+        p: &Packet<'_>,
+    ) -> bool {
+        let about = p.elements.membership.map(|m| m.member_id);
+        let me = self.member_id();
+        match (p.header.flag, about) {
+            (false, Some(id)) if id == me => {
+                if !(from_owner || from_parent) || self.status != JoinStatus::Joined {
+                    return false;
+                }
+                self.finish(End::Reset);
+                true
+            }
+            (false, Some(id)) if from_owner && id != 0 => {
+                let Some(ra) = self.ra.as_mut() else { return false };
+                ra.on_eject_order(&self.me, &self.cfg, now, id, &mut self.io);
+                true
+            }
+            (true, Some(id)) if from_owner && id != me => {
+                self.ra.as_mut().is_some_and(|r| r.on_report_confirm(id, &mut self.io))
+            }
+            (true, _) => {
+                let (Some(id), Some(ra)) = (child, self.ra.as_mut()) else { return false };
+                ra.on_child_leave(&self.me, &self.cfg, now, id, &mut self.io);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// TJR with F=1 from the TO: an admission notice for this repair agent.
+    fn on_notice(&mut self, now: Instant, p: &Packet<'_>) -> bool {
+        self.status == JoinStatus::Joined
+            && self.ra.as_mut().is_some_and(|r| r.on_notice(&self.me, &self.cfg, now, p, &mut self.io))
+    }
+
+    /// ACK from child `id` of this repair agent. When the whole subtree has
+    /// caught up with this agent and no new data came since its last
+    /// acknowledgement, it acknowledges upward at once, so that the end of a
+    /// transfer reaches the TO within an RTT per level.
+    fn on_child_ack(&mut self, now: Instant, id: u32, p: &Packet<'_>) -> bool {
+        let (Some(ra), Some(c)) = (self.ra.as_mut(), self.child.as_mut()) else { return false };
+        let own = c.rx.lsn();
+        let Some(stable) = ra.on_child_ack(&self.cfg, now, id, p, own, c.rx.known_end()) else { return false };
+        let sub = ra.subtree();
+        if self.status == JoinStatus::Joined
+            && !self.rebinding
+            && c.is_acked()
+            && stable == own
+            && c.acked_stable() != Some(stable)
+        {
+            c.send_ack(&self.me, &self.cfg, sub, now, &mut self.io);
+        }
+        true
+    }
+
+    /// HBACK from child `id`: its acknowledgement, and its RTT.
+    fn on_child_hback(&mut self, now: Instant, id: u32, p: &Packet<'_>) -> bool {
+        if p.elements.ack.is_some() {
+            self.on_child_ack(now, id, p);
+        }
+        if let (Some(ts), Some(ra)) = (p.elements.timestamp, self.ra.as_mut()) {
+            ra.on_timestamp(&self.me, &self.cfg, now, id, ts, &mut self.io);
+        }
+        true
+    }
+
+    /// The repair-agent parent fell silent for FDN x HGT: LJR with F=1 to the
+    /// TO, with this TU's membership and where its data stands; the data from
+    /// the TO keeps arriving meanwhile.
+    fn start_rebind(&mut self, now: Instant) {
+        log::info!(
+            "member {}: parent {} silent for {:?}: rebinding",
+            self.member_id(),
+            self.me.parent,
+            self.failure_time()
+        );
+        self.rebinding = true;
+        let sub = self.subtree();
+        let mut h = self.me.header(PacketType::Ljr);
+        h.flag = true;
+        h.psn = u32::from(self.cfg.ra_children());
+        let mut ctl = self.me.ctl(self.me.owner, h);
+        if let Some(c) = self.child.as_mut() {
+            ctl.elements.ack = Some(c.rebind_ack(sub));
+        }
+        self.io.timers.stop(Timer::Keepalive);
+        self.io.timers.stop(Timer::AckRepeat);
+        self.io.repeat(Key::Join, ctl, self.cfg.retries, self.cfg.rxt, now);
+    }
+
     /// CCR: the TO is creating the connection; join its tree directly.
-    fn on_ccr(&mut self, now: Instant, from: SocketAddr, p: &Packet<'_>) -> bool {
+    fn on_ccr(&mut self, now: Instant, p: &Packet<'_>) -> bool {
         if self.status != JoinStatus::Joining || self.start.is_some() || self.creation {
             return true; // heard again, or too late for us: nothing to do
         }
         let Some(params) = p.elements.connection else { return false };
-        if !self.is_owner(from) || !Psn(p.header.psn).is_valid() {
+        if !Psn(p.header.psn).is_valid() {
             return false;
         }
         self.cfg.adopt(&params);
         self.me.conn_id = Some(p.header.connection_id);
         self.creation = true;
-        let ctl = self.me.ctl(self.me.owner, self.me.header(PacketType::Tjr));
+        let mut h = self.me.header(PacketType::Tjr);
+        h.psn = u32::from(self.cfg.ra_children());
+        let ctl = self.me.ctl(self.me.owner, h);
         self.io.repeat(Key::Join, ctl, self.cfg.retries, self.cfg.rxt, now);
         true
     }
 
-    /// LJC: the late join is accepted (F=1) or refused (F=0).
-    fn on_ljc(&mut self, now: Instant, from: SocketAddr, p: &Packet<'_>) -> bool {
-        if !self.is_owner(from) || self.status != JoinStatus::Joining {
+    /// TJR to `parent` (repeated until its TJC).
+    fn join_parent(&mut self, parent: SocketAddr, now: Instant) {
+        self.me.parent = parent;
+        let ctl = self.me.ctl(parent, self.me.header(PacketType::Tjr));
+        self.io.repeat(Key::Join, ctl, self.cfg.retries, self.cfg.rxt, now);
+    }
+
+    /// LJC: the late join is accepted (F=1) or refused (F=0); its Address
+    /// names the parent to attach to. While rebinding, it names the new parent.
+    fn on_ljc(&mut self, now: Instant, p: &Packet<'_>) -> bool {
+        let m = p.elements.membership;
+        if self.rebinding {
+            if !p.header.flag {
+                log::info!("the TO refused the rebind: connection reset");
+                self.finish(End::Reset);
+                return true;
+            }
+            let (Some(m), Some(parent)) = (m, p.elements.address) else { return false };
+            if m.member_id != self.member_id() {
+                return false;
+            }
+            if !same(parent, self.me.parent) || !self.io.repeats.is_running(Key::Join) {
+                self.me.membership.tree_level = m.tree_level;
+                self.me.membership.parent_id = m.parent_id;
+                self.join_parent(parent, now);
+            }
+            return true;
+        }
+        if self.status != JoinStatus::Joining {
             return false;
         }
         if !p.header.flag {
@@ -429,9 +641,17 @@ impl User {
             return true;
         }
         if self.start.is_some() {
-            return true; // a resent LJC
+            // A resent LJC, or the TO sending us on to another parent.
+            if let (Some(m), Some(parent)) = (m, p.elements.address)
+                && m.member_id == self.member_id()
+                && !same(parent, self.me.parent)
+            {
+                self.me.membership.parent_id = m.parent_id;
+                self.join_parent(parent, now);
+            }
+            return true;
         }
-        let (Some(params), Some(m)) = (p.elements.connection, p.elements.membership) else { return false };
+        let (Some(params), Some(m)) = (p.elements.connection, m) else { return false };
         let start = Psn(p.header.psn);
         if !start.is_valid() || m.member_id == 0 {
             return false;
@@ -439,19 +659,37 @@ impl User {
         self.cfg.adopt(&params);
         self.me.conn_id = Some(p.header.connection_id);
         self.me.membership.member_id = m.member_id;
+        self.me.membership.parent_id = m.parent_id;
         self.set_start(start, now);
-        if let Some(parent) = p.elements.address {
-            self.me.parent = parent;
-        }
-        let ctl = self.me.ctl(self.me.parent, self.me.header(PacketType::Tjr));
-        self.io.repeat(Key::Join, ctl, self.cfg.retries, self.cfg.rxt, now);
+        let parent = p.elements.address.unwrap_or(self.me.owner);
+        self.join_parent(parent, now);
         true
     }
 
-    /// TJC: the parent took us into the tree (F=1), or refused (F=0).
+    /// TJC: the parent took us into the tree (F=1), or refused (F=0). In the
+    /// creation phase of a tree, the TO's TJC may name a repair agent to go
+    /// on to (Address element). While rebinding, the new parent's TJC ends it.
     fn on_tjc(&mut self, now: Instant, from: SocketAddr, p: &Packet<'_>) -> bool {
-        if from.ip() != self.me.parent.ip() && !self.is_owner(from) {
-            return false;
+        if self.rebinding {
+            if !same(from, self.me.parent) {
+                return false;
+            }
+            if !p.header.flag {
+                log::info!("the new parent refused us: connection reset");
+                self.finish(End::Reset);
+                return true;
+            }
+            let Some(m) = p.elements.membership.filter(|m| m.member_id == self.member_id()) else { return false };
+            self.me.membership = m;
+            self.rebinding = false;
+            self.io.stop_repeat(Key::Join);
+            self.attached(now);
+            // Tell the new parent at once where this TU stands.
+            let sub = self.subtree();
+            if let Some(c) = self.child.as_mut() {
+                c.send_ack(&self.me, &self.cfg, sub, now, &mut self.io);
+            }
+            return true;
         }
         if self.status != JoinStatus::Joining {
             return true; // a resent TJC
@@ -466,14 +704,23 @@ impl User {
         if !start.is_valid() || m.member_id == 0 || (known != 0 && m.member_id != known) {
             return false;
         }
+        if let Some(parent) = p.elements.address.filter(|a| !same(*a, from)) {
+            // Creation phase in a tree: the TO sends us on to a repair agent.
+            self.me.membership.member_id = m.member_id;
+            self.me.membership.parent_id = m.parent_id;
+            if self.start.is_none() {
+                self.set_start(start, now);
+            }
+            self.join_parent(parent, now);
+            return true;
+        }
         self.me.membership = m;
         if self.start.is_none() {
             self.set_start(start, now);
         }
         self.status = JoinStatus::Joined;
         self.io.stop_repeat(Key::Join);
-        self.io.timers.set(Timer::ParentSilence, now + self.failure_time());
-        self.io.timers.set(Timer::Keepalive, now + self.cfg.hgt / 2);
+        self.attached(now);
         if self.creation {
             let ctl = self.me.ctl(self.me.owner, self.me.header(PacketType::Ccc));
             self.io.ctl.push_back(ctl);
@@ -481,33 +728,55 @@ impl User {
         true
     }
 
+    /// In the tree under `me.parent`: the liveness timers start.
+    fn attached(&mut self, now: Instant) {
+        let t = now + self.failure_time();
+        self.io.timers.set(Timer::ParentSilence, t);
+        if self.me.parent != self.me.owner {
+            self.io.timers.set(Timer::OwnerSilence, t);
+        } else {
+            self.io.timers.stop(Timer::OwnerSilence);
+        }
+        self.io.timers.set(Timer::Keepalive, now + self.cfg.hgt / 2);
+    }
+
     fn refused(&mut self) {
         self.status = JoinStatus::Refused;
         self.io.stop_repeat(Key::Join);
     }
 
-    /// The receive window starts at `start`; DATA heard before it is replayed.
+    /// The receive window starts at `start`; DATA heard before it is
+    /// replayed. A TU that offered to be a repair agent in a tree keeps what
+    /// it receives from here on.
     fn set_start(&mut self, start: Psn, now: Instant) {
         self.start = Some(start);
         let mut child = Child::new(start);
         let conn_id = self.me.conn_id;
+        if self.cfg.ra && self.cfg.tco == Tco::Tree {
+            self.ra = Some(Ra::new(start, now));
+            self.io.timers.set(Timer::Heartbeat, now + self.cfg.hgt);
+        }
         for e in self.early.drain(..) {
             if Some(e.conn_id) == conn_id && !e.psn.is_before(start) {
                 child.rx.on_segment(e.psn, e.last, &e.data);
+                if let Some(ra) = self.ra.as_mut() {
+                    ra.keep_copy(&self.cfg, now, e.psn, e.last, &e.data);
+                }
             }
         }
         child.refresh(&self.cfg, now, &mut self.io);
         self.child = Some(child);
     }
 
-    /// DATA/RDATA from the TO on the group.
+    /// DATA/RDATA from the TO (or RDATA from the parent).
     fn on_data(&mut self, now: Instant, p: &Packet<'_>) -> bool {
         let h = p.header;
         let psn = Psn(h.psn);
         if !psn.is_valid() {
             return false;
         }
-        let joined = self.status == JoinStatus::Joined;
+        let acks = self.acks();
+        let sub = self.subtree();
         let Some(child) = self.child.as_mut() else {
             if self.early.len() == EARLY_CAPACITY {
                 self.early.pop_front();
@@ -515,14 +784,21 @@ impl User {
             self.early.push_back(Early { conn_id: h.connection_id, psn, last: h.flag, data: p.data.to_vec() });
             return true;
         };
-        child.on_data(&self.me, &self.cfg, joined, now, p, &mut self.io) != Accept::TooFarAhead
+        let accept = child.on_data(&self.me, &self.cfg, sub, acks, now, p, &mut self.io);
+        if accept == Accept::New
+            && let Some(ra) = self.ra.as_mut()
+        {
+            ra.keep_copy(&self.cfg, now, psn, h.flag, p.data);
+        }
+        accept != Accept::TooFarAhead
     }
 
     /// NDATA: the TO is idle; its PSN is the next it will use.
     fn on_ndata(&mut self, now: Instant, next: Psn) -> bool {
-        let joined = self.status == JoinStatus::Joined;
+        let acks = self.acks();
+        let sub = self.subtree();
         match self.child.as_mut() {
-            Some(c) => c.on_ndata(&self.me, &self.cfg, joined, now, next, &mut self.io),
+            Some(c) => c.on_ndata(&self.me, &self.cfg, sub, acks, now, next, &mut self.io),
             None => true,
         }
     }
@@ -538,16 +814,6 @@ impl User {
             self.status = JoinStatus::TimedOut;
         }
         self.finish(if abnormal { End::Reset } else { End::Terminated });
-        true
-    }
-
-    /// ULR with F=0: the TO ejected us.
-    fn on_ejected(&mut self, from: SocketAddr, p: &Packet<'_>) -> bool {
-        let ours = p.elements.membership.is_some_and(|m| m.member_id == self.me.membership.member_id);
-        if !self.is_owner(from) || !ours || self.status != JoinStatus::Joined {
-            return false;
-        }
-        self.finish(End::Reset);
         true
     }
 }

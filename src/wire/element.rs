@@ -9,8 +9,8 @@
 //! | code | element | bytes |
 //! |---|---|---|
 //! | 1 | Connection | 12 |
-//! | 2 | Acknowledgement | 12 + 4 * ceil(n / 32), n = valid bitmap bits |
-//! | 3 | Membership | 8 |
+//! | 2 | Acknowledgement | 16 + 4 * ceil(n / 32), n = valid bitmap bits |
+//! | 3 | Membership | 12 |
 //! | 4 | Timestamp | 12 |
 //! | 6 | Address | 8 (IPv4) or 20 (IPv6) |
 //!
@@ -54,7 +54,8 @@ mod ack {
     pub const BITMAP_LEN: usize = 1;
     pub const LSN: Range<usize> = 4..8;
     pub const ADN: Range<usize> = 8..12;
-    pub const FIXED_LEN: usize = 12;
+    pub const STABLE: Range<usize> = 12..16;
+    pub const FIXED_LEN: usize = 16;
 }
 
 /// Membership element layout.
@@ -63,7 +64,8 @@ mod membership {
     pub const TREE_LEVEL: usize = 1;
     pub const CHILD_ID: Range<usize> = 2..4;
     pub const MEMBER_ID: Range<usize> = 4..8;
-    pub const LEN: usize = 8;
+    pub const PARENT_ID: Range<usize> = 8..12;
+    pub const LEN: usize = 12;
 }
 
 /// Timestamp element layout.
@@ -176,9 +178,9 @@ pub const ACK_BITMAP_BITS: usize = 255;
 /// Reception status carried in the Acknowledgement element (code 2; draft-dykim-ectp-00 §5.2,
 /// §6.4).
 ///
-/// Layout (12 + 4 * ceil(n / 32) bytes, n = `bitmap_len`): `[0]` Next Element << 4; `[1]` n;
-/// `[2-3]` reserved; `[4-7]` LSN; `[8-11]` ADN; `[12..]` the bitmap padded with zero bits to a
-/// 32-bit boundary. Bits of `bitmap` at or beyond `bitmap_len` are always zero after a parse or
+/// Layout (16 + 4 * ceil(n / 32) bytes, n = `bitmap_len`): `[0]` Next Element << 4; `[1]` n;
+/// `[2-3]` reserved; `[4-7]` LSN; `[8-11]` ADN; `[12-15]` stable; `[16..]` the bitmap padded with
+/// zero bits to a 32-bit boundary. Bits of `bitmap` at or beyond `bitmap_len` are always zero after a parse or
 /// [`AckInfo::set_received`], so two equal reports compare equal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AckInfo {
@@ -186,6 +188,10 @@ pub struct AckInfo {
     pub lsn: u32,
     /// Active descendants number (ADN): active members in the sender's subtree, summed up the tree.
     pub adn: u32,
+    /// The lowest PSN that the sender's whole subtree (itself included) does not hold: what its
+    /// parent may release below. Equal to `lsn` for a leaf; a repair agent's may be lower (a child
+    /// lacks it) while its own `lsn` and bitmap ask only for what the agent itself lacks.
+    pub stable: u32,
     /// valid bits in `bitmap`
     pub bitmap_len: u8,
     /// Bit i (byte i / 8, most significant bit first) is 1 if PSN LSN + 1 + i was received, 0 if
@@ -196,7 +202,7 @@ pub struct AckInfo {
 impl AckInfo {
     /// A report with the given LSN and ADN and an empty bitmap.
     pub fn new(lsn: u32, adn: u32) -> AckInfo {
-        AckInfo { lsn, adn, bitmap_len: 0, bitmap: [0; 32] }
+        AckInfo { lsn, adn, stable: lsn, bitmap_len: 0, bitmap: [0; 32] }
     }
 
     /// Records whether PSN LSN + 1 + `i` was received. Extends `bitmap_len` to `i + 1` if needed
@@ -241,8 +247,8 @@ fn valid_bits(bitmap_len: u8, j: usize) -> u8 {
 
 /// Tree membership carried in the Membership element (code 3; draft-dykim-ectp-00 §5.2).
 ///
-/// Layout (8 bytes): `[0]` Next Element << 4; `[1]` Tree Level; `[2-3]` Child ID;
-/// `[4-7]` Member ID.
+/// Layout (12 bytes): `[0]` Next Element << 4; `[1]` Tree Level; `[2-3]` Child ID;
+/// `[4-7]` Member ID; `[8-11]` Parent ID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Membership {
     /// Tree Level: depth in the control tree, as the parent assigns it in TJC.
@@ -251,6 +257,15 @@ pub struct Membership {
     pub child_id: u16,
     /// Member ID assigned by the TO (in LJC) and presented in TJR.
     pub member_id: u32,
+    /// Member ID of the member's parent in the control tree; 0 is the TO.
+    pub parent_id: u32,
+}
+
+impl Membership {
+    /// Member `member_id` with every other field 0.
+    pub fn of(member_id: u32) -> Membership {
+        Membership { tree_level: 0, child_id: 0, member_id, parent_id: 0 }
+    }
 }
 
 /// One element, as the parse and emit loops see it.
@@ -307,6 +322,7 @@ impl Item {
                 let (b, rest) = buf.split_first_chunk::<{ ack::FIXED_LEN }>().ok_or(ParseError::Truncated)?;
                 let mut info =
                     AckInfo::new(u32::from_be_bytes(array(&b[ack::LSN])), u32::from_be_bytes(array(&b[ack::ADN])));
+                info.stable = u32::from_be_bytes(array(&b[ack::STABLE]));
                 info.bitmap_len = b[ack::BITMAP_LEN];
                 let (bits, rest) = rest.split_at_checked(info.wire_bitmap_bytes()).ok_or(ParseError::Truncated)?;
                 // At most 32 bytes, so the zip covers every byte of `bits`.
@@ -324,6 +340,7 @@ impl Item {
                     tree_level: b[membership::TREE_LEVEL],
                     child_id: u16::from_be_bytes(array(&b[membership::CHILD_ID])),
                     member_id: u32::from_be_bytes(array(&b[membership::MEMBER_ID])),
+                    parent_id: u32::from_be_bytes(array(&b[membership::PARENT_ID])),
                 };
                 Ok((Item::Membership(m), rest))
             }
@@ -369,6 +386,7 @@ impl Item {
                 *b.get_mut(ack::BITMAP_LEN)? = a.bitmap_len;
                 put(b.get_mut(ack::LSN)?, &a.lsn.to_be_bytes());
                 put(b.get_mut(ack::ADN)?, &a.adn.to_be_bytes());
+                put(b.get_mut(ack::STABLE)?, &a.stable.to_be_bytes());
                 // Bits beyond bitmap_len are padding: send them as zero whatever the caller left.
                 let bits = b.get_mut(ack::FIXED_LEN..)?;
                 for (j, (dst, src)) in bits.iter_mut().zip(a.bitmap).enumerate() {
@@ -379,6 +397,7 @@ impl Item {
                 *b.get_mut(membership::TREE_LEVEL)? = m.tree_level;
                 put(b.get_mut(membership::CHILD_ID)?, &m.child_id.to_be_bytes());
                 put(b.get_mut(membership::MEMBER_ID)?, &m.member_id.to_be_bytes());
+                put(b.get_mut(membership::PARENT_ID)?, &m.parent_id.to_be_bytes());
             }
             Item::Timestamp(t) => put(b.get_mut(timestamp::VALUE)?, &t.to_be_bytes()),
             Item::Address(sa) => {

@@ -9,6 +9,7 @@ fn conn() -> ConnectionParams {
 
 fn ack_info() -> AckInfo {
     let mut a = AckInfo::new(0xFFFF_FFF0, 17);
+    a.stable = 0xFFFF_FF00;
     for i in [0, 3, 31, 32, 40] {
         a.set_received(i, true);
     }
@@ -16,7 +17,7 @@ fn ack_info() -> AckInfo {
 }
 
 fn member() -> Membership {
-    Membership { tree_level: 2, child_id: 0x1234, member_id: 0xDEAD_BEEF }
+    Membership { tree_level: 2, child_id: 0x1234, member_id: 0xDEAD_BEEF, parent_id: 0x0102_0304 }
 }
 
 fn v4() -> SocketAddr {
@@ -73,25 +74,27 @@ fn empty_chain() {
 #[test]
 fn connection_layout() {
     let e = Elements { connection: Some(conn()), membership: Some(member()), ..Default::default() };
-    let mut buf = [0u8; 20];
-    assert_eq!(e.emit(&mut buf), Ok(20));
+    let mut buf = [0u8; 24];
+    assert_eq!(e.emit(&mut buf), Ok(24));
     assert_eq!(e.first_code(), CONNECTION);
     // NE = 3 (membership), TCO = 1, RO = 2; AGN; FDN; rsvd; MSS 1400; rsvd; HGT 3000.
     assert_eq!(buf[..12], [0x36, 4, 3, 0, 0x05, 0x78, 0, 0, 0, 0, 0x0B, 0xB8]);
-    // Membership: NE = 0; level 2; child 0x1234; member 0xDEADBEEF.
-    assert_eq!(buf[12..], [0x00, 2, 0x12, 0x34, 0xDE, 0xAD, 0xBE, 0xEF]);
+    // Membership: NE = 0; level 2; child 0x1234; member 0xDEADBEEF; parent 0x01020304.
+    assert_eq!(buf[12..], [0x00, 2, 0x12, 0x34, 0xDE, 0xAD, 0xBE, 0xEF, 1, 2, 3, 4]);
 }
 
 #[test]
 fn ack_layout_and_sizes() {
     let mut a = AckInfo::new(0x0A0B_0C0D, 5);
+    assert_eq!(a.stable, a.lsn, "a leaf's subtree is itself");
+    a.stable = 0x0A0B_0C00;
     a.set_received(0, true);
     a.set_received(9, true);
     let e = Elements { ack: Some(a), ..Default::default() };
-    let mut buf = [0u8; 16];
-    assert_eq!(e.emit(&mut buf), Ok(16));
-    assert_eq!(buf, [0x00, 10, 0, 0, 0x0A, 0x0B, 0x0C, 0x0D, 0, 0, 0, 5, 0x80, 0x40, 0, 0]);
-    for (n, len) in [(0u8, 12), (1, 16), (32, 16), (33, 20), (64, 20), (65, 24), (255, 44)] {
+    let mut buf = [0u8; 20];
+    assert_eq!(e.emit(&mut buf), Ok(20));
+    assert_eq!(buf, [0x00, 10, 0, 0, 0x0A, 0x0B, 0x0C, 0x0D, 0, 0, 0, 5, 0x0A, 0x0B, 0x0C, 0, 0x80, 0x40, 0, 0]);
+    for (n, len) in [(0u8, 16), (1, 20), (32, 20), (33, 24), (64, 24), (65, 28), (255, 48)] {
         let a = AckInfo { bitmap_len: n, ..AckInfo::new(1, 1) };
         assert_eq!(Elements { ack: Some(a), ..Default::default() }.len(), len, "n = {n}");
     }
@@ -126,13 +129,13 @@ fn ipv6_flowinfo_and_scope_are_not_sent() {
 fn parse_accepts_any_order() {
     // Address (v4) -> Membership -> Connection, NE codes 3, 1, 0.
     let mut chain = vec![0x30, 4, 0, 80, 10, 0, 0, 1];
-    chain.extend_from_slice(&[0x10, 1, 0, 2, 0, 0, 0, 9]);
+    chain.extend_from_slice(&[0x10, 1, 0, 2, 0, 0, 0, 9, 0, 0, 0, 7]);
     // NE 0, TCO 0 (flat), RO 1 (semi-reliable); AGN 1; FDN 3; MSS 512; HGT 1000.
     let options = 0b0001;
     chain.extend_from_slice(&[options, 1, 3, 0, 0x02, 0x00, 0, 0, 0, 0, 0x03, 0xE8]);
     let e = parse(ADDRESS, &chain).unwrap();
     assert_eq!(e.address, Some(SocketAddr::from(([10, 0, 0, 1], 80))));
-    assert_eq!(e.membership, Some(Membership { tree_level: 1, child_id: 2, member_id: 9 }));
+    assert_eq!(e.membership, Some(Membership { tree_level: 1, child_id: 2, member_id: 9, parent_id: 7 }));
     assert_eq!(
         e.connection,
         Some(ConnectionParams { tco: Tco::Flat, ro: Ro::SemiReliable, agn: 1, fdn: 3, mss: 512, hgt_ms: 1000 })
@@ -141,7 +144,7 @@ fn parse_accepts_any_order() {
 
 #[test]
 fn reserved_bits_are_ignored() {
-    let chain = [0x0F, 1, 0xFF, 0xFF, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0];
+    let chain = [0x0F, 1, 0xFF, 0xFF, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0];
     let e = parse(ACK, &chain).unwrap();
     assert_eq!(e.ack, Some(AckInfo { bitmap_len: 1, ..AckInfo::new(5, 0) }));
 }
@@ -161,11 +164,11 @@ fn unknown_codes() {
 
 #[test]
 fn duplicates() {
-    let chain = [0x30, 1, 0, 2, 0, 0, 0, 3, 0x00, 1, 0, 2, 0, 0, 0, 3];
+    let chain = [0x30, 1, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0x00, 1, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0];
     assert_eq!(parse(MEMBERSHIP, &chain), Err(ParseError::DuplicateElement));
     // Also when other elements come between: Timestamp -> Membership -> Timestamp.
     let mut chain = vec![0x30, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-    chain.extend_from_slice(&[0x40, 0, 0, 0, 0, 0, 0, 0]);
+    chain.extend_from_slice(&[0x40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     chain.extend_from_slice(&[0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
     assert_eq!(parse(TIMESTAMP, &chain), Err(ParseError::DuplicateElement));
 }
@@ -225,28 +228,28 @@ fn bad_address_family() {
 #[test]
 fn ack_padding_bits_must_be_zero() {
     // n = 1: only the top bit of the first byte is valid.
-    let mut chain = [0u8; 16];
-    chain[1] = 1;
-    chain[12] = 0x80;
-    assert!(parse(ACK, &chain).is_ok());
-    chain[12] = 0xC0;
-    assert_eq!(parse(ACK, &chain), Err(ParseError::BadElement));
-    chain[12] = 0x80;
-    chain[15] = 0x01;
-    assert_eq!(parse(ACK, &chain), Err(ParseError::BadElement));
-    // n = 33: two words; bit 33 (second word) is padding.
     let mut chain = [0u8; 20];
-    chain[1] = 33;
+    chain[1] = 1;
     chain[16] = 0x80;
     assert!(parse(ACK, &chain).is_ok());
-    chain[16] = 0x40;
+    chain[16] = 0xC0;
+    assert_eq!(parse(ACK, &chain), Err(ParseError::BadElement));
+    chain[16] = 0x80;
+    chain[19] = 0x01;
+    assert_eq!(parse(ACK, &chain), Err(ParseError::BadElement));
+    // n = 33: two words; bit 33 (second word) is padding.
+    let mut chain = [0u8; 24];
+    chain[1] = 33;
+    chain[20] = 0x80;
+    assert!(parse(ACK, &chain).is_ok());
+    chain[20] = 0x40;
     assert_eq!(parse(ACK, &chain), Err(ParseError::BadElement));
     // n = 255: only the very last bit is padding.
-    let mut chain = [0xFFu8; 44];
+    let mut chain = [0xFFu8; 48];
     chain[0] = 0;
     chain[1] = 255;
     assert_eq!(parse(ACK, &chain), Err(ParseError::BadElement));
-    chain[43] = 0xFE;
+    chain[47] = 0xFE;
     let e = parse(ACK, &chain).unwrap().ack.unwrap();
     assert!((0..255).all(|i| e.is_received(i)));
 }
@@ -281,9 +284,9 @@ fn ack_bitmap_helpers() {
 fn emit_zeroes_stray_bits_beyond_bitmap_len() {
     let a = AckInfo { bitmap_len: 3, bitmap: [0xFF; 32], ..AckInfo::new(1, 2) };
     let e = Elements { ack: Some(a), ..Default::default() };
-    let mut buf = [0u8; 16];
+    let mut buf = [0u8; 20];
     e.emit(&mut buf).unwrap();
-    assert_eq!(buf[12..], [0xE0, 0, 0, 0]);
+    assert_eq!(buf[16..], [0xE0, 0, 0, 0]);
     let back = parse(ACK, &buf).unwrap().ack.unwrap();
     let mut expected = AckInfo::new(1, 2);
     (0..3).for_each(|i| expected.set_received(i, true));

@@ -14,7 +14,7 @@ fn conn() -> ConnectionParams {
 }
 
 fn member() -> Membership {
-    Membership { tree_level: 1, child_id: 7, member_id: 42 }
+    Membership { tree_level: 1, child_id: 7, member_id: 42, parent_id: 0 }
 }
 
 fn ack() -> AckInfo {
@@ -335,11 +335,11 @@ fn bad_element_values() {
     let address = [0, 5, 0, 80, 10, 0, 0, 1];
     assert_eq!(Packet::parse(&raw(6, 12, &address)), Err(ParseError::BadElement));
 
-    let mut ack = [0u8; 16];
+    let mut ack = [0u8; 20];
     ack[1] = 4; // four valid bits, the rest of the word is padding
-    ack[12] = 0xF0;
+    ack[16] = 0xF0;
     assert!(Packet::parse(&raw(2, 8, &ack)).is_ok());
-    ack[12] = 0xF8;
+    ack[16] = 0xF8;
     assert_eq!(Packet::parse(&raw(2, 8, &ack)), Err(ParseError::BadElement));
 }
 
