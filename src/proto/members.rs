@@ -188,7 +188,16 @@ impl Members {
 
     /// Whether `id` can take one more child.
     fn has_room(&self, id: u32) -> bool {
-        self.map.get(&id).is_some_and(|m| m.is_member() && m.ra > 0 && m.children.len() < usize::from(m.ra))
+        self.has_room_without(id, None)
+    }
+
+    /// Whether `id` can take one more child, not counting child `gone`
+    /// (a parent its orphans report dead before its own parent does).
+    fn has_room_without(&self, id: u32, gone: Option<u32>) -> bool {
+        self.map.get(&id).is_some_and(|m| {
+            let used = m.children.len() - gone.map_or(0, |g| usize::from(m.children.contains(&g)));
+            m.is_member() && m.ra > 0 && used < usize::from(m.ra)
+        })
     }
 
     /// The parent for a new member at `addr` (an RA when `ra`); `to_room`:
@@ -212,13 +221,16 @@ impl Members {
     /// The parent for `id`, which rebinds because its parent is gone or
     /// silent: the nearest ancestor of that parent with room, from `from`
     /// up, never `id` itself or one of its descendants; the TO in the end.
+    /// The old parent's own place (under `from`) counts as free: its orphan
+    /// knows it is gone before its parent does.
     pub(crate) fn place_orphan(&self, id: u32, from: u32) -> u32 {
+        let old = self.map.get(&id).map(|m| m.parent);
         let mut cur = from;
         for _ in 0..=u8::MAX {
             if cur == TO {
                 return TO;
             }
-            if cur != id && !self.is_below(cur, id) && self.has_room(cur) {
+            if cur != id && !self.is_below(cur, id) && self.has_room_without(cur, old) {
                 return cur;
             }
             match self.map.get(&cur) {

@@ -30,6 +30,8 @@ mod sender;
 pub mod sim;
 #[cfg(test)]
 mod sim_tests;
+#[cfg(test)]
+mod sim_tree_tests;
 mod stats;
 mod store;
 mod su;
@@ -44,7 +46,7 @@ pub use config::{
     Config, DEFAULT_MSS, DEFAULT_RA_CHILDREN, DEFAULT_TO_CHILDREN, MAX_CHILDREN, MAX_MESSAGE, MAX_WINDOW, MSS_RANGE,
 };
 pub use node::Node;
-pub use owner::{Incoming, Owner, OwnerError};
+pub use owner::{Incoming, MemberInfo, Owner, OwnerError};
 pub use receiver::{Accept, Message, Receiver};
 pub use rng::Rng;
 pub use sender::{QueueError, Sender};

@@ -352,6 +352,26 @@ impl Sim {
         i
     }
 
+    /// Start one more TU with `cfg` and run until it is in the tree (the TO
+    /// counts it active); returns its index. Joining one after the other
+    /// makes the tree's shape a function of the placement policy alone.
+    #[track_caller]
+    pub fn join_one(&mut self, cfg: Config) -> usize {
+        let i = self.add_user(cfg);
+        self.run_until(Duration::from_secs(10), &format!("TU {i} joins"), move |s| {
+            let id = s.user(i).member_id();
+            let status = s.user(i).join_status();
+            status != JoinStatus::Joining && (status != JoinStatus::Joined || s.owner().member(id).is_some())
+        });
+        assert_eq!(self.user(i).join_status(), JoinStatus::Joined, "TU {i} did not join");
+        i
+    }
+
+    /// The index of the TU whose member id is `id`.
+    pub fn index_of(&self, id: u32) -> Option<usize> {
+        self.users.iter().position(|u| u.user().member_id() == id)
+    }
+
     /// Kill TU `i` now (as SIGKILL would): it leaves the group, gets
     /// nothing and sends nothing more.
     pub fn kill_user(&mut self, i: usize) {

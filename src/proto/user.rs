@@ -335,9 +335,10 @@ impl User {
             // The TO's HB, when the parent is a repair agent, only says the TO lives.
             PacketType::Hb if from_parent => self.on_heartbeat(now, &packet),
             PacketType::Hb => from_owner,
-            PacketType::Ulr => self.on_ulr(now, from_owner, from_parent, child, &packet),
+            PacketType::Ulr => self.subtree_change(now, |u| u.on_ulr(now, from_owner, from_parent, child, &packet)),
             PacketType::Tjr if h.flag => from_owner && self.on_notice(now, &packet),
-            PacketType::Tjr => self.ra.as_mut().is_some_and(|r| r.on_tjr(&self.me, now, from, &packet, &mut self.io)),
+            PacketType::Tjr => self
+                .subtree_change(now, |u| u.ra.as_mut().is_some_and(|r| r.on_tjr(&u.me, now, from, &packet, &mut u.io))),
             PacketType::Ack => child.is_some_and(|id| self.on_child_ack(now, id, &packet)),
             PacketType::Hback if from_owner => self.su.on_hback(&self.me, &self.cfg, now, &packet),
             PacketType::Hback => child.is_some_and(|id| self.on_child_hback(now, id, &packet)),
@@ -536,19 +537,33 @@ impl User {
     /// acknowledgement, it acknowledges upward at once, so that the end of a
     /// transfer reaches the TO within an RTT per level.
     fn on_child_ack(&mut self, now: Instant, id: u32, p: &Packet<'_>) -> bool {
+        let before = self.subtree().adn;
+        let acks = self.acks();
         let (Some(ra), Some(c)) = (self.ra.as_mut(), self.child.as_mut()) else { return false };
         let own = c.rx.lsn();
         let Some(stable) = ra.on_child_ack(&self.cfg, now, id, p, own, c.rx.known_end()) else { return false };
         let sub = ra.subtree();
-        if self.status == JoinStatus::Joined
-            && !self.rebinding
-            && c.is_acked()
-            && stable == own
-            && c.acked_stable() != Some(stable)
-        {
+        let caught_up = c.is_acked() && stable == own && c.acked_stable() != Some(stable);
+        if acks && (caught_up || sub.adn != before) {
             c.send_ack(&self.me, &self.cfg, sub, now, &mut self.io);
         }
         true
+    }
+
+    /// Run `f`; if it changed how many TUs this repair agent's subtree
+    /// holds (a child attached or went), acknowledge upward at once, so that
+    /// the TO's count (ECTP_MEMBERS) follows within an RTT per level.
+    fn subtree_change(&mut self, now: Instant, f: impl FnOnce(&mut User) -> bool) -> bool {
+        let before = self.subtree().adn;
+        let handled = f(self);
+        let sub = self.subtree();
+        if sub.adn != before
+            && self.acks()
+            && let Some(c) = self.child.as_mut()
+        {
+            c.send_ack(&self.me, &self.cfg, sub, now, &mut self.io);
+        }
+        handled
     }
 
     /// HBACK from child `id`: its acknowledgement, and its RTT.
