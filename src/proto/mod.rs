@@ -26,6 +26,7 @@ mod ra;
 mod receiver;
 mod retry;
 mod rng;
+pub mod scale;
 mod sender;
 pub mod sim;
 #[cfg(test)]

@@ -263,8 +263,16 @@ pub struct Sim {
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
+/// An FNV-1a-like digest taken 8 bytes at a time (delivered messages are
+/// hashed at every node: gigabytes in a large run), then the tail bytewise.
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
-    for b in bytes {
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        h = (h ^ u64::from_le_bytes(a)).wrapping_mul(FNV_PRIME).rotate_left(23);
+    }
+    for b in words.remainder() {
         h ^= u64::from(*b);
         h = h.wrapping_mul(FNV_PRIME);
     }
@@ -617,7 +625,9 @@ impl Sim {
                 self.deliver(f);
             }
         }
-        // 1. handle_timeout: the nodes whose deadline has come.
+        // 1. handle_timeout: the nodes whose deadline has come. A node is
+        // woken at the earliest deadline it was registered with; if its
+        // deadline moved later meanwhile, it is only registered again.
         while let Some(&Reverse((t, id))) = self.timers.peek()
             && t <= now
         {
@@ -627,7 +637,9 @@ impl Sim {
                 && n.deadline == Some(t)
             {
                 n.deadline = None;
-                n.node.handle_timeout(now);
+                if n.node.poll_timeout().is_some_and(|d| d <= now) {
+                    n.node.handle_timeout(now);
+                }
                 self.touch(id);
             }
         }
@@ -644,17 +656,24 @@ impl Sim {
         }
         for &id in &dirty {
             self.collect(id);
-            let Some(n) = self.node_mut(id) else { continue };
-            let t = if n.alive { n.node.poll_timeout() } else { None };
-            if t != n.deadline {
-                n.deadline = t;
-                if let Some(t) = t {
-                    self.timers.push(Reverse((t, id)));
-                }
-            }
+            self.register(id);
         }
         self.dirty = dirty;
         self.dirty.clear();
+    }
+
+    /// Register `id`'s deadline, unless an earlier registration will wake it
+    /// first anyway (deadlines mostly move later: pushing each move would
+    /// fill the heap with stale entries).
+    fn register(&mut self, id: NodeId) {
+        let Some(n) = self.node_mut(id) else { return };
+        let t = if n.alive { n.node.poll_timeout() } else { None };
+        if let Some(t) = t
+            && n.deadline.is_none_or(|d| t < d)
+        {
+            n.deadline = Some(t);
+            self.timers.push(Reverse((t, id)));
+        }
     }
 
     fn answer_events(&mut self) {
@@ -744,13 +763,23 @@ impl Sim {
 
     /// When something next happens: a datagram arrives or a deadline passes.
     pub fn next_event(&mut self) -> Option<Instant> {
-        // Drop the deadlines that were replaced or whose node died.
+        // Drop the registrations that were replaced, whose node died, or
+        // that are earlier than the node's deadline now (registered again).
         while let Some(&Reverse((t, id))) = self.timers.peek() {
-            match self.node_mut(id) {
-                Some(n) if n.alive && n.deadline == Some(t) => break,
-                _ => {
-                    self.timers.pop();
-                }
+            let Some(n) = self.node_mut(id) else {
+                self.timers.pop();
+                continue;
+            };
+            if n.alive && n.deadline == Some(t) && n.node.poll_timeout().is_some_and(|d| d <= t) {
+                break;
+            }
+            let current = n.deadline == Some(t);
+            if current {
+                n.deadline = None;
+            }
+            self.timers.pop();
+            if current {
+                self.register(id);
             }
         }
         let net = self.net.peek().map(|f| f.0.at);

@@ -495,3 +495,25 @@ fn ectp_ra_is_ignored_in_a_flat_tree() {
     assert_eq!(sim.user(0).ra_children(), None, "no RA role in a flat tree");
     assert!(!sim.owner().member(sim.user(0).member_id()).unwrap().is_ra);
 }
+
+#[test]
+fn scale_small_case_cost_per_parent_is_bounded_by_the_fanout_not_by_n() {
+    use super::scale::{Params, run};
+    let base = Params { fanout: 6, loss_pct: 2.0, messages: 100, message_len: 600, ..Params::default() };
+    let small = run(&Params { tus: 100, ..base });
+    let large = run(&Params { tus: 400, ..base });
+    for r in [&small, &large] {
+        assert_eq!(r.delivered, r.tus, "{}", r.line());
+        assert!(r.identical, "{}", r.line());
+        assert!(r.levels >= 3, "{}", r.line());
+        // Fan-out 6 and AGN 8: about 6/8 ACKs per packet, plus repairs' ACKs and heartbeats.
+        assert!(r.max_parent_ctl_per_data < 6.0, "{}", r.line());
+    }
+    assert!(
+        large.max_parent_ctl_per_data < small.max_parent_ctl_per_data * 1.5 + 0.5,
+        "the busiest parent's cost grew with N:\n{}\n{}",
+        small.line(),
+        large.line()
+    );
+    assert!(large.to_ctl_per_data < small.to_ctl_per_data * 1.5 + 0.5, "{}\n{}", small.line(), large.line());
+}
