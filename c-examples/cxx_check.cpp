@@ -21,6 +21,10 @@ static void token_cb(int sd, uint32_t user_id, const struct sockaddr *addr, sock
 {
     (void)sd; (void)user_id; (void)addr; (void)addrlen;
 }
+static void leave_cb(int sd, uint32_t user_id, int reason)
+{
+    (void)sd; (void)user_id; (void)reason;
+}
 }
 
 namespace {

@@ -31,6 +31,15 @@ HC_ASSERT(ro_semireliable, ECTP_RO_SEMIRELIABLE == 1);
 HC_ASSERT(ro_reliable, ECTP_RO_RELIABLE == 2);
 HC_ASSERT(msg_trunc, ECTP_MSG_TRUNC == 1);
 HC_ASSERT(msg_gap, ECTP_MSG_GAP == 2);
+HC_ASSERT(window, ECTP_WINDOW == 19);
+HC_ASSERT(ra, ECTP_RA == 20);
+HC_ASSERT(max_children, ECTP_MAX_CHILDREN == 21);
+HC_ASSERT(parent, ECTP_PARENT == 22);
+HC_ASSERT(tree_level, ECTP_TREE_LEVEL == 23);
+HC_ASSERT(leave_callback, ECTP_LEAVE_CALLBACK == 24);
+HC_ASSERT(leave_left, ECTP_LEAVE_LEFT == 1);
+HC_ASSERT(leave_ejected, ECTP_LEAVE_EJECTED == 2);
+HC_ASSERT(leave_failed, ECTP_LEAVE_FAILED == 3);
 HC_ASSERT(rcvinfo_from, sizeof(((struct ectp_rcvinfo *)0)->from) == sizeof(struct sockaddr_storage));
 
 static void join_cb(int sd, uint32_t user_id, const struct sockaddr *addr, socklen_t addrlen)
@@ -41,6 +50,11 @@ static void join_cb(int sd, uint32_t user_id, const struct sockaddr *addr, sockl
 static void token_cb(int sd, uint32_t user_id, const struct sockaddr *addr, socklen_t addrlen)
 {
     (void)sd; (void)user_id; (void)addr; (void)addrlen;
+}
+
+static void leave_cb(int sd, uint32_t user_id, int reason)
+{
+    (void)sd; (void)user_id; (void)reason;
 }
 
 int header_check(void);

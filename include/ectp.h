@@ -122,6 +122,52 @@
 #define ECTP_WINDOW 19
 
 /**
+ * TU, before mjoin: 1 offers to be a repair agent (a parent of later
+ * joiners) when the connection is ECTP_TCO_TREE; 0 a leaf (int). Default 0.
+ * Ignored in a flat tree.
+ */
+#define ECTP_RA 20
+
+/**
+ * TO before mcreate, TU before mjoin: most children this node takes as a
+ * parent, 1..4096 (int). Default: 4096 for the TO (which, in a tree, takes
+ * repair agents first and leaves only when no agent has room), 32 for a
+ * repair agent.
+ */
+#define ECTP_MAX_CHILDREN 21
+
+/**
+ * Read only, TU: the member id of its current parent, 0 = the TO (uint32).
+ */
+#define ECTP_PARENT 22
+
+/**
+ * Read only, TU: its tree level, 1 = a child of the TO (int).
+ */
+#define ECTP_TREE_LEVEL 23
+
+/**
+ * The TO's leave callback (ectp_leave_callback); set before mcreate.
+ */
+#define ECTP_LEAVE_CALLBACK 24
+
+/**
+ * ectp_leave_callback reason: the TU left (mleave).
+ */
+#define ECTP_LEAVE_LEFT 1
+
+/**
+ * ectp_leave_callback reason: the TO ejected it (mleave on the TO).
+ */
+#define ECTP_LEAVE_EJECTED 2
+
+/**
+ * ectp_leave_callback reason: silent for FDN x HGT, or its subtree was lost
+ * (it did not rebind in time after its parent failed).
+ */
+#define ECTP_LEAVE_FAILED 3
+
+/**
  * ECTP_TCO: every TU's parent is the TO.
  */
 #define ECTP_TCO_FLAT 0
@@ -180,6 +226,52 @@ struct ectp_rcvinfo {
    * Length of `from`.
    */
   socklen_t fromlen;
+};
+
+/**
+ * A member of the connection as the TO knows it, filled by `ectp_get_member`.
+ */
+struct ectp_member {
+  /**
+   * Its member id.
+   */
+  uint32_t user_id;
+  /**
+   * Its parent's member id; 0 = the TO.
+   */
+  uint32_t parent_id;
+  /**
+   * Active TUs below it (ADN less itself).
+   */
+  uint32_t descendants;
+  /**
+   * Last RTT measured to its parent, in microseconds; 0 = not yet.
+   */
+  uint32_t rtt_us;
+  /**
+   * The Child ID its parent gave it.
+   */
+  uint16_t child_id;
+  /**
+   * Its tree level: 1 = a child of the TO.
+   */
+  uint8_t tree_level;
+  /**
+   * The token it holds, 0 = none.
+   */
+  uint8_t token_id;
+  /**
+   * 1 = a repair agent.
+   */
+  uint8_t is_ra;
+  /**
+   * Its unicast address.
+   */
+  struct sockaddr_storage addr;
+  /**
+   * Length of `addr`.
+   */
+  socklen_t addrlen;
 };
 
 /**
@@ -255,6 +347,13 @@ typedef void (*ectp_join_callback)(int sd, uint32_t user_id, const struct sockad
  * token request; answer with `mtoken_confirm` (now or later, from any thread).
  */
 typedef void (*ectp_token_callback)(int sd, uint32_t user_id, const struct sockaddr *addr, socklen_t addrlen);
+
+/**
+ * Called by the TO's library thread, with no library lock held, once for
+ * every member that stops being one, wherever it was in the tree; `reason`
+ * is ECTP_LEAVE_LEFT, ECTP_LEAVE_EJECTED or ECTP_LEAVE_FAILED.
+ */
+typedef void (*ectp_leave_callback)(int sd, uint32_t user_id, int reason);
 
 
 
@@ -372,6 +471,21 @@ int mleave(int sd, uint32_t user_id);
  * On an endpoint with no role yet: release it.
  */
 int mterminate(int sd);
+
+/**
+ * Extension, TO only: fill `*out` with what the TO knows of member
+ * `user_id`, wherever it is in the tree (its parent, level, descendants,
+ * RTT to its parent, token, address). -1 with ENOENT for an unknown or
+ * departed member.
+ */
+int ectp_get_member(int sd, uint32_t user_id, struct ectp_member *out);
+
+/**
+ * Extension, TO only: write up to `max` member ids, ascending, into `ids`
+ * and return how many members there are (which may be more than `max`).
+ * `ids` may be NULL when `max` is 0.
+ */
+int ectp_list_members(int sd, uint32_t *ids, size_t max);
 
 /**
  * Extension: copy the endpoint's counters into `*out`. Returns 0.

@@ -15,7 +15,8 @@ use super::Error;
 use super::socket::{self, RawOption};
 use super::sys::{self, EventFd};
 use crate::proto::{
-    Config, Dest, End, Event, JoinStatus, MAX_DATAGRAM, Node, Owner, OwnerError, Rng, Stats, Transmit, User, UserError,
+    Config, Dest, End, Event, JoinStatus, MAX_DATAGRAM, MemberInfo, Node, Owner, OwnerError, Rng, Stats, Transmit,
+    User, UserError,
 };
 
 /// Most datagrams read from one socket, or written, in one round of the
@@ -381,9 +382,26 @@ impl Endpoint {
         r
     }
 
-    /// Active members (TO), for ECTP_MEMBERS.
+    /// Active TUs in the whole tree (TO), for ECTP_MEMBERS: the ADN sum.
     pub fn members(&self) -> Result<usize, Error> {
-        self.with_owner(|o| Ok(o.active_members()))
+        self.with_owner(|o| Ok(o.adn() as usize))
+    }
+
+    /// What the TO knows of member `user_id` (`ectp_get_member`).
+    pub fn member(&self, user_id: u32) -> Result<MemberInfo, Error> {
+        self.with_owner(|o| o.member(user_id).ok_or(Error::NotFound))
+    }
+
+    /// Every member id, ascending (`ectp_list_members`).
+    pub fn member_ids(&self) -> Result<Vec<u32>, Error> {
+        self.with_owner(|o| Ok(o.member_ids()))
+    }
+
+    /// This TU's parent id and tree level, for ECTP_PARENT / ECTP_TREE_LEVEL.
+    pub fn tree_info(&self) -> Result<(u32, u8), Error> {
+        let mut st = self.state.lock();
+        let u = user_mut(&mut st)?;
+        Ok((u.parent_id(), u.tree_level()))
     }
 
     /// This TU's member id and held token, for ECTP_USER_ID / ECTP_TOKEN_ID.

@@ -17,6 +17,7 @@ mod options;
 mod table;
 pub mod types;
 
+use std::mem::size_of;
 use std::sync::Arc;
 
 use libc::{c_int, c_void, size_t, sockaddr, socklen_t, ssize_t};
@@ -178,13 +179,13 @@ pub extern "C" fn mcreate(
         let h = table::get(sd)?;
         let local = addr::from_c(local, locallen)?;
         let group = addr::from_c(group, grouplen)?;
-        let (join_cb, token_cb) = *h.callbacks.lock();
+        let cbs = *h.callbacks.lock();
         if h.ep.is_owner().is_some() {
             return Err(Error::AlreadyConnected.into());
         }
         h.ep.configure(|c| {
-            c.ask_joins = join_cb.is_some();
-            c.ask_tokens = token_cb.is_some();
+            c.ask_joins = cbs.join.is_some();
+            c.ask_tokens = cbs.token.is_some();
             Ok(())
         })?;
         let handler = callback_handler(sd, &h);
@@ -196,15 +197,21 @@ pub extern "C" fn mcreate(
 /// The closure the driver thread calls for TO events: it calls the C
 /// callbacks with no library lock held.
 fn callback_handler(sd: c_int, h: &Arc<Handle>) -> Option<EventHandler> {
-    let (join_cb, token_cb) = *h.callbacks.lock();
-    if join_cb.is_none() && token_cb.is_none() {
+    let cbs = *h.callbacks.lock();
+    if cbs.join.is_none() && cbs.token.is_none() && cbs.leave.is_none() {
         return None;
     }
     Some(Box::new(move |e: Event| {
         let (cb, user_id, a) = match e {
-            Event::JoinRequest { user_id, addr } => (join_cb, user_id, addr),
-            Event::TokenRequest { user_id, addr } => (token_cb, user_id, addr),
-            Event::Left { .. } => return,
+            Event::JoinRequest { user_id, addr } => (cbs.join, user_id, addr),
+            Event::TokenRequest { user_id, addr } => (cbs.token, user_id, addr),
+            Event::Left { user_id, reason } => {
+                if let Some(cb) = cbs.leave {
+                    // SAFETY: the program gave us this function for exactly this call.
+                    unsafe { cb(sd, user_id, c_int::from(reason as u8)) };
+                }
+                return;
+            }
         };
         let Some(cb) = cb else { return };
         // SAFETY: a zeroed sockaddr_storage is a valid value.
@@ -383,6 +390,59 @@ pub extern "C" fn mterminate(sd: c_int) -> c_int {
         }
         r?;
         Ok(0)
+    })
+}
+
+/// Extension, TO only: fill `*out` with what the TO knows of member
+/// `user_id`, wherever it is in the tree (its parent, level, descendants,
+/// RTT to its parent, token, address). -1 with ENOENT for an unknown or
+/// departed member.
+#[unsafe(no_mangle)]
+pub extern "C" fn ectp_get_member(sd: c_int, user_id: u32, out: *mut ectp_member) -> c_int {
+    guard(-1, || {
+        let h = table::get(sd)?;
+        if out.is_null() {
+            return Err(EFAULT);
+        }
+        let m = h.ep.member(user_id)?;
+        // SAFETY: a zeroed ectp_member is a valid value.
+        let mut v: ectp_member = unsafe { std::mem::zeroed() };
+        v.user_id = m.user_id;
+        v.parent_id = m.parent_id;
+        v.descendants = m.descendants;
+        v.rtt_us = m.rtt.map_or(0, |r| u32::try_from(r.as_micros()).unwrap_or(u32::MAX).max(1));
+        v.child_id = m.child_id;
+        v.tree_level = m.tree_level;
+        v.token_id = m.token_id;
+        v.is_ra = u8::from(m.is_ra);
+        v.addrlen = addr::to_c(m.addr, &mut v.addr);
+        // SAFETY: out is non-NULL and points to the caller's ectp_member.
+        unsafe { out.write_unaligned(v) };
+        Ok(0)
+    })
+}
+
+/// Extension, TO only: write up to `max` member ids, ascending, into `ids`
+/// and return how many members there are (which may be more than `max`).
+/// `ids` may be NULL when `max` is 0.
+#[unsafe(no_mangle)]
+pub extern "C" fn ectp_list_members(sd: c_int, ids: *mut u32, max: size_t) -> c_int {
+    guard(-1, || {
+        let h = table::get(sd)?;
+        if ids.is_null() && max > 0 {
+            return Err(EFAULT);
+        }
+        if max > isize::MAX as usize / size_of::<u32>() {
+            return Err(EINVAL);
+        }
+        let all = h.ep.member_ids()?;
+        let n = all.len().min(max);
+        if n > 0 {
+            // SAFETY: ids is non-NULL and the caller promises room for `max` >= n ids.
+            let out = unsafe { std::slice::from_raw_parts_mut(ids, n) };
+            out.copy_from_slice(&all[..n]);
+        }
+        Ok(c_int::try_from(all.len()).unwrap_or(c_int::MAX))
     })
 }
 

@@ -10,7 +10,7 @@ use super::error::{EFAULT, EINVAL, Errno};
 use super::table::Handle;
 use super::types::*;
 use crate::driver::Error;
-use crate::proto::MSS_RANGE;
+use crate::proto::{DEFAULT_RA_CHILDREN, DEFAULT_TO_CHILDREN, MAX_CHILDREN, MSS_RANGE};
 use crate::wire::{Ro, Tco};
 
 const ENOPROTOOPT: Errno = Errno(libc::ENOPROTOOPT);
@@ -36,27 +36,26 @@ fn ms(v: c_int) -> Duration {
 
 /// Set one SOL_ECTP option.
 pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t) -> Result<(), Errno> {
-    if matches!(optname, ECTP_JOIN_CALLBACK | ECTP_TOKEN_CALLBACK) {
+    if matches!(optname, ECTP_JOIN_CALLBACK | ECTP_TOKEN_CALLBACK | ECTP_LEAVE_CALLBACK) {
         if optval.is_null() {
             return Err(EFAULT);
         }
         if optlen as usize != size_of::<ectp_join_callback>() {
             return Err(EINVAL);
         }
-        // SAFETY: optval is non-NULL and the caller says it holds a function
-        // pointer (NULL allowed: removes the callback).
-        let cb: ectp_join_callback = unsafe { optval.cast::<ectp_join_callback>().read_unaligned() };
         // Only before mcreate, like the connection options.
         h.ep.configure(|_| Ok(()))?;
         let mut cbs = h.callbacks.lock();
-        if optname == ECTP_JOIN_CALLBACK {
-            cbs.0 = cb
-        } else {
-            cbs.1 = cb
+        // SAFETY (each read): optval is non-NULL and the caller says it holds
+        // a function pointer of the option's type (NULL removes the callback).
+        match optname {
+            ECTP_JOIN_CALLBACK => cbs.join = unsafe { optval.cast::<ectp_join_callback>().read_unaligned() },
+            ECTP_TOKEN_CALLBACK => cbs.token = unsafe { optval.cast::<ectp_token_callback>().read_unaligned() },
+            _ => cbs.leave = unsafe { optval.cast::<ectp_leave_callback>().read_unaligned() },
         }
         return Ok(());
     }
-    if matches!(optname, ECTP_MEMBERS | ECTP_USER_ID | ECTP_TOKEN_ID) {
+    if matches!(optname, ECTP_MEMBERS | ECTP_USER_ID | ECTP_TOKEN_ID | ECTP_PARENT | ECTP_TREE_LEVEL) {
         return Err(ENOPROTOOPT); // read only
     }
     if matches!(optname, ECTP_RX_LOSS | ECTP_TX_LOSS) {
@@ -70,7 +69,8 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
         h.ep.set_corruption(f64::from(in_range(read_int(optval, optlen)?, 0, 100)?) / 100.0);
         return Ok(());
     }
-    if !(ECTP_TCO..=ECTP_MAX_TOKENS).contains(&optname) && optname != ECTP_WINDOW {
+    if !(ECTP_TCO..=ECTP_MAX_TOKENS).contains(&optname) && !matches!(optname, ECTP_WINDOW | ECTP_RA | ECTP_MAX_CHILDREN)
+    {
         return Err(ENOPROTOOPT);
     }
     let v = read_int(optval, optlen)?;
@@ -86,6 +86,8 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
         ECTP_RXT => in_range(v, 10, 60_000)?,
         ECTP_RETRIES => in_range(v, 1, 100)?,
         ECTP_WINDOW => in_range(v, 16, 65536)?,
+        ECTP_RA => in_range(v, 0, 1)?,
+        ECTP_MAX_CHILDREN => in_range(v, 1, c_int::from(MAX_CHILDREN))?,
         _ => return Err(ENOPROTOOPT),
     };
     h.ep.configure(|c| {
@@ -101,6 +103,8 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
             ECTP_RXT => c.rxt = ms(v),
             ECTP_RETRIES => c.retries = v as u32,
             ECTP_WINDOW => c.window = v as u32,
+            ECTP_RA => c.ra = v == 1,
+            ECTP_MAX_CHILDREN => c.max_children = Some(v as u16),
             _ => return Err(Error::Invalid),
         }
         Ok(())
@@ -115,15 +119,18 @@ pub fn get(h: &Handle, optname: c_int, optval: *mut c_void, optlen: *mut socklen
     }
     // SAFETY: optlen is non-NULL; the caller says it points to a socklen_t.
     let room = unsafe { optlen.read_unaligned() } as usize;
-    if matches!(optname, ECTP_JOIN_CALLBACK | ECTP_TOKEN_CALLBACK) {
+    if matches!(optname, ECTP_JOIN_CALLBACK | ECTP_TOKEN_CALLBACK | ECTP_LEAVE_CALLBACK) {
         if room < size_of::<ectp_join_callback>() {
             return Err(EINVAL);
         }
         let cbs = *h.callbacks.lock();
-        let cb = if optname == ECTP_JOIN_CALLBACK { cbs.0 } else { cbs.1 };
-        // SAFETY: optval has room for a function pointer (checked above).
+        // SAFETY (each write): optval has room for a function pointer (checked above).
         unsafe {
-            optval.cast::<ectp_join_callback>().write_unaligned(cb);
+            match optname {
+                ECTP_JOIN_CALLBACK => optval.cast::<ectp_join_callback>().write_unaligned(cbs.join),
+                ECTP_TOKEN_CALLBACK => optval.cast::<ectp_token_callback>().write_unaligned(cbs.token),
+                _ => optval.cast::<ectp_leave_callback>().write_unaligned(cbs.leave),
+            }
             optlen.write_unaligned(size_of::<ectp_join_callback>() as socklen_t);
         }
         return Ok(());
@@ -151,6 +158,15 @@ pub fn get(h: &Handle, optname: c_int, optval: *mut c_void, optlen: *mut socklen
         ECTP_MEMBERS => c_int::try_from(h.ep.members()?).unwrap_or(c_int::MAX),
         ECTP_USER_ID => h.ep.user_info()?.0 as c_int,
         ECTP_TOKEN_ID => c_int::from(h.ep.user_info()?.1),
+        ECTP_RA => c_int::from(c.ra),
+        ECTP_MAX_CHILDREN => c_int::from(c.max_children.unwrap_or(if h.ep.is_owner() == Some(false) || c.ra {
+            DEFAULT_RA_CHILDREN
+        } else {
+            DEFAULT_TO_CHILDREN
+        })),
+        // The member id is a uint32: the same four bytes as an int.
+        ECTP_PARENT => h.ep.tree_info()?.0 as c_int,
+        ECTP_TREE_LEVEL => c_int::from(h.ep.tree_info()?.1),
         _ => return Err(ENOPROTOOPT),
     };
     // SAFETY: optval has room for an int (checked above); optlen is valid.

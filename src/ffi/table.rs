@@ -7,15 +7,26 @@ use libc::c_int;
 use parking_lot::Mutex;
 
 use super::error::{EBADF, Errno};
-use super::types::{ectp_join_callback, ectp_token_callback};
+use super::types::{ectp_join_callback, ectp_leave_callback, ectp_token_callback};
 use crate::driver::Endpoint;
+
+/// The TO's callbacks, as the program set them.
+#[derive(Clone, Copy, Default)]
+pub struct Callbacks {
+    /// ECTP_JOIN_CALLBACK.
+    pub join: ectp_join_callback,
+    /// ECTP_TOKEN_CALLBACK.
+    pub token: ectp_token_callback,
+    /// ECTP_LEAVE_CALLBACK.
+    pub leave: ectp_leave_callback,
+}
 
 /// An open descriptor: its endpoint and the callbacks set on it.
 pub struct Handle {
     /// The endpoint.
     pub ep: Arc<Endpoint>,
-    /// The callbacks set with ECTP_JOIN_CALLBACK / ECTP_TOKEN_CALLBACK.
-    pub callbacks: Mutex<(ectp_join_callback, ectp_token_callback)>,
+    /// The callbacks set with ECTP_JOIN_CALLBACK, ECTP_TOKEN_CALLBACK, ECTP_LEAVE_CALLBACK.
+    pub callbacks: Mutex<Callbacks>,
 }
 
 static TABLE: LazyLock<Mutex<HashMap<c_int, Arc<Handle>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
@@ -23,7 +34,7 @@ static TABLE: LazyLock<Mutex<HashMap<c_int, Arc<Handle>>>> = LazyLock::new(|| Mu
 /// Register a new endpoint; its descriptor is the key.
 pub fn insert(ep: Arc<Endpoint>) -> c_int {
     let fd = ep.fd();
-    let h = Arc::new(Handle { ep, callbacks: Mutex::new((None, None)) });
+    let h = Arc::new(Handle { ep, callbacks: Mutex::new(Callbacks::default()) });
     TABLE.lock().insert(fd, h);
     fd
 }

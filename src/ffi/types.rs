@@ -53,6 +53,30 @@ pub const ECTP_TX_CORRUPT: c_int = 18;
 /// the TO's repair buffer instead. Default 1024. Set before mcreate/mjoin.
 pub const ECTP_WINDOW: c_int = 19;
 
+/// TU, before mjoin: 1 offers to be a repair agent (a parent of later
+/// joiners) when the connection is ECTP_TCO_TREE; 0 a leaf (int). Default 0.
+/// Ignored in a flat tree.
+pub const ECTP_RA: c_int = 20;
+/// TO before mcreate, TU before mjoin: most children this node takes as a
+/// parent, 1..4096 (int). Default: 4096 for the TO (which, in a tree, takes
+/// repair agents first and leaves only when no agent has room), 32 for a
+/// repair agent.
+pub const ECTP_MAX_CHILDREN: c_int = 21;
+/// Read only, TU: the member id of its current parent, 0 = the TO (uint32).
+pub const ECTP_PARENT: c_int = 22;
+/// Read only, TU: its tree level, 1 = a child of the TO (int).
+pub const ECTP_TREE_LEVEL: c_int = 23;
+/// The TO's leave callback (ectp_leave_callback); set before mcreate.
+pub const ECTP_LEAVE_CALLBACK: c_int = 24;
+
+/// ectp_leave_callback reason: the TU left (mleave).
+pub const ECTP_LEAVE_LEFT: c_int = 1;
+/// ectp_leave_callback reason: the TO ejected it (mleave on the TO).
+pub const ECTP_LEAVE_EJECTED: c_int = 2;
+/// ectp_leave_callback reason: silent for FDN x HGT, or its subtree was lost
+/// (it did not rebind in time after its parent failed).
+pub const ECTP_LEAVE_FAILED: c_int = 3;
+
 /// ECTP_TCO: every TU's parent is the TO.
 pub const ECTP_TCO_FLAT: c_int = 0;
 /// ECTP_TCO: TUs that offer to be repair agents become parents of later joiners.
@@ -117,6 +141,36 @@ pub struct ectp_stats {
     /// Datagrams dropped on purpose (ECTP_RX_LOSS, ECTP_TX_LOSS).
     pub dropped_injected: u64,
 }
+
+/// A member of the connection as the TO knows it, filled by `ectp_get_member`.
+#[repr(C)]
+pub struct ectp_member {
+    /// Its member id.
+    pub user_id: u32,
+    /// Its parent's member id; 0 = the TO.
+    pub parent_id: u32,
+    /// Active TUs below it (ADN less itself).
+    pub descendants: u32,
+    /// Last RTT measured to its parent, in microseconds; 0 = not yet.
+    pub rtt_us: u32,
+    /// The Child ID its parent gave it.
+    pub child_id: u16,
+    /// Its tree level: 1 = a child of the TO.
+    pub tree_level: u8,
+    /// The token it holds, 0 = none.
+    pub token_id: u8,
+    /// 1 = a repair agent.
+    pub is_ra: u8,
+    /// Its unicast address.
+    pub addr: sockaddr_storage,
+    /// Length of `addr`.
+    pub addrlen: socklen_t,
+}
+
+/// Called by the TO's library thread, with no library lock held, once for
+/// every member that stops being one, wherever it was in the tree; `reason`
+/// is ECTP_LEAVE_LEFT, ECTP_LEAVE_EJECTED or ECTP_LEAVE_FAILED.
+pub type ectp_leave_callback = Option<unsafe extern "C" fn(sd: c_int, user_id: u32, reason: c_int)>;
 
 /// Called by the TO's library thread, with no library lock held, for each
 /// join request; answer with `mjoin_confirm` (now or later, from any thread).
