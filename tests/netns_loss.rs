@@ -10,11 +10,11 @@
 //! run in child processes (`ip netns exec <ns> <this binary> --exact role_...`).
 
 mod common;
+use common::netns::{Net, can_build};
 use common::*;
 use ectp::ffi::*;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -185,104 +185,14 @@ fn role_net_tu() {
     tell("done");
 }
 
-// ----- the network -----
-
-fn have(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).chain(["/sbin".into(), "/usr/sbin".into()]).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
-}
-
-fn run(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{args:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Namespaces ectp{A,B,C,S}<pid>: A, B, C hold 10.77.0.1, .2, .3 on a veth
-/// whose peer is in the bridge in S. Deleted when dropped.
-struct Net {
-    hosts: Vec<String>,
-    all: Vec<String>,
-}
-
-impl Net {
-    fn new() -> Result<Net, String> {
-        let pid = std::process::id();
-        let hosts: Vec<String> = ["A", "B", "C"].iter().map(|h| format!("ectp{h}{pid}")).collect();
-        let sw = format!("ectpS{pid}");
-        let mut net = Net { hosts: vec![], all: vec![] };
-        for ns in hosts.iter().chain([&sw]) {
-            run(&["ip", "netns", "add", ns])?;
-            net.all.push(ns.clone());
-        }
-        net.hosts = hosts.clone();
-        run(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"])?;
-        run(&["ip", "-n", &sw, "link", "set", "br0", "up"])?;
-        for (k, ns) in hosts.iter().enumerate() {
-            let port = format!("p{k}");
-            run(&["ip", "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
-            run(&["ip", "-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-            run(&["ip", "-n", ns, "addr", "add", &format!("10.77.0.{}/24", k + 1), "dev", "eth0"])?;
-            run(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
-            run(&["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "iptables",
-                "-t",
-                "filter",
-                "-A",
-                "INPUT",
-                "-p",
-                "udp",
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                DROP_PROBABILITY,
-                "-j",
-                "DROP",
-            ])?;
-        }
-        Ok(net)
-    }
-
-    /// Packets dropped so far by the DROP rule in namespace `ns`.
-    fn dropped(&self, ns: &str) -> u64 {
-        let out = run(&["ip", "netns", "exec", ns, "iptables", "-t", "filter", "-L", "INPUT", "-v", "-n", "-x"])
-            .unwrap_or_else(|e| panic!("{e}"));
-        out.lines()
-            .filter(|l| l.contains("DROP") && l.contains("statistic"))
-            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-            .sum()
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in self.all.iter().rev() {
-            if let Err(e) = run(&["ip", "netns", "del", ns]) {
-                eprintln!("cleanup: {e}");
-            }
-        }
-    }
-}
-
 #[test]
 fn netns_reliable_with_real_loss() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || !have("ip") || !have("iptables") {
+    if !can_build() {
         println!("skipped: needs root, ip netns and iptables");
         return;
     }
-    let net = match Net::new() {
+    // Namespaces for the TO, TU1, TU2 on 10.77.0.1, .2, .3, each dropping 5% of its incoming UDP.
+    let net = match Net::new("L", 3, 77, false, DROP_PROBABILITY) {
         Ok(n) => n,
         Err(e) => {
             // Root without the right to create namespaces (some containers).
@@ -336,7 +246,7 @@ fn netns_reliable_with_real_loss() {
     assert_eq!(su_counts, want, "backward messages per SU");
 
     // The loss was real, and repaired.
-    let dropped: Vec<u64> = net.hosts.iter().map(|ns| net.dropped(ns)).collect();
+    let dropped: Vec<u64> = (0..net.hosts.len()).map(|k| net.dropped(k)).collect();
     eprintln!("iptables drops (TO, TU1, TU2): {dropped:?}; {to_stats}; {:?} in all", t0.elapsed());
     assert!(dropped[1] > 0 && dropped[2] > 0, "iptables dropped nothing at the TUs: {dropped:?}");
     let rdata: u64 = to_stats

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use ectp::ffi::*;
 use libc::{c_int, sockaddr, sockaddr_storage, socklen_t};
 
+pub mod netns;
+
 /// A port for this test, distinct per call and per process.
 pub fn port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
