@@ -240,6 +240,11 @@ t_ipv6() {
     ' ipv6 env GSERV="$B/gserv" GCLNT="$B/gclnt" TMPDIR="$d" "$here/demo.sh"
 }
 
+# The demo with a control tree: TU 1 a repair agent, TU 2 under it.
+t_demo_tree() {
+    TREE=1 GSERV="$B/gserv" GCLNT="$B/gclnt" TMPDIR="$1" "$here/demo.sh"
+}
+
 # ---- the runner
 
 run() {   # run <name> <function>
@@ -275,6 +280,7 @@ done
 
 selected demo-shared && run demo-shared t_demo_shared
 selected demo-static && run demo-static t_demo_static
+selected demo-tree && run demo-tree t_demo_tree
 selected refused-join && run refused-join t_refused_join
 selected refused-token && run refused-token t_refused_token
 selected join-no-to && run join-no-to t_join_no_to

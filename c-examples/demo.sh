@@ -16,6 +16,8 @@
 #   CHUNK          bytes per message (default 1024)
 #   STREAM_SECS    how long the stream should last (default 6)
 #   KEEP=1         keep the work directory (it is always kept on failure)
+#   TREE=1         a control tree: gserv -t 1, TU 1 a repair agent (gclnt -A),
+#                  TU 2 attached under it; also checks TU 2's parent is TU 1
 # shellcheck disable=SC2317 # the checks are called through check()
 set -euo pipefail
 
@@ -31,6 +33,13 @@ SIZE=${SIZE:-2097152}
 CHUNK=${CHUNK:-1024}
 STREAM_SECS=${STREAM_SECS:-6}
 KEEP=${KEEP:-0}
+TREE=${TREE:-0}
+tree_to=()
+tree_ra=()
+if [[ $TREE == 1 ]]; then
+    tree_to=(-t 1)
+    tree_ra=(-A)
+fi
 # Each process is killed if it hangs; the whole demo normally takes ~8 s.
 LIMIT=40
 
@@ -62,13 +71,13 @@ head -c "$SIZE" /dev/urandom >"$work/input"
 
 echo "demo: $SIZE bytes at $rate KiB/s from $LOCAL to $GROUP port $PORT (work dir $work)"
 
-timeout -k 5 "$LIMIT" "$GSERV" -l "$LOCAL" -g "$GROUP" -p "$PORT" -r "$rate" -s "$CHUNK" \
+timeout -k 5 "$LIMIT" "$GSERV" -l "$LOCAL" -g "$GROUP" -p "$PORT" -r "$rate" -s "$CHUNK" "${tree_to[@]}" \
     "$work/input" >"$work/gserv.log" 2>"$work/gserv.err" &
 gserv_pid=$!
 pids+=("$gserv_pid")
 
 sleep 1
-timeout -k 5 "$LIMIT" "$GCLNT" -l "$LOCAL" -g "$GROUP" -p "$PORT" -O "$work/tu1.out" -t 500 \
+timeout -k 5 "$LIMIT" "$GCLNT" -l "$LOCAL" -g "$GROUP" -p "$PORT" -O "$work/tu1.out" -t 500 "${tree_ra[@]}" \
     2>"$work/tu1.err" &
 tu1_pid=$!
 pids+=("$tu1_pid")
@@ -146,6 +155,12 @@ for tu in 1 2; do
         check "TU $tu printed its user id" false
     fi
 done
+
+if [[ $TREE == 1 ]]; then
+    ra=$(user_id "$work/tu1.err")
+    check "TU 2 attached under TU 1, the repair agent (user ${ra:-?})" \
+        grep_q "^gclnt: in the tree at level 2, parent user ${ra:-x}$" "$work/tu2.err"
+fi
 
 if [[ $failures -eq 0 ]]; then
     result=0

@@ -53,7 +53,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "usage: %s [-l owner_ip] [-g group_ip] [-p port] [-O outfile] [-t token_after_ms]\n"
-"             [-T token_messages] [-x exit_after_ms] [-b] [-q]\n"
+"             [-T token_messages] [-x exit_after_ms] [-A] [-C max_children] [-b] [-q]\n"
 "\n"
 "A TU of an ECTP-3 connection: joins the connection of the TO at owner_ip on\n"
 "group_ip:port and writes the data it multicasts to outfile.\n"
@@ -68,6 +68,10 @@ static void usage(FILE *f)
 "                a terminating NUL; empty items are skipped\n"
 "                (default \"token data,good transmit\")\n"
 "  -x ms         leave the connection (mleave) that long after joining, exit 0\n"
+"  -A            offer to be a repair agent (ECTP_RA) when the TO runs a tree\n"
+"                (gserv -t 1): a parent of later joiners\n"
+"  -C n          as a repair agent, take at most n children (ECTP_MAX_CHILDREN,\n"
+"                1..4096, default 32)\n"
 "  -b            block in mrecvmsg (legacy style) instead of poll() + mrecvmsg\n"
 "                with MSG_DONTWAIT; not with -x\n"
 "  -q            report only errors, the user id, the token's progress and\n"
@@ -270,7 +274,8 @@ int main(int argc, char **argv)
     char default_messages[] = "token data,good transmit";
     char *messages = default_messages;
     long port = 5000, exit_after_ms = -1;
-    int opt, blocking = 0, token_started = 0, user_id = 0, status = 0;
+    int opt, blocking = 0, token_started = 0, user_id = 0, status = 0, ra = 0;
+    long max_children = 0;
     struct sockaddr_storage owner, group;
     socklen_t ownerlen, grouplen, len;
     char err[160], otext[ADDR_TEXT_LEN], gtext[ADDR_TEXT_LEN];
@@ -279,7 +284,7 @@ int main(int argc, char **argv)
     int have_deadline = 0;
     pthread_t tid;
 
-    while ((opt = getopt(argc, argv, "l:g:p:O:t:T:x:bqh")) != -1) {
+    while ((opt = getopt(argc, argv, "l:g:p:O:t:T:x:AC:bqh")) != -1) {
         switch (opt) {
         case 'l': owner_text = optarg; break;
         case 'g': group_text = optarg; break;
@@ -295,6 +300,10 @@ int main(int argc, char **argv)
         case 'x':
             if (parse_long(optarg, 0, 86400000L, &exit_after_ms))
                 die_usage("bad exit delay '%s'", optarg);
+            break;
+        case 'A': ra = 1; break;
+        case 'C':
+            if (parse_long(optarg, 1, 4096, &max_children)) die_usage("bad max children '%s'", optarg);
             break;
         case 'b': blocking = 1; break;
         case 'q': quiet = 1; break;
@@ -333,6 +342,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: msocket: %s\n", prog, strerror(errno));
         return 1;
     }
+    if (ra && msetsockopt(sd, SOL_ECTP, ECTP_RA, &ra, (socklen_t)sizeof ra) == -1) {
+        fprintf(stderr, "%s: msetsockopt(ECTP_RA): %s\n", prog, strerror(errno));
+        return 1;
+    }
+    if (max_children > 0) {
+        int v = (int)max_children;
+        if (msetsockopt(sd, SOL_ECTP, ECTP_MAX_CHILDREN, &v, (socklen_t)sizeof v) == -1) {
+            fprintf(stderr, "%s: msetsockopt(ECTP_MAX_CHILDREN): %s\n", prog, strerror(errno));
+            return 1;
+        }
+    }
     if (mjoin(sd, (const struct sockaddr *)&owner, ownerlen,
               (const struct sockaddr *)&group, grouplen) == -1) {
         fprintf(stderr, "%s: mjoin(owner %s, group %s): %s\n", prog,
@@ -351,6 +371,15 @@ int main(int argc, char **argv)
     }
     /* Always printed (tests read the id), even with -q. */
     fprintf(stderr, "%s: joined as user %u\n", prog, (unsigned)user_id);
+    {
+        uint32_t parent = 0;
+        int level = 0;
+        socklen_t plen = (socklen_t)sizeof parent, llen = (socklen_t)sizeof level;
+        if (mgetsockopt(sd, SOL_ECTP, ECTP_PARENT, &parent, &plen) == 0
+            && mgetsockopt(sd, SOL_ECTP, ECTP_TREE_LEVEL, &level, &llen) == 0)
+            fprintf(stderr, "%s: in the tree at level %d, parent %s%u%s\n", prog, level,
+                    parent == 0 ? "the TO (" : "user ", (unsigned)parent, parent == 0 ? ")" : "");
+    }
     if (!quiet) {
         fprintf(stderr, "%s: connection:", prog);
         print_opt("tco", ECTP_TCO);

@@ -48,7 +48,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "usage: %s [-l local_ip] [-g group_ip] [-p port] [-r rate_KBps] [-s chunk_bytes]\n"
-"             [-m mss] [-c cct_ms] [-o ro] [-H hgt_ms] [-t tco] [-a agn] [-F fdn]\n"
+"             [-m mss] [-c cct_ms] [-o ro] [-H hgt_ms] [-t tco] [-C max_children]\n"
+"             [-a agn] [-F fdn]\n"
 "             [-R join|token] [-q] [-w linger_ms] [file|-]\n"
 "\n"
 "The TO of an ECTP-3 connection: multicasts `file' (default: standard input)\n"
@@ -66,7 +67,9 @@ static void usage(FILE *f)
 "  -c ms         ECTP_CCT, connection creation time (default: the library's, 0)\n"
 "  -o ro         ECTP_RO: 0 unreliable, 1 semi-reliable, 2 reliable (default 2)\n"
 "  -H ms         ECTP_HGT, heartbeat period (default: the library's)\n"
-"  -t tco        ECTP_TCO: 0 flat, 1 tree (default: the library's, flat)\n"
+"  -t tco        ECTP_TCO: 0 flat, 1 tree (default: the library's, flat); in a\n"
+"                tree, TUs started with gclnt -A become repair agents\n"
+"  -C n          ECTP_MAX_CHILDREN: most children of the TO (default 4096)\n"
 "  -a agn        ECTP_AGN, ACK generation number (default: the library's)\n"
 "  -F fdn        ECTP_FDN, failure detection number (default: the library's)\n"
 "  -R what       refuse every join request (-R join) or token request\n"
@@ -119,6 +122,15 @@ static void on_token(int sd, uint32_t user_id, const struct sockaddr *addr, sock
     if (mtoken_confirm(sd, user_id, flag) == -1)
         fprintf(stderr, "%s: mtoken_confirm(user %lu, %d): %s\n", prog,
                 (unsigned long)user_id, flag, strerror(errno));
+}
+
+static void on_leave(int sd, uint32_t user_id, int reason)
+{
+    const char *why = reason == ECTP_LEAVE_LEFT ? "left" : reason == ECTP_LEAVE_EJECTED ? "was ejected" : "failed";
+
+    (void)sd;
+    if (!quiet)
+        fprintf(stderr, "user %lu %s\n", (unsigned long)user_id, why);
 }
 
 /* ---- receiving what SUs send ---- */
@@ -288,17 +300,18 @@ int main(int argc, char **argv)
     const char *local_text = "127.0.0.1", *group_text = "239.255.10.10";
     const char *input = "-";
     long port = 5000, rate = 0, chunk = 1024, linger = 1000;
-    long mss = -1, cct = -1, ro = ECTP_RO_RELIABLE, hgt = -1, tco = -1, agn = -1, fdn = -1;
+    long mss = -1, cct = -1, ro = ECTP_RO_RELIABLE, hgt = -1, tco = -1, agn = -1, fdn = -1, max_children = -1;
     struct sockaddr_storage local, group;
     socklen_t locallen, grouplen;
     char err[160], ltext[ADDR_TEXT_LEN], gtext[ADDR_TEXT_LEN];
     ectp_join_callback jcb = on_join;
     ectp_token_callback tcb = on_token;
+    ectp_leave_callback lcb = on_leave;
     uint64_t t0, sent_bytes = 0, messages = 0;
     int sd, in_fd, opt, status = 0;
     char *buf;
 
-    while ((opt = getopt(argc, argv, "l:g:p:r:s:m:c:o:H:t:a:F:R:qw:h")) != -1) {
+    while ((opt = getopt(argc, argv, "l:g:p:r:s:m:c:o:H:t:C:a:F:R:qw:h")) != -1) {
         switch (opt) {
         case 'l': local_text = optarg; break;
         case 'g': group_text = optarg; break;
@@ -325,6 +338,9 @@ int main(int argc, char **argv)
             break;
         case 't':
             if (parse_long(optarg, 0, 1, &tco)) die_usage("bad tco '%s' (0 or 1)", optarg);
+            break;
+        case 'C':
+            if (parse_long(optarg, 1, 4096, &max_children)) die_usage("bad max children '%s'", optarg);
             break;
         case 'a':
             if (parse_long(optarg, 0, 0x7fffffffL, &agn)) die_usage("bad agn '%s'", optarg);
@@ -424,6 +440,9 @@ int main(int argc, char **argv)
         return 1;
     if (agn >= 0 && set_int_opt(sd, SOL_ECTP, ECTP_AGN, "ECTP_AGN", (int)agn) == -1)
         return 1;
+    if (max_children >= 0
+        && set_int_opt(sd, SOL_ECTP, ECTP_MAX_CHILDREN, "ECTP_MAX_CHILDREN", (int)max_children) == -1)
+        return 1;
     if (fdn >= 0 && set_int_opt(sd, SOL_ECTP, ECTP_FDN, "ECTP_FDN", (int)fdn) == -1)
         return 1;
     if (msetsockopt(sd, SOL_ECTP, ECTP_JOIN_CALLBACK, &jcb, (socklen_t)sizeof jcb) == -1) {
@@ -432,6 +451,10 @@ int main(int argc, char **argv)
     }
     if (msetsockopt(sd, SOL_ECTP, ECTP_TOKEN_CALLBACK, &tcb, (socklen_t)sizeof tcb) == -1) {
         fprintf(stderr, "%s: msetsockopt(ECTP_TOKEN_CALLBACK): %s\n", prog, strerror(errno));
+        return 1;
+    }
+    if (msetsockopt(sd, SOL_ECTP, ECTP_LEAVE_CALLBACK, &lcb, (socklen_t)sizeof lcb) == -1) {
+        fprintf(stderr, "%s: msetsockopt(ECTP_LEAVE_CALLBACK): %s\n", prog, strerror(errno));
         return 1;
     }
 
