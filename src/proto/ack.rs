@@ -10,11 +10,13 @@ use super::Dest;
 use super::receiver::Receiver;
 use crate::wire::{ACK_BITMAP_BITS, AckInfo, Psn};
 
-/// The Acknowledgement element describing `rx`: LSN, then one bit per PSN
+/// The Acknowledgement element describing `rx`: LSN, whether the LSN is
+/// known to exist (then it is lost, not in flight), then one bit per PSN
 /// after it (1 received, 0 lost) up to the highest PSN known to exist.
 pub fn ack_of(rx: &Receiver, adn: u32) -> AckInfo {
     let lsn = rx.lsn();
     let mut ack = AckInfo::new(lsn.0, adn);
+    ack.lsn_lost = rx.known_end().diff(lsn) > 0;
     let span = rx.known_end().diff(lsn) - 1;
     let bits = span.clamp(0, ACK_BITMAP_BITS as i64) as usize;
     for i in 0..bits {
@@ -23,11 +25,13 @@ pub fn ack_of(rx: &Receiver, adn: u32) -> AckInfo {
     ack
 }
 
-/// Every PSN `ack` reports missing, before `end` (one past the last sent).
+/// Every PSN `ack` reports missing, before `end` (one past the last sent):
+/// the LSN when it is known lost, and the bitmap's 0 bits. An LSN that may
+/// just be in flight is not a loss: repairing it would send it twice.
 pub fn missing(ack: &AckInfo, end: Psn) -> impl Iterator<Item = Psn> + '_ {
     let lsn = Psn(ack.lsn);
     let bits = (0..usize::from(ack.bitmap_len)).filter(|&i| !ack.is_received(i)).map(move |i| lsn.add(1 + i as u32));
-    std::iter::once(lsn).chain(bits).filter(move |p| p.is_valid() && p.is_before(end))
+    ack.lsn_lost.then_some(lsn).into_iter().chain(bits).filter(move |p| p.is_valid() && p.is_before(end))
 }
 
 /// Remembers when each PSN was last repaired to each destination, so that
@@ -92,11 +96,20 @@ mod tests {
         }
         let ack = ack_of(&rx, 1);
         assert_eq!(ack.lsn, 11);
+        assert!(ack.lsn_lost, "12 and later arrived: 11 is lost");
         assert_eq!(ack.bitmap_len, 5); // 12..=16
         let lost: Vec<u32> = missing(&ack, Psn(17)).map(|p| p.0).collect();
         assert_eq!(lost, vec![11, 14, 15]);
         let lost: Vec<u32> = missing(&ack, Psn(15)).map(|p| p.0).collect();
         assert_eq!(lost, vec![11, 14], "nothing at or after `end`");
+        // Everything so far, the next one may be on its way: nothing to repair.
+        let mut rx = Receiver::new(Psn(10), 64, 1 << 20);
+        rx.on_segment(Psn(10), true, b"x");
+        let ack = ack_of(&rx, 1);
+        assert!(!ack.lsn_lost);
+        assert_eq!(missing(&ack, Psn(100)).count(), 0, "an LSN in flight is not repaired");
+        rx.note_end(Psn(12), true); // NDATA: 11 was sent
+        assert_eq!(missing(&ack_of(&rx, 1), Psn(100)).map(|p| p.0).collect::<Vec<_>>(), vec![11]);
     }
 
     #[test]
@@ -104,7 +117,7 @@ mod tests {
         let t0 = Instant::now();
         let rxt = Duration::from_millis(100);
         let mut l = RepairLimiter::default();
-        let ack = AckInfo::new(5, 1);
+        let ack = AckInfo { lsn_lost: true, ..AckInfo::new(5, 1) };
         let mut q = Vec::new();
         let all = |_: Psn| true;
         let g = Dest::Group;

@@ -407,8 +407,9 @@ impl Owner {
                     self.refused.retain(|_, until| *until > now);
                     self.io.timers.set(Timer::Heartbeat, now + self.cfg.hgt);
                 }
-                // NDATA while idle: tells receivers the next PSN, so a lost tail shows.
-                Timer::Ndata if !self.sender.has_unsent() && self.phase == Phase::Open => {
+                // NDATA while idle (and while draining before CTR): tells receivers
+                // the next PSN, so that a lost tail shows and is asked for.
+                Timer::Ndata if !self.sender.has_unsent() && matches!(self.phase, Phase::Open | Phase::Draining) => {
                     let mut h = Header::new(PacketType::Ndata, self.conn_id);
                     h.psn = self.sender.next_psn().0;
                     self.io.ctl.push_back(Ctl::new(Dest::Group, h));

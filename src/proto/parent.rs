@@ -373,7 +373,7 @@ mod tests {
         let mut p = Parent::new(Psn(1), 1000, t0);
         p.store.insert(Segment::copy(Psn(1), true, b"a"));
         p.add(7, addr(7), 1, Psn(1), t0);
-        let mut a = AckInfo::new(1, 1);
+        let mut a = AckInfo { lsn_lost: true, ..AckInfo::new(1, 1) };
         a.set_received(0, false); // 2 lost too
         let dest = Dest::Unicast(addr(7));
         assert!(p.on_ack(7, &a, Psn(3), Psn(3), Some(dest), t0, rxt));

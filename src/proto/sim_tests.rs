@@ -1014,3 +1014,57 @@ fn termination_with_no_members_does_not_wait() {
         assert_eq!(sim.owner().in_window(), 0, "{ro:?}: nothing is kept for nobody");
     }
 }
+
+// ----- lost tails -----
+
+#[test]
+fn a_tail_lost_while_terminating_is_repaired() {
+    let cfg = Config::default();
+    let mut sim = Sim::joined(cfg, 3, 41);
+    let msgs = messages(&mut Rng::new(41), 0, 20, 100..=3000);
+    let last = msgs[19].clone();
+    // The last segment of the last message never reaches TU 1 the first time.
+    let mut once = true;
+    sim.set_filter(move |w| {
+        let hit = once
+            && w.to == user_addr(1)
+            && w.packet_type() == Some(PacketType::Data)
+            && w.bytes.ends_with(&last[last.len() - 50..]);
+        once &= !hit;
+        hit
+    });
+    sim.owner_send_all(&msgs);
+    sim.owner_mut().terminate();
+    sim.run_until(10 * SEC, "every TU sees the end", |s| s.users.iter().all(|u| u.user().end().is_some()));
+    for (i, u) in sim.users.iter().enumerate() {
+        assert_eq!(u.user().end(), Some(End::Terminated), "TU {i}");
+        assert_exactly(&format!("TU {i}"), &u.delivered, &msgs);
+    }
+    assert!(sim.sent_count(PacketType::Ndata) > 0, "NDATA told TU 1 about the tail");
+    assert!(sim.owner().stats().rdata_sent > 0);
+}
+
+#[test]
+fn a_lost_backward_tail_is_repaired_before_the_token_returns() {
+    let cfg = Config::default();
+    let mut sim = Sim::joined(cfg, 1, 42);
+    sim.get_token(0).expect("token");
+    let msgs = messages(&mut Rng::new(42), 0, 10, 100..=3000);
+    let last = msgs[9].clone();
+    let mut once = true;
+    sim.set_filter(move |w| {
+        let hit = once
+            && w.to == OWNER_ADDR
+            && w.packet_type() == Some(PacketType::Data)
+            && w.bytes.ends_with(&last[last.len() - 50..]);
+        once &= !hit;
+        hit
+    });
+    sim.user_send_all(0, &msgs);
+    sim.user_mut(0).return_token().expect("return_token");
+    sim.run_until(10 * SEC, "the token is back", |s| s.user(0).token() == TokenStatus::None);
+    assert_eq!(sim.user_mut(0).take_token_result(), Some(Ok(0)));
+    let got: Vec<Vec<u8>> = sim.incoming.iter().map(|m| m.message.data.clone()).collect();
+    assert_eq!(got, msgs, "every backward message, the lost tail repaired");
+    assert!(sim.user(0).stats().rdata_sent > 0);
+}

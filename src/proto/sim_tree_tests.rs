@@ -517,3 +517,24 @@ fn scale_small_case_cost_per_parent_is_bounded_by_the_fanout_not_by_n() {
     );
     assert!(large.to_ctl_per_data < small.to_ctl_per_data * 1.5 + 0.5, "{}\n{}", small.line(), large.line());
 }
+
+#[test]
+fn nothing_lost_nothing_repaired_flat_or_tree() {
+    for tco in [Tco::Flat, Tco::Tree] {
+        let cfg = Config { tco, ..tree_cfg(4, Ro::Reliable) };
+        let mut sim = Sim::new(17);
+        sim.add_owner(Config { max_children: if tco == Tco::Flat { None } else { Some(4) }, ..cfg });
+        for i in 0..16 {
+            sim.join_one(if i < 4 { ra_cfg(cfg) } else { cfg });
+        }
+        let msgs = messages(&mut Rng::new(17), 0, 500, 1..=3000);
+        sim.owner_send_all(&msgs);
+        sim.run_until_delivered(&(0..16).collect::<Vec<_>>(), msgs.len(), 20 * SEC);
+        sim.run_for(2 * SEC);
+        assert_eq!(sim.sent_count(PacketType::Rdata), 0, "{tco:?}: repairs with nothing lost");
+        for (i, u) in sim.users.iter().enumerate() {
+            assert_exactly(&format!("{tco:?} TU {i}"), &u.delivered, &msgs);
+        }
+        assert_eq!(sim.owner().in_window(), 0, "{tco:?}: everything acknowledged and released");
+    }
+}

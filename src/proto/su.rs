@@ -43,6 +43,10 @@ pub(crate) struct Su {
     /// Initial PSN of the last token request (TGR's PSN).
     isn: Psn,
     channel: Option<Channel>,
+    /// One past the last PSN sent before the last HB: links are FIFO, so the
+    /// TO's HBACK to it has seen everything before this (a missing LSN below
+    /// it is lost, not in flight).
+    hb_sent_end: Psn,
     /// Repairs the TO's HBACKs asked for, and their back-off.
     rdata: VecDeque<Psn>,
     repairs: RepairLimiter,
@@ -55,6 +59,7 @@ impl Su {
             status: TokenStatus::None,
             isn: Psn(1),
             channel: None,
+            hb_sent_end: Psn(1),
             rdata: VecDeque::new(),
             repairs: RepairLimiter::default(),
             result: None,
@@ -208,8 +213,11 @@ impl Su {
         if id == 0 || p.header.token_id != id {
             return false;
         }
-        let (Some(ack), Some(c)) = (p.elements.ack, self.channel.as_mut()) else { return false };
+        let (Some(mut ack), Some(c)) = (p.elements.ack, self.channel.as_mut()) else { return false };
         let lsn = Psn(ack.lsn);
+        if lsn.is_before(self.hb_sent_end) {
+            ack.lsn_lost = true;
+        }
         if lsn.is_valid() && !c.sender.first_unsent().is_before(lsn) {
             c.store.release_before(lsn);
         }
@@ -234,6 +242,7 @@ impl Su {
         let mut h = me.header(PacketType::Hb);
         h.psn = c.lowest_kept().0;
         h.token_id = id;
+        self.hb_sent_end = c.sender.first_unsent();
         let mut ctl = me.ctl(me.owner, h);
         ctl.elements.timestamp = Some(0);
         io.ctl.push_back(ctl);

@@ -52,6 +52,9 @@ mod connection {
 mod ack {
     use core::ops::Range;
     pub const BITMAP_LEN: usize = 1;
+    /// Bit 7: L, the LSN is known lost.
+    pub const FLAGS: usize = 2;
+    pub const LSN_LOST: u8 = 0x80;
     pub const LSN: Range<usize> = 4..8;
     pub const ADN: Range<usize> = 8..12;
     pub const STABLE: Range<usize> = 12..16;
@@ -179,7 +182,8 @@ pub const ACK_BITMAP_BITS: usize = 255;
 /// §6.4).
 ///
 /// Layout (16 + 4 * ceil(n / 32) bytes, n = `bitmap_len`): `[0]` Next Element << 4; `[1]` n;
-/// `[2-3]` reserved; `[4-7]` LSN; `[8-11]` ADN; `[12-15]` stable; `[16..]` the bitmap padded with
+/// `[2]` flags (bit 7: L, the LSN is known lost; the rest reserved); `[3]` reserved; `[4-7]` LSN;
+/// `[8-11]` ADN; `[12-15]` stable; `[16..]` the bitmap padded with
 /// zero bits to a 32-bit boundary. Bits of `bitmap` at or beyond `bitmap_len` are always zero after a parse or
 /// [`AckInfo::set_received`], so two equal reports compare equal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,6 +196,10 @@ pub struct AckInfo {
     /// parent may release below. Equal to `lsn` for a leaf; a repair agent's may be lower (a child
     /// lacks it) while its own `lsn` and bitmap ask only for what the agent itself lacks.
     pub stable: u32,
+    /// L: the LSN is known to have been sent (a later PSN was received, or NDATA or CTR
+    /// announced past it): it is lost, not merely in flight, and the parent repairs it. Without
+    /// L, only the bitmap's 0 bits ask for repairs.
+    pub lsn_lost: bool,
     /// valid bits in `bitmap`
     pub bitmap_len: u8,
     /// Bit i (byte i / 8, most significant bit first) is 1 if PSN LSN + 1 + i was received, 0 if
@@ -202,7 +210,7 @@ pub struct AckInfo {
 impl AckInfo {
     /// A report with the given LSN and ADN and an empty bitmap.
     pub fn new(lsn: u32, adn: u32) -> AckInfo {
-        AckInfo { lsn, adn, stable: lsn, bitmap_len: 0, bitmap: [0; 32] }
+        AckInfo { lsn, adn, stable: lsn, lsn_lost: false, bitmap_len: 0, bitmap: [0; 32] }
     }
 
     /// Records whether PSN LSN + 1 + `i` was received. Extends `bitmap_len` to `i + 1` if needed
@@ -324,6 +332,7 @@ impl Item {
                     AckInfo::new(u32::from_be_bytes(array(&b[ack::LSN])), u32::from_be_bytes(array(&b[ack::ADN])));
                 info.stable = u32::from_be_bytes(array(&b[ack::STABLE]));
                 info.bitmap_len = b[ack::BITMAP_LEN];
+                info.lsn_lost = b[ack::FLAGS] & ack::LSN_LOST != 0;
                 let (bits, rest) = rest.split_at_checked(info.wire_bitmap_bytes()).ok_or(ParseError::Truncated)?;
                 // At most 32 bytes, so the zip covers every byte of `bits`.
                 for (j, (dst, src)) in info.bitmap.iter_mut().zip(bits).enumerate() {
@@ -384,6 +393,7 @@ impl Item {
             }
             Item::Ack(a) => {
                 *b.get_mut(ack::BITMAP_LEN)? = a.bitmap_len;
+                *b.get_mut(ack::FLAGS)? = if a.lsn_lost { ack::LSN_LOST } else { 0 };
                 put(b.get_mut(ack::LSN)?, &a.lsn.to_be_bytes());
                 put(b.get_mut(ack::ADN)?, &a.adn.to_be_bytes());
                 put(b.get_mut(ack::STABLE)?, &a.stable.to_be_bytes());

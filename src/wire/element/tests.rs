@@ -10,6 +10,7 @@ fn conn() -> ConnectionParams {
 fn ack_info() -> AckInfo {
     let mut a = AckInfo::new(0xFFFF_FFF0, 17);
     a.stable = 0xFFFF_FF00;
+    a.lsn_lost = true;
     for i in [0, 3, 31, 32, 40] {
         a.set_received(i, true);
     }
@@ -88,12 +89,13 @@ fn ack_layout_and_sizes() {
     let mut a = AckInfo::new(0x0A0B_0C0D, 5);
     assert_eq!(a.stable, a.lsn, "a leaf's subtree is itself");
     a.stable = 0x0A0B_0C00;
+    a.lsn_lost = true;
     a.set_received(0, true);
     a.set_received(9, true);
     let e = Elements { ack: Some(a), ..Default::default() };
     let mut buf = [0u8; 20];
     assert_eq!(e.emit(&mut buf), Ok(20));
-    assert_eq!(buf, [0x00, 10, 0, 0, 0x0A, 0x0B, 0x0C, 0x0D, 0, 0, 0, 5, 0x0A, 0x0B, 0x0C, 0, 0x80, 0x40, 0, 0]);
+    assert_eq!(buf, [0x00, 10, 0x80, 0, 0x0A, 0x0B, 0x0C, 0x0D, 0, 0, 0, 5, 0x0A, 0x0B, 0x0C, 0, 0x80, 0x40, 0, 0]);
     for (n, len) in [(0u8, 16), (1, 20), (32, 20), (33, 24), (64, 24), (65, 28), (255, 48)] {
         let a = AckInfo { bitmap_len: n, ..AckInfo::new(1, 1) };
         assert_eq!(Elements { ack: Some(a), ..Default::default() }.len(), len, "n = {n}");
@@ -144,7 +146,7 @@ fn parse_accepts_any_order() {
 
 #[test]
 fn reserved_bits_are_ignored() {
-    let chain = [0x0F, 1, 0xFF, 0xFF, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0];
+    let chain = [0x0F, 1, 0x7F, 0xFF, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0];
     let e = parse(ACK, &chain).unwrap();
     assert_eq!(e.ack, Some(AckInfo { bitmap_len: 1, ..AckInfo::new(5, 0) }));
 }
