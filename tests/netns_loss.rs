@@ -48,7 +48,7 @@ fn msg(i: usize) -> Vec<u8> {
 
 /// Message `j` that the SU with member id `uid` sends back.
 fn back_msg(uid: u32, j: usize) -> Vec<u8> {
-    pattern(1 + (j * 1237 + uid as usize * 411) % 8000, uid * 1000 + j as u32)
+    pattern(1 + (j * 1237 + uid as usize * 411) % 8000, uid.wrapping_mul(1000).wrapping_add(j as u32))
 }
 
 fn addrs(port: u16) -> (SocketAddr, SocketAddr) {

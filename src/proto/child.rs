@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::ack::ack_of;
 use super::receiver::{Accept, Receiver};
+use super::stats::Outcome;
 use super::timer::Timer;
 use super::{Config, Ctl, Dest, Io, MAX_MESSAGE, MAX_WINDOW};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro};
@@ -69,14 +70,11 @@ pub(crate) struct Child {
 }
 
 impl Child {
-    /// A child that delivers from `start`, which begins a message.
-    pub(crate) fn new(start: Psn) -> Child {
-        Child {
-            rx: Receiver::new(start, MAX_WINDOW as usize, MAX_MESSAGE),
-            highest: None,
-            acked_lsn: None,
-            acked_stable: None,
-        }
+    /// A child that delivers from `start`, which begins a message; in the
+    /// reliable mode it never gives data up.
+    pub(crate) fn new(start: Psn, reliable: bool) -> Child {
+        let rx = Receiver::new(start, MAX_WINDOW as usize, MAX_MESSAGE);
+        Child { rx: if reliable { rx.reliable() } else { rx }, highest: None, acked_lsn: None, acked_stable: None }
     }
 
     /// DATA or RDATA of the TO. `joined`: in the tree, so ACKs are due.
@@ -146,15 +144,20 @@ impl Child {
         now: Instant,
         p: &Packet<'_>,
         io: &mut Io,
-    ) {
+    ) -> Outcome {
         let lowest = Psn(p.header.psn);
         if cfg.ro == Ro::SemiReliable && lowest.is_valid() && self.rx.lsn().is_before(lowest) {
+            // What a parent still keeps cannot be a window ahead of what we have.
+            if lowest.diff(self.rx.lsn()) > i64::from(MAX_WINDOW) {
+                return Outcome::Range;
+            }
             self.rx.give_up_before(lowest, false);
         }
         if p.elements.membership.is_some_and(|m| m.member_id == me.membership.member_id) {
             self.send_hback(me, cfg, sub, now, p.elements.timestamp, io);
         }
         self.refresh(cfg, now, io);
+        Outcome::Taken
     }
 
     /// Run a due timer of this role.

@@ -6,7 +6,7 @@
 //! Placement policy (`docs/tree.md`):
 //! - a leaf goes under an active repair agent (RA) with room, preferring one
 //!   in the same address prefix (an IPv4 /24, an IPv6 /64), then the
-//!   shallowest, then the one with the fewest children, then the lowest id;
+//!   shallowest, then the one with the fewest children, then the earliest;
 //!   the TO takes it only when no RA has room;
 //! - an RA goes under the TO while the TO has room, else as a leaf would;
 //! - an orphan (its parent died) goes to the nearest ancestor of its old
@@ -55,6 +55,8 @@ pub(crate) struct Member {
     /// Its parent is gone (since when, and the nearest ancestor left): it
     /// must rebind within the grace period.
     pub orphan: Option<(Instant, u32)>,
+    /// Order of arrival (member ids are random): the last tie-break of placement.
+    pub seq: u64,
 }
 
 impl Member {
@@ -70,6 +72,7 @@ impl Member {
             ra,
             rtt: None,
             orphan: None,
+            seq: 0,
         }
     }
 
@@ -86,10 +89,14 @@ pub(crate) struct Members {
     by_addr: HashMap<SocketAddr, u32>,
     /// Active repair agents: the candidate parents.
     ras: BTreeSet<u32>,
+    /// Members inserted so far.
+    inserted: u64,
 }
 
 impl Members {
-    pub(crate) fn insert(&mut self, id: u32, m: Member) {
+    pub(crate) fn insert(&mut self, id: u32, mut m: Member) {
+        self.inserted += 1;
+        m.seq = self.inserted;
         self.by_addr.insert(m.addr, id);
         self.map.insert(id, m);
     }
@@ -213,7 +220,7 @@ impl Members {
             .filter(|&id| self.has_room(id) && self.map.get(&id).is_some_and(|m| m.addr != addr))
             .min_by_key(|&id| {
                 let m = &self.map[&id];
-                (!same_prefix(m.addr.ip(), addr.ip()), self.level(id), m.children.len(), id)
+                (!same_prefix(m.addr.ip(), addr.ip()), self.level(id), m.children.len(), m.seq)
             });
         best.or(to_room.then_some(TO))
     }

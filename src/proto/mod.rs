@@ -47,7 +47,7 @@ pub use config::{
     Config, DEFAULT_MSS, DEFAULT_RA_CHILDREN, DEFAULT_TO_CHILDREN, MAX_CHILDREN, MAX_MESSAGE, MAX_WINDOW, MSS_RANGE,
 };
 pub use node::Node;
-pub use owner::{Incoming, MemberInfo, Owner, OwnerError};
+pub use owner::{Incoming, MIN_REQUEST, MemberInfo, Owner, OwnerError};
 pub use receiver::{Accept, Message, Receiver};
 pub use rng::Rng;
 pub use sender::{QueueError, Sender};
@@ -58,7 +58,7 @@ pub use user::{End, JoinStatus, TokenStatus, User, UserError};
 use retry::Repeats;
 use timer::TimerTable;
 
-use crate::wire::{Elements, Header, Packet};
+use crate::wire::{self, Elements, Header, Packet};
 
 /// Where a datagram goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -137,17 +137,30 @@ pub(crate) struct Ctl {
     pub dest: Dest,
     pub header: Header,
     pub elements: Elements,
+    /// Shortest length of the datagram: zero bytes of padding are added as
+    /// user data up to it (join requests, see `owner::MIN_REQUEST`).
+    pub min_len: usize,
 }
+
+/// Zeros for padding.
+static PADDING: [u8; 256] = [0; 256];
 
 impl Ctl {
     pub(crate) fn new(dest: Dest, header: Header) -> Ctl {
-        Ctl { dest, header, elements: Elements::default() }
+        Ctl { dest, header, elements: Elements::default(), min_len: 0 }
+    }
+
+    /// Pad it to at least `len` bytes.
+    pub(crate) fn padded(self, len: usize) -> Ctl {
+        Ctl { min_len: len, ..self }
     }
 
     /// Write the packet into `buf`. A control packet always fits a
     /// datagram buffer of `MAX_DATAGRAM` bytes.
     pub(crate) fn emit(&self, buf: &mut [u8]) -> Option<Transmit> {
-        let packet = Packet { header: self.header, elements: self.elements, data: &[] };
+        let bare = wire::HEADER_LEN + self.elements.len();
+        let pad = PADDING.get(..self.min_len.saturating_sub(bare)).unwrap_or(&PADDING);
+        let packet = Packet { header: self.header, elements: self.elements, data: pad };
         match packet.emit(buf) {
             Ok(len) => Some(Transmit { dest: self.dest, len }),
             Err(e) => {

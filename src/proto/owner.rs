@@ -20,6 +20,7 @@ use super::ra::rebind_grace;
 use super::receiver::Message;
 use super::retry::Key;
 use super::sender::{QueueError, Sender};
+use super::stats::Outcome;
 use super::timer::Timer;
 use super::tokens::Tokens;
 use super::{Config, Ctl, Dest, Event, Io, LeaveReason, MAX_CHILDREN, Rng, Stats, Transmit};
@@ -30,6 +31,25 @@ use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro, Tco};
 const CTR_SENDS: u32 = 6;
 /// How often an ejection's ULR is sent (it has no confirm).
 const ULR_SENDS: u32 = 3;
+/// Shortest LJR or TJR the TO answers: a join request is padded (user
+/// data of zeros) to at least the size of the largest answer (an LJC with an
+/// IPv6 Address element), so that nobody can use the TO to reflect more
+/// bytes than it sends.
+pub const MIN_REQUEST: usize = 96;
+/// Most members at a time that asked to join and are not in the tree yet
+/// (a flood of LJRs costs bounded memory; beyond, LJRs are dropped).
+const MAX_JOINING: usize = 1024;
+/// Most departed members remembered, to tell them if they come back.
+const MAX_DEPARTED: usize = 4096;
+
+/// A member that was ejected or taken for dead: if it comes back not
+/// knowing, it is told (ULR F=0).
+#[derive(Clone, Copy, Debug)]
+struct Departed {
+    member_id: u32,
+    until: Instant,
+    next_reply: Instant,
+}
 
 /// A whole message received from an SU.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,13 +125,17 @@ pub struct Owner {
     keep_sent: bool,
     parent: Parent,
     members: Members,
-    next_user_id: u32,
     /// Addresses refused recently (until when), so that a resent LJR gets the same answer.
     refused: HashMap<SocketAddr, Instant>,
     tokens: Tokens,
     events: VecDeque<Event>,
     /// NDATA: the current interval while idle.
     ndata_interval: Duration,
+    /// Ejected or failed members lately, by address.
+    departed: HashMap<SocketAddr, Departed>,
+    /// Member ids are drawn from here: unpredictable, so that nobody can
+    /// name a member it does not know.
+    rng: Rng,
     io: Io,
 }
 
@@ -131,11 +155,12 @@ impl Owner {
             // The sender's window bounds what is kept, whatever the span.
             parent: Parent::new(isn, usize::MAX, now),
             members: Members::default(),
-            next_user_id: 1,
             refused: HashMap::new(),
             tokens: Tokens::new(),
             events: VecDeque::new(),
             ndata_interval: cfg.rxt,
+            departed: HashMap::new(),
+            rng: Rng::new(rng.next_u64()),
             io: Io::default(),
             cfg,
         };
@@ -313,27 +338,83 @@ impl Owner {
             self.io.stats.dropped_unexpected += 1;
             return;
         }
-        if let Some(id) = self.parent.at(from) {
-            self.parent.heard(id, now);
+        let mut outcome = self.admissible(&packet, from);
+        if outcome == Outcome::Source {
+            self.tell_departed(now, from);
         }
-        let handled = match h.packet_type {
-            PacketType::Ljr if h.flag => self.on_rebind(now, from, &packet),
-            PacketType::Ljr => self.on_ljr(now, from, &packet),
-            PacketType::Tjr if !h.flag => self.on_tjr(now, from, &packet),
-            PacketType::Tjc => self.on_attach_report(now, from, &packet),
-            PacketType::Ccc => self.on_ccc(from, &packet),
-            PacketType::Tgr => self.on_tgr(from, Psn(h.psn)),
-            PacketType::Trr => self.on_trr(from, h.token_id),
-            PacketType::Data | PacketType::Rdata => self.on_backward(from, &packet),
-            PacketType::Ulr if h.flag => self.on_ulr(now, from, &packet),
-            PacketType::Ack => self.on_ack(now, from, &packet),
-            PacketType::Hback => self.on_hback(now, from, &packet),
-            PacketType::Hb => self.on_su_heartbeat(from, &packet),
-            _ => false,
+        if outcome == Outcome::Taken {
+            if let Some(id) = self.parent.at(from) {
+                self.parent.heard(id, now);
+            }
+            outcome = self.dispatch(now, from, &packet);
+        }
+        self.io.stats.record(outcome);
+    }
+
+    /// Whether a packet of this type may come from this address (requests to
+    /// join from anybody; everything else only from a member at exactly
+    /// this address, acknowledgements only from a child), and carries user
+    /// data only where it may: backward DATA and RDATA (at most MSS bytes),
+    /// and the padding that makes a join request at least as long as its
+    /// answer (no reflection larger than the request).
+    fn admissible(&self, p: &Packet<'_>, from: SocketAddr) -> Outcome {
+        let h = p.header;
+        let member = self.member_at(from).is_some();
+        let allowed = match h.packet_type {
+            PacketType::Ljr | PacketType::Tgr => true,
+            PacketType::Tjr => !h.flag,
+            PacketType::Ack | PacketType::Hback => self.parent.at(from).is_some(),
+            PacketType::Ccc | PacketType::Trr | PacketType::Data | PacketType::Rdata => member,
+            PacketType::Ulr | PacketType::Hb | PacketType::Tjc => member,
+            // Only the TO sends these.
+            PacketType::Ccr | PacketType::Ljc | PacketType::Ndata | PacketType::Ctr => return Outcome::Unexpected,
+            PacketType::Tgc | PacketType::Trc => return Outcome::Unexpected,
         };
-        if !handled {
-            self.io.stats.dropped_unexpected += 1;
+        if !allowed {
+            return Outcome::Source;
         }
+        let len = p.data.len();
+        let ok = match h.packet_type {
+            PacketType::Data | PacketType::Rdata => (1..=usize::from(self.cfg.mss)).contains(&len),
+            PacketType::Ljr | PacketType::Tjr => p.len() >= MIN_REQUEST,
+            _ => len == 0,
+        };
+        if ok { Outcome::Taken } else { Outcome::Length }
+    }
+
+    fn dispatch(&mut self, now: Instant, from: SocketAddr, packet: &Packet<'_>) -> Outcome {
+        let h = packet.header;
+        match h.packet_type {
+            PacketType::Ljr if h.flag => self.on_rebind(now, from, packet).into(),
+            PacketType::Ljr => self.on_ljr(now, from, packet).into(),
+            PacketType::Tjr => self.on_tjr(now, from, packet).into(),
+            PacketType::Tjc => self.on_attach_report(now, from, packet).into(),
+            PacketType::Ccc => self.on_ccc(from, packet).into(),
+            PacketType::Tgr => self.on_tgr(from, Psn(h.psn)).into(),
+            PacketType::Trr => self.on_trr(from, h.token_id).into(),
+            PacketType::Data | PacketType::Rdata => self.on_backward(from, packet),
+            PacketType::Ulr if h.flag => self.on_ulr(now, from, packet).into(),
+            PacketType::Ack => self.on_ack(now, from, packet),
+            PacketType::Hback => self.on_hback(now, from, packet),
+            PacketType::Hb => self.on_su_heartbeat(from, packet),
+            _ => Outcome::Unexpected,
+        }
+    }
+
+    /// A packet from an address that is no member: if it is a member this TO
+    /// ejected (or took for dead) lately, it did not learn it; tell it again,
+    /// ULR with F=0, at most once per RXT.
+    fn tell_departed(&mut self, now: Instant, from: SocketAddr) {
+        let Some(d) = self.departed.get_mut(&from) else { return };
+        if d.until <= now || d.next_reply > now {
+            return;
+        }
+        d.next_reply = now + self.cfg.rxt;
+        let mut h = Header::new(PacketType::Ulr, self.conn_id);
+        h.flag = false;
+        let mut ctl = Ctl::new(Dest::Unicast(from), h);
+        ctl.elements.membership = Some(Membership::of(d.member_id));
+        self.io.ctl.push_back(ctl);
     }
 
     /// Next datagram to send, written into `buf` (at least
@@ -405,6 +486,7 @@ impl Owner {
                     self.parent.expire_pins(now);
                     self.update_stable();
                     self.refused.retain(|_, until| *until > now);
+                    self.departed.retain(|_, d| d.until > now);
                     self.io.timers.set(Timer::Heartbeat, now + self.cfg.hgt);
                 }
                 // NDATA while idle (and while draining before CTR): tells receivers
@@ -466,6 +548,13 @@ impl Owner {
     /// How long a member may stay silent before it is taken for dead.
     fn failure_time(&self) -> Duration {
         self.cfg.hgt * u32::from(self.cfg.fdn.max(1))
+    }
+
+    /// How long what an admitted member will need is kept before it attaches
+    /// (its TJR normally comes within an RTT of the LJC): short, so that
+    /// joiners that never attach cannot hold the window.
+    fn join_pin(&self) -> Duration {
+        self.cfg.rxt * 4
     }
 
     /// How long the TO waits for a repair agent's attach report.
@@ -531,15 +620,30 @@ impl Owner {
         let mut ctl = Ctl::new(Dest::Unicast(to), h);
         ctl.elements.membership = self.membership(id);
         ctl.elements.address = Some(addr);
-        // Until it attaches, what it will need is kept here.
-        self.parent.pin(id, start, now + self.notice_time());
+        // Until it attaches, what it will need is kept here, a little while.
+        self.parent.pin(id, start, now + self.join_pin());
         let (limit, rxt) = (self.cfg.retries, self.cfg.rxt);
         self.io.repeat(Key::Notice(id), ctl, limit, rxt, now);
     }
 
-    fn new_member(&mut self, addr: SocketAddr, creation: bool, ra: u32, now: Instant) -> u32 {
-        let user_id = self.next_user_id;
-        self.next_user_id = self.next_user_id.wrapping_add(1).max(1);
+    /// A fresh member id: random in 1..2^31 (so that it reads as a positive
+    /// int through ECTP_USER_ID), not in use.
+    fn new_member_id(&mut self) -> u32 {
+        loop {
+            let id = self.rng.nonzero_u32() >> 1;
+            if id != 0 && self.members.get(id).is_none() {
+                return id;
+            }
+        }
+    }
+
+    fn new_member(&mut self, addr: SocketAddr, creation: bool, ra: u32, now: Instant) -> Option<u32> {
+        if self.members.iter().filter(|(_, m)| m.state != MemberState::Active).count() >= MAX_JOINING {
+            log::warn!("{MAX_JOINING} members are joining already: join request of {addr} dropped");
+            return None;
+        }
+        self.departed.remove(&addr);
+        let user_id = self.new_member_id();
         let start = if creation { self.isn } else { self.sender.next_psn() };
         let child_id = (user_id & 0xffff) as u16;
         let ra =
@@ -550,7 +654,7 @@ impl Owner {
         } else {
             self.admit(user_id, now);
         }
-        user_id
+        Some(user_id)
     }
 
     /// Admit `user_id`: place it in the tree (see [`Members::place`]), tell
@@ -576,7 +680,10 @@ impl Owner {
             self.parent.add(user_id, addr, child_id, start, now);
             if creation {
                 self.members.activate(user_id);
-                self.parent.activate(user_id);
+                self.parent.activate(user_id, start, now);
+            } else {
+                // Kept for it a little while, until its TJR comes.
+                self.parent.pin(user_id, start, now + self.join_pin());
             }
         } else {
             self.send_notice(user_id, now);
@@ -618,7 +725,7 @@ impl Owner {
         }
         match self.member_at(from) {
             None => {
-                self.new_member(from, false, p.header.psn, now);
+                return self.new_member(from, false, p.header.psn, now).is_some();
             }
             // The LJC was lost: send it again (unless the application has not answered yet).
             Some(id) => {
@@ -672,6 +779,7 @@ impl Owner {
         log::info!("member {id} rebinds from parent {old} to {new}");
         if new == TO {
             self.parent.add(id, addr, child_id, lsn, now);
+            self.parent.pin(id, lsn, now + rebind_grace(&self.cfg));
         } else {
             self.send_notice(id, now);
         }
@@ -694,8 +802,21 @@ impl Owner {
                 match (m.state, m.parent) {
                     (MemberState::Pending, _) => {}
                     (_, TO) => {
-                        self.members.activate(id);
-                        self.parent.activate(id);
+                        let (start, active) = (m.start, self.parent.get(id).is_some_and(|c| c.active));
+                        if !active {
+                            // Its join pin expired and what it was to start with was
+                            // released: it starts at the next message instead.
+                            let start = if self.keep_sent && start.is_before(self.parent.store.base()) {
+                                self.sender.next_psn()
+                            } else {
+                                start
+                            };
+                            if let Some(m) = self.members.get_mut(id) {
+                                m.start = start;
+                            }
+                            self.members.activate(id);
+                            self.parent.activate(id, start, now);
+                        }
                         let ctl = self.confirm_packet(id, PacketType::Tjc);
                         self.io.ctl.extend(ctl);
                     }
@@ -709,8 +830,7 @@ impl Owner {
                 true
             }
             None if self.is_creating() && packet.elements.membership.is_none_or(|m| m.member_id == 0) => {
-                self.new_member(from, true, packet.header.psn, now);
-                true
+                self.new_member(from, true, packet.header.psn, now).is_some()
             }
             None => {
                 // Not admitted: a TU must join late first.
@@ -786,16 +906,16 @@ impl Owner {
     }
 
     /// DATA/RDATA from an SU, tagged with its token id.
-    fn on_backward(&mut self, from: SocketAddr, packet: &Packet<'_>) -> bool {
-        let Some(user_id) = self.member_at(from) else { return false };
-        let handled = self.tokens.on_data(user_id, packet, &mut self.io.stats);
+    fn on_backward(&mut self, from: SocketAddr, packet: &Packet<'_>) -> Outcome {
+        let Some(user_id) = self.member_at(from) else { return Outcome::Source };
+        let outcome = self.tokens.on_data(user_id, packet, &mut self.io.stats);
         self.refresh_holes();
-        handled
+        outcome
     }
 
     /// HB from an SU (see [`Tokens::on_heartbeat`]).
-    fn on_su_heartbeat(&mut self, from: SocketAddr, packet: &Packet<'_>) -> bool {
-        let Some(user_id) = self.member_at(from) else { return false };
+    fn on_su_heartbeat(&mut self, from: SocketAddr, packet: &Packet<'_>) -> Outcome {
+        let Some(user_id) = self.member_at(from) else { return Outcome::Source };
         let io = &mut self.io;
         self.tokens.on_heartbeat(&self.cfg, self.conn_id, user_id, packet, &mut io.ctl, &mut io.stats)
     }
@@ -826,15 +946,18 @@ impl Owner {
     /// ACK from a child: its Stable moves the stable point, and the losses it
     /// reports are repaired, each at most once per RXT per destination
     /// (draft: "ACK generation"). In the unreliable mode ACKs only report.
-    fn on_ack(&mut self, now: Instant, from: SocketAddr, packet: &Packet<'_>) -> bool {
-        let (Some(user_id), Some(ack)) = (self.parent.at(from), packet.elements.ack) else { return false };
+    fn on_ack(&mut self, now: Instant, from: SocketAddr, packet: &Packet<'_>) -> Outcome {
+        let (Some(user_id), Some(ack)) = (self.parent.at(from), packet.elements.ack) else {
+            return Outcome::Unexpected;
+        };
         let repair = (self.cfg.ro != Ro::Unreliable).then(|| self.repair_dest(from));
         let (end, next) = (self.sender.first_unsent(), self.sender.next_psn());
+        // An LSN beyond what was sent is a lie.
         if !self.parent.on_ack(user_id, &ack, end, next, repair, now, self.cfg.rxt) {
-            return false;
+            return Outcome::Range;
         }
         self.update_stable();
-        true
+        Outcome::Taken
     }
 
     /// Release the DATA every child's subtree has.
@@ -853,23 +976,26 @@ impl Owner {
     /// HBACK from a child (an answer to HB, or its keep-alive): the echoed
     /// timestamp, if any, gives its RTT; the Acknowledgement element counts
     /// as an ACK.
-    fn on_hback(&mut self, now: Instant, from: SocketAddr, packet: &Packet<'_>) -> bool {
-        let Some(id) = self.member_at(from) else { return false };
-        if packet.elements.ack.is_some() {
-            self.on_ack(now, from, packet);
+    fn on_hback(&mut self, now: Instant, from: SocketAddr, packet: &Packet<'_>) -> Outcome {
+        let Some(id) = self.parent.at(from) else { return Outcome::Unexpected };
+        if packet.elements.ack.is_some() && self.on_ack(now, from, packet) == Outcome::Range {
+            return Outcome::Range;
         }
         if let Some(ts) = packet.elements.timestamp {
             self.parent.on_timestamp(id, ts, now);
         }
-        true
+        Outcome::Taken
     }
 
-    /// Eject every child silent for FDN x HGT: it is taken for dead, and
-    /// what the TO kept only for it is released.
+    /// Eject every child silent for FDN x HGT, or stuck that long (data
+    /// waits for it and it acknowledges nothing, whatever else it sends): it
+    /// is taken for dead, and what the TO kept only for it is released.
     fn detect_failures(&mut self, now: Instant) {
         let limit = self.failure_time();
-        for id in self.parent.silent(now, limit) {
-            log::info!("member {id} silent for {limit:?}: ejected");
+        let silent = self.parent.silent(now, limit);
+        let stuck = self.parent.stuck(now, self.sender.first_unsent(), limit);
+        for (id, why) in silent.into_iter().map(|id| (id, "silent")).chain(stuck.into_iter().map(|id| (id, "stuck"))) {
+            log::info!("member {id} {why} for {limit:?}: ejected");
             if let Some(m) = self.depart(id, LeaveReason::Failed, now) {
                 self.send_ejection(id, &m, now);
             }
@@ -905,6 +1031,15 @@ impl Owner {
         self.members.orphan_children(&m, now);
         if m.state != MemberState::Pending {
             self.events.push_back(Event::Left { user_id, reason });
+        }
+        if reason != LeaveReason::Left {
+            if self.departed.len() >= MAX_DEPARTED {
+                self.departed.retain(|_, d| d.until > now);
+            }
+            if self.departed.len() < MAX_DEPARTED {
+                let until = now + self.failure_time() * 10;
+                self.departed.insert(m.addr, Departed { member_id: user_id, until, next_reply: now });
+            }
         }
         self.update_stable();
         Some(m)

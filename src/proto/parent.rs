@@ -41,6 +41,11 @@ pub(crate) struct ChildState {
     pub heard: Instant,
     /// Round-trip time measured by HB/HBACK.
     pub rtt: Option<Duration>,
+    /// When its LSN last moved, or it last had everything: a child that
+    /// acknowledges nothing new while data waits for it is stuck, whatever
+    /// else it sends. (Its own LSN, not its subtree's Stable: a stuck
+    /// descendant is for its own parent to drop.)
+    pub progress: Instant,
 }
 
 /// A point below which nothing may be released yet: a child admitted and not
@@ -103,18 +108,36 @@ impl Parent {
     /// Take member `id` at `addr` as a child that delivers from `start`;
     /// it becomes active with [`Parent::activate`].
     pub(crate) fn add(&mut self, id: u32, addr: SocketAddr, child_id: u16, start: Psn, now: Instant) {
-        let c = ChildState { addr, child_id, active: false, lsn: start, stable: start, adn: 1, heard: now, rtt: None };
+        let c = ChildState {
+            addr,
+            child_id,
+            active: false,
+            lsn: start,
+            stable: start,
+            adn: 1,
+            heard: now,
+            rtt: None,
+            progress: now,
+        };
         if let Some(old) = self.children.insert(id, c) {
             self.by_addr.remove(&old.addr);
         }
         self.by_addr.insert(addr, id);
     }
 
-    /// The admitted child `id` is now in the tree.
-    pub(crate) fn activate(&mut self, id: u32) {
+    /// The admitted child `id` is now in the tree, delivering from `start`:
+    /// from now on what it lacks is kept for it (until then only its join
+    /// pin kept it, for a short while).
+    pub(crate) fn activate(&mut self, id: u32, start: Psn, now: Instant) {
         if let Some(c) = self.children.get_mut(&id) {
+            if !c.active {
+                c.lsn = start;
+                c.stable = start;
+                c.progress = now;
+            }
             c.active = true;
         }
+        self.unpin(id);
     }
 
     /// Drop child `id`.
@@ -179,6 +202,7 @@ impl Parent {
         // One behind what it already reported is an old ACK overtaken by a newer one.
         if c.lsn.is_before(lsn) {
             c.lsn = lsn;
+            c.progress = now;
         }
         if c.stable.is_before(stable) {
             c.stable = stable;
@@ -242,10 +266,12 @@ impl Parent {
         self.pins.retain(|p| p.until > now);
     }
 
-    /// The lowest PSN some child's subtree (or a pin) lacks, if any child or
-    /// pin there is.
+    /// The lowest PSN some active child's subtree (or a pin) lacks, if any
+    /// child or pin there is. A child admitted and not attached yet counts
+    /// only through its join pin, which expires: a joiner that never
+    /// attaches does not hold the window.
     pub(crate) fn lowest_needed(&self) -> Option<Psn> {
-        let children = self.children.values().map(|c| c.stable);
+        let children = self.children.values().filter(|c| c.active).map(|c| c.stable);
         let pins = self.pins.iter().map(|p| p.psn);
         children.chain(pins).reduce(|low, l| if l.is_before(low) { l } else { low })
     }
@@ -314,6 +340,21 @@ impl Parent {
         ctl
     }
 
+    /// The active children stuck for longer than `limit`: data before `end`
+    /// waits for them, and their LSN did not move. A child that has
+    /// everything before `end` is making progress.
+    pub(crate) fn stuck(&mut self, now: Instant, end: Psn, limit: Duration) -> Vec<u32> {
+        let mut stuck = Vec::new();
+        for (&id, c) in self.children.iter_mut().filter(|(_, c)| c.active) {
+            if !c.lsn.is_before(end) {
+                c.progress = now;
+            } else if now.saturating_duration_since(c.progress) > limit {
+                stuck.push(id);
+            }
+        }
+        stuck
+    }
+
     /// The children silent for longer than `limit`.
     pub(crate) fn silent(&self, now: Instant, limit: Duration) -> Vec<u32> {
         self.children
@@ -351,12 +392,18 @@ mod tests {
         a.stable = 9; // an RA child holding 1..14 itself, a grandchild lacking 9
         assert!(p.on_ack(7, &a, Psn(21), Psn(21), None, t0, Duration::ZERO));
         assert!(p.on_ack(8, &AckInfo::new(12, 1), Psn(21), Psn(21), None, t0, Duration::ZERO));
+        assert_eq!(p.stable(Psn(21)), Psn(21), "children admitted, not attached, hold nothing");
+        assert_eq!(p.descendants(), 0, "no child is active yet");
+        p.activate(7, Psn(1), t0);
+        let mut a = AckInfo::new(15, 3);
+        a.stable = 9;
+        assert!(p.on_ack(7, &a, Psn(21), Psn(21), None, t0, Duration::ZERO));
+        p.activate(8, Psn(1), t0);
+        assert!(p.on_ack(8, &AckInfo::new(12, 1), Psn(21), Psn(21), None, t0, Duration::ZERO));
+        assert_eq!(p.descendants(), 4);
         assert_eq!(p.stable(Psn(21)), Psn(9));
         p.release(Psn(21));
         assert_eq!(p.store.base(), Psn(9), "what a grandchild lacks is still kept");
-        assert_eq!(p.descendants(), 0, "no child is active yet");
-        p.activate(7);
-        assert_eq!(p.descendants(), 3);
         p.pin(99, Psn(5), t0 + Duration::from_secs(1));
         assert_eq!(p.stable(Psn(21)), Psn(5));
         p.expire_pins(t0 + Duration::from_secs(1));
@@ -364,6 +411,11 @@ mod tests {
         let mut lie = AckInfo::new(22, 1);
         lie.stable = 22;
         assert!(!p.on_ack(8, &lie, Psn(21), Psn(21), None, t0, Duration::ZERO), "an LSN beyond what exists");
+        // Stuck after the limit when data waits for them, whatever their subtree.
+        let limit = Duration::from_secs(3);
+        assert!(p.stuck(t0 + limit, Psn(21), limit).is_empty());
+        assert_eq!(p.stuck(t0 + limit + Duration::from_millis(1), Psn(21), limit), vec![7, 8]);
+        assert!(p.stuck(t0 + limit * 9, Psn(12), limit).is_empty(), "nothing waits for them before 12");
     }
 
     #[test]
@@ -373,6 +425,7 @@ mod tests {
         let mut p = Parent::new(Psn(1), 1000, t0);
         p.store.insert(Segment::copy(Psn(1), true, b"a"));
         p.add(7, addr(7), 1, Psn(1), t0);
+        p.activate(7, Psn(1), t0);
         let mut a = AckInfo { lsn_lost: true, ..AckInfo::new(1, 1) };
         a.set_received(0, false); // 2 lost too
         let dest = Dest::Unicast(addr(7));

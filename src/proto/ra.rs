@@ -93,15 +93,28 @@ impl Ra {
             io.ctl.push_back(to_owner(me, PacketType::Tjc, false, 0, m));
             return true;
         }
-        let until = now + cfg.rxt * cfg.retries.max(1) * 2;
-        self.pending.insert(m.member_id, Notice { addr, level: m.tree_level, start, until });
+        // Kept for it a little while (its TJR normally comes within an RTT): a
+        // joiner that never attaches does not hold the window.
+        let until = now + cfg.rxt * 4;
+        self.pending.insert(
+            m.member_id,
+            Notice { addr, level: m.tree_level, start, until: now + cfg.rxt * cfg.retries.max(1) * 2 },
+        );
         self.parent.pin(m.member_id, start, until);
         true
     }
 
     /// TJR from a joiner: taken if the TO announced exactly this member at
     /// exactly this address (or resent, if it is a child already).
-    pub(crate) fn on_tjr(&mut self, me: &Me, now: Instant, from: SocketAddr, p: &Packet<'_>, io: &mut Io) -> bool {
+    pub(crate) fn on_tjr(
+        &mut self,
+        me: &Me,
+        cfg: &Config,
+        now: Instant,
+        from: SocketAddr,
+        p: &Packet<'_>,
+        io: &mut Io,
+    ) -> bool {
         let Some(m) = p.elements.membership else { return false };
         let id = m.member_id;
         let mine = me.membership;
@@ -117,10 +130,15 @@ impl Ra {
         }
         let Some(n) = self.pending.get(&id).copied().filter(|n| n.addr == from) else { return false };
         self.pending.remove(&id);
+        if !self.can_serve(cfg, n.start) {
+            // Too late: what it needs was released meanwhile. The TO places it elsewhere.
+            self.parent.unpin(id);
+            io.ctl.push_back(to_owner(me, PacketType::Tjc, false, 0, Membership::of(id)));
+            return true;
+        }
         let child_id = self.parent.new_child_id();
         self.parent.add(id, from, child_id, n.start, now);
-        self.parent.activate(id);
-        self.parent.unpin(id);
+        self.parent.activate(id, n.start, now);
         let m = Membership { tree_level: n.level, child_id, member_id: id, parent_id: mine.member_id };
         io.ctl.push_back(tjc(me, from, n.start, m));
         // Attach report: the TO marks it active and stops its notices.
@@ -236,7 +254,13 @@ impl Ra {
         let hbs = self.parent.heartbeat_each(conn_id, lowest, me.membership.member_id, level, now);
         io.ctl.extend(hbs);
         let limit = cfg.hgt * u32::from(cfg.fdn.max(1));
-        for id in self.parent.silent(now, limit) {
+        let mut gone = self.parent.silent(now, limit);
+        for id in self.parent.stuck(now, own_lsn, limit) {
+            if !gone.contains(&id) {
+                gone.push(id);
+            }
+        }
+        for id in gone {
             log::info!("RA {}: child {id} silent for {limit:?}: ejected", me.membership.member_id);
             if let Some(c) = self.parent.get(id).copied() {
                 io.repeat(Key::Eject(id), ulr(me, c.addr, false, 0, Membership::of(id)), ULR_SENDS, cfg.rxt, now);

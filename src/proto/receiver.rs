@@ -68,6 +68,10 @@ pub struct Receiver {
     end_is_boundary: bool,
     /// Since when a hole has been open (unreliable give-up timer).
     hole_since: Option<Instant>,
+    /// Reliable mode: data may never be given up; a loss that cannot be
+    /// repaired breaks the stream instead (the TU is then reset).
+    reliable: bool,
+    broken: bool,
 }
 
 impl Receiver {
@@ -85,7 +89,27 @@ impl Receiver {
             known_end: start,
             end_is_boundary: true,
             hole_since: None,
+            reliable: false,
+            broken: false,
         }
+    }
+
+    /// A receiver of the reliable mode: it never gives data up and never
+    /// flags a gap; what would have been a gap breaks it ([`Receiver::is_broken`]).
+    pub fn reliable(mut self) -> Receiver {
+        self.reliable = true;
+        self
+    }
+
+    /// Whether this is a receiver of the reliable mode.
+    pub fn is_reliable(&self) -> bool {
+        self.reliable
+    }
+
+    /// Reliable mode: a loss could not be repaired (or a message overran the
+    /// largest size): nothing more is delivered.
+    pub fn is_broken(&self) -> bool {
+        self.broken
     }
 
     /// Lowest sequence number not yet received (the ACK's LSN).
@@ -168,12 +192,27 @@ impl Receiver {
     /// Give up every PSN before `psn` that has not arrived (semi-reliable:
     /// the parent no longer buffers it; unreliable: it is presumed lost).
     /// `boundary`: `psn` is known to begin a message, so delivery resumes
-    /// there without discarding a message to find the next boundary.
+    /// there without discarding a message to find the next boundary. Costs
+    /// one step per segment held, never one per PSN skipped. A reliable
+    /// receiver gives nothing up: it is broken instead.
     pub fn give_up_before(&mut self, psn: Psn, boundary: bool) {
+        if psn.diff(self.expected) <= 0 {
+            return;
+        }
+        if self.reliable {
+            self.broken = true;
+            return;
+        }
         while psn.diff(self.expected) > 0 {
             match self.ahead.pop_front() {
                 Some(Some(s)) => self.consume(s.last, &s.data),
-                _ => self.lose(),
+                Some(None) => self.lose(),
+                None => {
+                    // Nothing held beyond here: jump.
+                    self.lose();
+                    self.expected = psn;
+                    break;
+                }
             }
             self.expected = self.expected.next();
         }
@@ -227,12 +266,18 @@ impl Receiver {
     }
 
     fn lose(&mut self) {
+        if self.reliable {
+            self.broken = true;
+        }
         self.partial.clear();
         self.syncing = true;
         self.gap = true;
     }
 
     fn consume(&mut self, last: bool, data: &[u8]) {
+        if self.broken {
+            return;
+        }
         if self.syncing {
             // Cannot tell where a message begins until a segment with F=1 ends one.
             self.syncing = !last;
@@ -250,7 +295,8 @@ impl Receiver {
         }
     }
 
-    /// The next whole message, in order.
+    /// The next whole message, in order (a broken reliable receiver still
+    /// delivers the whole messages before the break).
     pub fn pop_message(&mut self) -> Option<Message> {
         self.ready.pop_front()
     }
@@ -328,6 +374,37 @@ mod tests {
         r.expire_holes(t0, p);
         r.expire_holes(t0 + p, p);
         assert_eq!(msgs(&mut r), vec![(b"d".to_vec(), true)]);
+    }
+
+    #[test]
+    fn a_far_jump_costs_what_is_held_not_the_distance() {
+        let mut r = Receiver::new(Psn(1), 16, 1 << 20);
+        r.on_segment(Psn(1), true, b"a");
+        r.on_segment(Psn(3), true, b"c");
+        let t = Instant::now();
+        r.give_up_before(Psn(2_000_000_000), true);
+        assert!(t.elapsed() < Duration::from_millis(50), "O(window), not O(distance)");
+        assert_eq!(r.lsn(), Psn(2_000_000_000));
+        // 3 followed a loss: where its message began is unknown, it is discarded.
+        assert_eq!(msgs(&mut r), vec![(b"a".to_vec(), false)]);
+        r.on_segment(Psn(2_000_000_000), true, b"d");
+        assert_eq!(msgs(&mut r), vec![(b"d".to_vec(), true)]);
+    }
+
+    #[test]
+    fn a_reliable_receiver_never_flags_a_gap_it_breaks() {
+        let mut r = Receiver::new(Psn(1), 16, 4).reliable();
+        r.on_segment(Psn(1), true, b"a");
+        r.on_segment(Psn(3), true, b"c");
+        r.give_up_before(Psn(4), true);
+        assert!(r.is_broken());
+        assert_eq!(msgs(&mut r), vec![(b"a".to_vec(), false)], "the whole messages before the break only");
+        r.on_segment(Psn(2), true, b"b");
+        assert!(msgs(&mut r).is_empty(), "nothing after a break");
+        let mut big = Receiver::new(Psn(1), 16, 4).reliable();
+        big.on_segment(Psn(1), false, b"abc");
+        big.on_segment(Psn(2), true, b"def");
+        assert!(big.is_broken() && msgs(&mut big).is_empty(), "an oversize message breaks it too");
     }
 
     #[test]

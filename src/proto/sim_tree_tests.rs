@@ -400,7 +400,8 @@ fn an_ra_takes_only_the_children_the_to_announced_and_only_from_their_address() 
     let ra = 0;
     let conn = sim.owner().connection_id();
     let leaf_id = sim.user(1).member_id();
-    let before = sim.user(ra).stats().dropped_unexpected;
+    let dropped = |s: &super::Stats| s.dropped_unexpected + s.dropped_source;
+    let before = dropped(sim.user(ra).stats());
     let mut forged = Vec::new();
     // A stranger's TJR, with a made-up member id and with the leaf's.
     for id in [77, leaf_id] {
@@ -432,9 +433,10 @@ fn an_ra_takes_only_the_children_the_to_announced_and_only_from_their_address() 
     spoof.set_port(OWNER_ADDR.port() + 1);
     sim.inject(spoof, user_addr(1), &rdata);
     sim.run_for(SEC);
-    assert_eq!(sim.user(ra).stats().dropped_unexpected - before, n, "every forged packet dropped and counted");
+    assert_eq!(dropped(sim.user(ra).stats()) - before, n, "every forged packet dropped and counted");
+    assert_eq!(sim.user(ra).stats().dropped_source, 4, "the notice, ACK and ULRs: not from the TO or a child");
     assert_eq!(sim.user(ra).ra_children(), Some(1));
-    assert_eq!(sim.user(1).stats().dropped_unexpected, 1, "RDATA from another port of the TO's host");
+    assert_eq!(sim.user(1).stats().dropped_source, 1, "RDATA from another port of the TO's host");
     assert_eq!(sim.owner().adn(), 2);
     let msgs = messages(&mut Rng::new(13), 0, 20, 8..=1000);
     stream(&mut sim, &msgs, ms(2));

@@ -24,6 +24,20 @@ pub struct Stats {
     pub dropped_foreign: u64,
     /// Dropped: well formed, but not expected from that sender in this state.
     pub dropped_unexpected: u64,
+    /// Dropped: from an address that may not send it (not the TO's or the
+    /// parent's exact address, not a member, not a child).
+    pub dropped_source: u64,
+    /// Dropped: user data longer than the MSS, user data on a control
+    /// packet, or a request shorter than its answer would be.
+    pub dropped_length: u64,
+    /// Dropped: a sequence number, or a jump it would cause, out of what the
+    /// window allows.
+    pub dropped_range: u64,
+    /// Dropped (keyed connection): no authentication element, or a tag that
+    /// does not verify.
+    pub dropped_auth: u64,
+    /// Dropped (keyed connection): a replay of a packet received already.
+    pub dropped_replay: u64,
     /// Whole messages delivered to the application.
     pub messages_delivered: u64,
     /// Messages delivered with the gap flag (data was given up before them).
@@ -34,7 +48,47 @@ pub struct Stats {
     pub dropped_injected: u64,
 }
 
+/// What became of one received, well-formed datagram: taken, or dropped for
+/// one reason (counted in exactly one `dropped_*` field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Taken (it may still have changed nothing, as a duplicate).
+    Taken,
+    /// Not expected from that sender in this state.
+    Unexpected,
+    /// From an address that may not send it.
+    Source,
+    /// A bad length.
+    Length,
+    /// Out of the window's range.
+    Range,
+    /// Authentication missing or failed.
+    Auth,
+    /// A replay.
+    Replay,
+}
+
+impl From<bool> for Outcome {
+    fn from(taken: bool) -> Outcome {
+        if taken { Outcome::Taken } else { Outcome::Unexpected }
+    }
+}
+
 impl Stats {
+    /// Count a datagram that was not taken.
+    pub(crate) fn record(&mut self, o: Outcome) {
+        let c = match o {
+            Outcome::Taken => return,
+            Outcome::Unexpected => &mut self.dropped_unexpected,
+            Outcome::Source => &mut self.dropped_source,
+            Outcome::Length => &mut self.dropped_length,
+            Outcome::Range => &mut self.dropped_range,
+            Outcome::Auth => &mut self.dropped_auth,
+            Outcome::Replay => &mut self.dropped_replay,
+        };
+        *c += 1;
+    }
+
     /// Count a received datagram and parse it; a malformed one is counted
     /// by reason and dropped.
     pub fn parse<'a>(&mut self, datagram: &'a [u8]) -> Option<Packet<'a>> {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::ack::ack_of;
 use super::owner::{Incoming, OwnerError};
 use super::receiver::{Accept, Receiver};
+use super::stats::Outcome;
 use super::{Config, Ctl, Dest, Event, MAX_MESSAGE, MAX_WINDOW, Stats};
 use crate::wire::{Header, Packet, PacketType, Psn, Ro};
 
@@ -133,7 +134,8 @@ impl Tokens {
             Some(id) => {
                 self.state.insert(user_id, TokenState::Held { id, isn });
                 self.holders[usize::from(id)] = Some((user_id, addr));
-                self.backward.insert(id, Receiver::new(isn, MAX_WINDOW as usize, MAX_MESSAGE));
+                let rx = Receiver::new(isn, MAX_WINDOW as usize, MAX_MESSAGE);
+                self.backward.insert(id, if cfg.ro == Ro::Reliable { rx.reliable() } else { rx });
             }
             None => {
                 self.state.insert(user_id, TokenState::Refused(isn));
@@ -170,10 +172,13 @@ impl Tokens {
         self.state.remove(&user_id);
     }
 
-    /// Free token `token_id` of `user_id`, delivering what it sent before.
+    /// Free token `token_id` of `user_id`, delivering what it sent before:
+    /// every whole message; in the reliable mode only those before the first
+    /// hole (no gap flag ever), the rest is lost with the SU's departure.
     fn release(&mut self, user_id: u32, token_id: u8, stats: &mut Stats) {
         if let Some(mut rx) = self.backward.remove(&token_id) {
-            rx.give_up_before(rx.known_end(), true);
+            let end = rx.known_end();
+            rx.give_up_before(end, true);
             if let Some((_, addr)) = self.holders[usize::from(token_id)] {
                 collect(&mut rx, user_id, token_id, addr, &mut self.inbox, stats);
             }
@@ -183,21 +188,21 @@ impl Tokens {
     }
 
     /// DATA/RDATA from member `user_id`, tagged with its token id.
-    pub(crate) fn on_data(&mut self, user_id: u32, p: &Packet<'_>, stats: &mut Stats) -> bool {
+    pub(crate) fn on_data(&mut self, user_id: u32, p: &Packet<'_>, stats: &mut Stats) -> Outcome {
         let h = p.header;
         if !self.holds(user_id, h.token_id) {
-            return false;
+            return Outcome::Unexpected;
         }
-        let Some(rx) = self.backward.get_mut(&h.token_id) else { return false };
+        let Some(rx) = self.backward.get_mut(&h.token_id) else { return Outcome::Unexpected };
         match rx.on_segment(Psn(h.psn), h.flag, p.data) {
             Accept::New => stats.data_received += 1,
             Accept::Duplicate => stats.duplicates += 1,
-            Accept::TooFarAhead => return false,
+            Accept::TooFarAhead => return Outcome::Range,
         }
         if let Some((_, addr)) = self.holders[usize::from(h.token_id)] {
             collect(rx, user_id, h.token_id, addr, &mut self.inbox, stats);
         }
-        true
+        Outcome::Taken
     }
 
     /// HB from an SU: its PSN is the lowest it still keeps; the answer is an
@@ -211,15 +216,19 @@ impl Tokens {
         p: &Packet<'_>,
         out: &mut VecDeque<Ctl>,
         stats: &mut Stats,
-    ) -> bool {
+    ) -> Outcome {
         let h = p.header;
         if !self.holds(user_id, h.token_id) {
-            return false;
+            return Outcome::Unexpected;
         }
-        let Some((_, addr)) = self.holders[usize::from(h.token_id)] else { return false };
-        let Some(rx) = self.backward.get_mut(&h.token_id) else { return false };
+        let Some((_, addr)) = self.holders[usize::from(h.token_id)] else { return Outcome::Unexpected };
+        let Some(rx) = self.backward.get_mut(&h.token_id) else { return Outcome::Unexpected };
         let lowest = Psn(h.psn);
         if cfg.ro == Ro::SemiReliable && lowest.is_valid() && rx.lsn().is_before(lowest) {
+            // What an SU still keeps cannot be a window ahead of what arrived.
+            if lowest.diff(rx.lsn()) > i64::from(MAX_WINDOW) {
+                return Outcome::Range;
+            }
             rx.give_up_before(lowest, false);
         }
         collect(rx, user_id, h.token_id, addr, &mut self.inbox, stats);
@@ -229,7 +238,7 @@ impl Tokens {
         ctl.elements.timestamp = p.elements.timestamp;
         ctl.elements.ack = Some(ack_of(rx, 1));
         out.push_back(ctl);
-        true
+        Outcome::Taken
     }
 
     /// Unreliable mode: give up the holes open for `patience`.

@@ -17,9 +17,10 @@ use super::child::{Child, Me, Subtree};
 use super::ra::Ra;
 use super::receiver::{Accept, Message};
 use super::retry::Key;
+use super::stats::Outcome;
 use super::su::Su;
 use super::timer::Timer;
-use super::{Config, Ctl, Dest, Io, MAX_WINDOW, Rng, Stats, Transmit};
+use super::{Config, Ctl, Dest, Io, MAX_WINDOW, MIN_REQUEST, MSS_RANGE, Rng, Stats, Transmit};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Tco};
 
 /// DATA kept while the TU does not yet know where its data starts (it
@@ -149,7 +150,8 @@ impl User {
         };
         let mut h = Header::new(PacketType::Ljr, 0);
         h.psn = u32::from(cfg.ra_children());
-        u.io.repeat(Key::Join, Ctl::new(Dest::Unicast(owner), h), cfg.retries, cfg.rxt, now);
+        let ljr = Ctl::new(Dest::Unicast(owner), h).padded(MIN_REQUEST);
+        u.io.repeat(Key::Join, ljr, cfg.retries, cfg.rxt, now);
         u
     }
 
@@ -301,53 +303,111 @@ impl User {
             self.io.stats.dropped_unexpected += 1;
             return;
         }
-        let ours = self.me.conn_id.is_none_or(|c| c == h.connection_id);
+        // Data and answers may arrive before the LJC tells us the connection ID.
+        if self.me.conn_id.is_some_and(|c| c != h.connection_id) {
+            self.io.stats.dropped_foreign += 1;
+            return;
+        }
         let from_owner = same(from, self.me.owner);
         let from_parent = same(from, self.me.parent);
-        if ours && self.is_connected() {
-            if from_parent {
-                self.io.timers.set(Timer::ParentSilence, now + self.failure_time());
-            }
-            if from_owner && !from_parent {
-                self.io.timers.set(Timer::OwnerSilence, now + self.failure_time());
-            }
-        }
         // A child of this repair agent: alive.
-        let child = if ours { self.ra.as_mut().and_then(|r| r.child_at(from, now)) } else { None };
-        let handled = match h.packet_type {
-            // Data may arrive before the LJC tells us the connection ID.
-            PacketType::Data | PacketType::Rdata if h.token_id == 0 => {
-                if !ours {
-                    self.io.stats.dropped_foreign += 1;
-                    return;
+        let child = self.ra.as_mut().and_then(|r| r.child_at(from, now));
+        let mut outcome = self.admissible(&packet, from_owner, from_parent, child.is_some());
+        if outcome == Outcome::Taken {
+            if self.is_connected() {
+                if from_parent {
+                    self.io.timers.set(Timer::ParentSilence, now + self.failure_time());
                 }
-                (from_owner || (h.packet_type == PacketType::Rdata && from_parent)) && self.on_data(now, &packet)
+                if from_owner && !from_parent {
+                    self.io.timers.set(Timer::OwnerSilence, now + self.failure_time());
+                }
             }
-            _ if !ours => {
-                self.io.stats.dropped_foreign += 1;
-                return;
-            }
-            PacketType::Ccr => from_owner && self.on_ccr(now, &packet),
-            PacketType::Ljc => from_owner && self.on_ljc(now, &packet),
-            PacketType::Tjc => (from_parent || from_owner) && self.on_tjc(now, from, &packet),
-            PacketType::Ndata => from_owner && self.on_ndata(now, Psn(h.psn)),
-            PacketType::Ctr => from_owner && self.on_ctr(Psn(h.psn), h.flag),
-            // The TO's HB, when the parent is a repair agent, only says the TO lives.
-            PacketType::Hb if from_parent => self.on_heartbeat(now, &packet),
-            PacketType::Hb => from_owner,
-            PacketType::Ulr => self.subtree_change(now, |u| u.on_ulr(now, from_owner, from_parent, child, &packet)),
-            PacketType::Tjr if h.flag => from_owner && self.on_notice(now, &packet),
-            PacketType::Tjr => self
-                .subtree_change(now, |u| u.ra.as_mut().is_some_and(|r| r.on_tjr(&u.me, now, from, &packet, &mut u.io))),
-            PacketType::Ack => child.is_some_and(|id| self.on_child_ack(now, id, &packet)),
-            PacketType::Hback if from_owner => self.su.on_hback(&self.me, &self.cfg, now, &packet),
-            PacketType::Hback => child.is_some_and(|id| self.on_child_hback(now, id, &packet)),
-            PacketType::Tgc => from_owner && self.su.on_tgc(&self.cfg, now, &packet, &mut self.io),
-            PacketType::Trc => from_owner && self.su.on_trc(h.token_id, &mut self.io),
-            _ => false,
+            outcome = self.dispatch(now, from, from_owner, from_parent, child, &packet);
+        }
+        self.io.stats.record(outcome);
+        self.check_broken();
+    }
+
+    /// Whether a packet of this type may come from this address (the exact
+    /// IP and port: DATA, NDATA, CTR and the answers to requests from the TO;
+    /// RDATA, HB, TJC and ejections from the TO or the parent; ACK, HBACK and
+    /// ULR from a child of this repair agent), and carries user data only
+    /// where it may: DATA and RDATA, at most MSS bytes.
+    fn admissible(&self, p: &Packet<'_>, from_owner: bool, from_parent: bool, from_child: bool) -> Outcome {
+        let h = p.header;
+        let allowed = match h.packet_type {
+            PacketType::Data | PacketType::Ndata | PacketType::Ctr | PacketType::Ccr => from_owner,
+            PacketType::Ljc | PacketType::Tgc | PacketType::Trc => from_owner,
+            PacketType::Rdata | PacketType::Hb | PacketType::Tjc => from_owner || from_parent,
+            PacketType::Ulr => from_owner || from_parent || from_child,
+            PacketType::Hback => from_owner || from_child,
+            PacketType::Ack => from_child,
+            // A joiner's TJR may come from anywhere: the RA takes only announced ones.
+            PacketType::Tjr => !h.flag || from_owner,
+            // Only the TO receives these.
+            PacketType::Ccc | PacketType::Ljr | PacketType::Tgr | PacketType::Trr => return Outcome::Unexpected,
         };
-        if !handled {
-            self.io.stats.dropped_unexpected += 1;
+        if !allowed {
+            return Outcome::Source;
+        }
+        let len = p.data.len();
+        let ok = match h.packet_type {
+            PacketType::Data | PacketType::Rdata => {
+                // Before the LJC the connection's MSS is not known yet.
+                let mss = if self.me.conn_id.is_some() { self.cfg.mss } else { MSS_RANGE.1 };
+                (1..=usize::from(mss)).contains(&len)
+            }
+            // Padding, so that a request is never shorter than its answer.
+            PacketType::Tjr => true,
+            _ => len == 0,
+        };
+        if ok { Outcome::Taken } else { Outcome::Length }
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        from_owner: bool,
+        from_parent: bool,
+        child: Option<u32>,
+        packet: &Packet<'_>,
+    ) -> Outcome {
+        let h = packet.header;
+        match h.packet_type {
+            PacketType::Data | PacketType::Rdata if h.token_id == 0 => self.on_data(now, packet),
+            PacketType::Ccr => self.on_ccr(now, packet).into(),
+            PacketType::Ljc => self.on_ljc(now, packet).into(),
+            PacketType::Tjc => self.on_tjc(now, from, packet).into(),
+            PacketType::Ndata => self.on_ndata(now, Psn(h.psn)),
+            PacketType::Ctr => self.on_ctr(Psn(h.psn), h.flag),
+            // The TO's HB, when the parent is a repair agent, only says the TO lives.
+            PacketType::Hb if from_parent => self.on_heartbeat(now, packet),
+            PacketType::Hb => Outcome::Taken,
+            PacketType::Ulr => {
+                self.subtree_change(now, |u| u.on_ulr(now, from_owner, from_parent, child, packet)).into()
+            }
+            PacketType::Tjr if h.flag => self.on_notice(now, packet).into(),
+            PacketType::Tjr => self
+                .subtree_change(now, |u| {
+                    u.ra.as_mut().is_some_and(|r| r.on_tjr(&u.me, &u.cfg, now, from, packet, &mut u.io))
+                })
+                .into(),
+            PacketType::Ack => child.is_some_and(|id| self.on_child_ack(now, id, packet)).into(),
+            PacketType::Hback if from_owner => self.su.on_hback(&self.me, &self.cfg, now, packet).into(),
+            PacketType::Hback => child.is_some_and(|id| self.on_child_hback(now, id, packet)).into(),
+            PacketType::Tgc => self.su.on_tgc(&self.cfg, now, packet, &mut self.io).into(),
+            PacketType::Trc => self.su.on_trc(h.token_id, &mut self.io).into(),
+            _ => Outcome::Unexpected,
+        }
+    }
+
+    /// Reliable mode: a loss that can no longer be repaired ends the
+    /// connection for this TU (ECONNRESET); it never delivers across a hole.
+    fn check_broken(&mut self) {
+        if self.end.is_none() && self.child.as_ref().is_some_and(|c| c.rx.is_broken()) {
+            log::info!("member {}: data lost beyond repair: connection reset", self.member_id());
+            self.finish(End::Reset);
         }
     }
 
@@ -422,6 +482,7 @@ impl User {
             }
         }
         self.progress(now);
+        self.check_broken();
     }
 
     // ----- internals -----
@@ -471,9 +532,9 @@ impl User {
     /// HB from the parent: answer if named, and in the semi-reliable mode
     /// give up what the parent no longer keeps. A repair agent's HB also
     /// tells this TU its tree level.
-    fn on_heartbeat(&mut self, now: Instant, p: &Packet<'_>) -> bool {
+    fn on_heartbeat(&mut self, now: Instant, p: &Packet<'_>) -> Outcome {
         if self.status != JoinStatus::Joined || self.rebinding {
-            return false;
+            return Outcome::Unexpected;
         }
         if let Some(m) = p.elements.membership.filter(|m| m.member_id == self.member_id())
             && self.me.parent != self.me.owner
@@ -482,10 +543,10 @@ impl User {
             self.me.membership.parent_id = m.parent_id;
         }
         let sub = self.subtree();
-        if let Some(c) = self.child.as_mut() {
-            c.on_heartbeat(&self.me, &self.cfg, sub, now, p, &mut self.io);
+        match self.child.as_mut() {
+            Some(c) => c.on_heartbeat(&self.me, &self.cfg, sub, now, p, &mut self.io),
+            None => Outcome::Taken,
         }
-        true
     }
 
     /// ULR. F=0 naming this TU, from the TO or the parent: ejected. F=0 from
@@ -592,7 +653,7 @@ impl User {
         let mut h = self.me.header(PacketType::Ljr);
         h.flag = true;
         h.psn = u32::from(self.cfg.ra_children());
-        let mut ctl = self.me.ctl(self.me.owner, h);
+        let mut ctl = self.me.ctl(self.me.owner, h).padded(MIN_REQUEST);
         if let Some(c) = self.child.as_mut() {
             ctl.elements.ack = Some(c.rebind_ack(sub));
         }
@@ -615,7 +676,7 @@ impl User {
         self.creation = true;
         let mut h = self.me.header(PacketType::Tjr);
         h.psn = u32::from(self.cfg.ra_children());
-        let ctl = self.me.ctl(self.me.owner, h);
+        let ctl = self.me.ctl(self.me.owner, h).padded(MIN_REQUEST);
         self.io.repeat(Key::Join, ctl, self.cfg.retries, self.cfg.rxt, now);
         true
     }
@@ -623,7 +684,7 @@ impl User {
     /// TJR to `parent` (repeated until its TJC).
     fn join_parent(&mut self, parent: SocketAddr, now: Instant) {
         self.me.parent = parent;
-        let ctl = self.me.ctl(parent, self.me.header(PacketType::Tjr));
+        let ctl = self.me.ctl(parent, self.me.header(PacketType::Tjr)).padded(MIN_REQUEST);
         self.io.repeat(Key::Join, ctl, self.cfg.retries, self.cfg.rxt, now);
     }
 
@@ -765,7 +826,7 @@ impl User {
     /// it receives from here on.
     fn set_start(&mut self, start: Psn, now: Instant) {
         self.start = Some(start);
-        let mut child = Child::new(start);
+        let mut child = Child::new(start, self.cfg.ro == crate::wire::Ro::Reliable);
         let conn_id = self.me.conn_id;
         if self.cfg.ra && self.cfg.tco == Tco::Tree {
             self.ra = Some(Ra::new(start, now));
@@ -784,11 +845,11 @@ impl User {
     }
 
     /// DATA/RDATA from the TO (or RDATA from the parent).
-    fn on_data(&mut self, now: Instant, p: &Packet<'_>) -> bool {
+    fn on_data(&mut self, now: Instant, p: &Packet<'_>) -> Outcome {
         let h = p.header;
         let psn = Psn(h.psn);
         if !psn.is_valid() {
-            return false;
+            return Outcome::Range;
         }
         let acks = self.acks();
         let sub = self.subtree();
@@ -797,7 +858,7 @@ impl User {
                 self.early.pop_front();
             }
             self.early.push_back(Early { conn_id: h.connection_id, psn, last: h.flag, data: p.data.to_vec() });
-            return true;
+            return Outcome::Taken;
         };
         let accept = child.on_data(&self.me, &self.cfg, sub, acks, now, p, &mut self.io);
         if accept == Accept::New
@@ -805,30 +866,43 @@ impl User {
         {
             ra.keep_copy(&self.cfg, now, psn, h.flag, p.data);
         }
-        accept != Accept::TooFarAhead
+        if accept == Accept::TooFarAhead { Outcome::Range } else { Outcome::Taken }
     }
 
     /// NDATA: the TO is idle; its PSN is the next it will use.
-    fn on_ndata(&mut self, now: Instant, next: Psn) -> bool {
+    fn on_ndata(&mut self, now: Instant, next: Psn) -> Outcome {
         let acks = self.acks();
         let sub = self.subtree();
-        match self.child.as_mut() {
+        let believable = match self.child.as_mut() {
             Some(c) => c.on_ndata(&self.me, &self.cfg, sub, acks, now, next, &mut self.io),
             None => true,
-        }
+        };
+        if believable { Outcome::Taken } else { Outcome::Range }
     }
 
-    /// CTR: the TO ends the connection; its PSN is the last it sent.
-    fn on_ctr(&mut self, last: Psn, abnormal: bool) -> bool {
-        if let Some(c) = self.child.as_mut()
-            && last.next().diff(c.rx.lsn()) <= i64::from(MAX_WINDOW)
-        {
-            c.rx.give_up_before(last.next(), true);
+    /// CTR: the TO ends the connection; its PSN is the last it sent. In the
+    /// reliable mode a TU that still lacks some of it ends with a reset: it
+    /// never delivers across a hole.
+    fn on_ctr(&mut self, last: Psn, abnormal: bool) -> Outcome {
+        let end = last.next();
+        let mut complete = true;
+        if let Some(c) = self.child.as_mut() {
+            if end.diff(c.rx.lsn()) > i64::from(MAX_WINDOW) {
+                return Outcome::Range; // beyond anything the window allows: not believable
+            }
+            complete = end.diff(c.rx.lsn()) <= 0;
+            if !complete && !c.rx.is_reliable() {
+                c.rx.give_up_before(end, true);
+                complete = true;
+            }
         }
         if self.status == JoinStatus::Joining {
             self.status = JoinStatus::TimedOut;
         }
-        self.finish(if abnormal { End::Reset } else { End::Terminated });
-        true
+        if !complete {
+            log::info!("member {}: the TO ended before this TU had everything: connection reset", self.member_id());
+        }
+        self.finish(if abnormal || !complete { End::Reset } else { End::Terminated });
+        Outcome::Taken
     }
 }
