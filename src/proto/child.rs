@@ -11,7 +11,7 @@ use super::ack::ack_of;
 use super::receiver::{Accept, Receiver};
 use super::stats::Outcome;
 use super::timer::Timer;
-use super::{Config, Ctl, Dest, Io, MAX_MESSAGE, MAX_WINDOW};
+use super::{Config, Ctl, Dest, Io, MAX_MESSAGE};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro};
 
 /// Who a TU is, as the packets it sends say, and where they go.
@@ -72,8 +72,8 @@ pub(crate) struct Child {
 impl Child {
     /// A child that delivers from `start`, which begins a message; in the
     /// reliable mode it never gives data up.
-    pub(crate) fn new(start: Psn, reliable: bool) -> Child {
-        let rx = Receiver::new(start, MAX_WINDOW as usize, MAX_MESSAGE);
+    pub(crate) fn new(start: Psn, reliable: bool, capacity: usize) -> Child {
+        let rx = Receiver::new(start, capacity, MAX_MESSAGE);
         Child { rx: if reliable { rx.reliable() } else { rx }, highest: None, acked_lsn: None, acked_stable: None }
     }
 
@@ -119,7 +119,7 @@ impl Child {
         next: Psn,
         io: &mut Io,
     ) -> bool {
-        if next.diff(self.rx.lsn()) > i64::from(MAX_WINDOW) {
+        if next.diff(self.rx.lsn()) > self.rx.capacity() as i64 + 1 {
             return false;
         }
         self.rx.note_end(next, true);
@@ -148,7 +148,7 @@ impl Child {
         let lowest = Psn(p.header.psn);
         if cfg.ro == Ro::SemiReliable && lowest.is_valid() && self.rx.lsn().is_before(lowest) {
             // What a parent still keeps cannot be a window ahead of what we have.
-            if lowest.diff(self.rx.lsn()) > i64::from(MAX_WINDOW) {
+            if lowest.diff(self.rx.lsn()) > self.rx.capacity() as i64 {
                 return Outcome::Range;
             }
             self.rx.give_up_before(lowest, false);

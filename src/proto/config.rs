@@ -52,6 +52,11 @@ pub struct Config {
     pub max_tokens: u8,
     /// Flow-control window: DATA packets queued or unacknowledged at most.
     pub window: u32,
+    /// The connection's window as the TO announced it: no DATA of the TO is
+    /// more than this many PSNs ahead of what a receiver lacks, nor an SU's
+    /// ahead of what the TO lacks; a receiver holds at most that many ahead,
+    /// and takes a jump beyond it for a lie.
+    pub rx_window: u32,
     /// TO: report join requests as events and wait for a confirm (else accept all).
     pub ask_joins: bool,
     /// TO: report token requests as events and wait for a confirm (else accept all).
@@ -77,6 +82,7 @@ impl Default for Config {
             retries: 8,
             max_tokens: 255,
             window: 1024,
+            rx_window: 1024,
             ask_joins: false,
             ask_tokens: false,
             ra: false,
@@ -105,6 +111,7 @@ impl Config {
             fdn: self.fdn,
             mss: self.mss,
             hgt_ms: u32::try_from(self.hgt.as_millis()).unwrap_or(u32::MAX),
+            window: self.window,
         }
     }
 
@@ -117,6 +124,18 @@ impl Config {
         self.fdn = p.fdn.max(1);
         self.mss = p.mss.clamp(MSS_RANGE.0, MSS_RANGE.1);
         self.hgt = Duration::from_millis(u64::from(p.hgt_ms.max(10)));
+        self.rx_window = p.window.clamp(16, MAX_WINDOW);
+        // Our own sending (as an SU) must fit what the TO receives.
+        self.window = self.window.min(self.rx_window);
+    }
+
+    /// How far ahead of its LSN a receiver holds data: the connection's
+    /// window in the reliable mode (nothing can be further ahead); more in
+    /// the other modes, where the sender does not wait for the slowest.
+    pub fn rx_capacity(&self) -> usize {
+        let w = self.rx_window.max(16);
+        let w = if self.ro == Ro::Reliable { w } else { w.saturating_mul(4).min(MAX_WINDOW) };
+        w as usize
     }
 }
 

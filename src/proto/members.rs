@@ -57,6 +57,9 @@ pub(crate) struct Member {
     pub orphan: Option<(Instant, u32)>,
     /// Order of arrival (member ids are random): the last tie-break of placement.
     pub seq: u64,
+    /// Admitted (or rebinding) and not attached yet: dropped if still not
+    /// attached by then.
+    pub attach_by: Option<Instant>,
 }
 
 impl Member {
@@ -73,6 +76,7 @@ impl Member {
             rtt: None,
             orphan: None,
             seq: 0,
+            attach_by: None,
         }
     }
 
@@ -145,6 +149,7 @@ impl Members {
     pub(crate) fn activate(&mut self, id: u32) {
         if let Some(m) = self.map.get_mut(&id) {
             m.state = MemberState::Active;
+            m.attach_by = None;
             if m.ra > 0 {
                 self.ras.insert(id);
             }
@@ -259,6 +264,17 @@ impl Members {
             }
         }
         false
+    }
+
+    /// The members that should have attached by `now` and did not.
+    pub(crate) fn unattached(&self, now: Instant) -> Vec<u32> {
+        self.map.iter().filter(|(_, m)| m.attach_by.is_some_and(|t| t <= now)).map(|(&id, _)| id).collect()
+    }
+
+    /// Members that asked to join and are not in the tree yet, all and from `ip`.
+    pub(crate) fn joining(&self, ip: IpAddr) -> (usize, usize) {
+        let joining = self.map.values().filter(|m| m.state != MemberState::Active);
+        joining.fold((0, 0), |(all, here), m| (all + 1, here + usize::from(m.addr.ip() == ip)))
     }
 
     /// The orphans whose grace period is over.

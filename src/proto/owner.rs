@@ -39,6 +39,8 @@ pub const MIN_REQUEST: usize = 96;
 /// Most members at a time that asked to join and are not in the tree yet
 /// (a flood of LJRs costs bounded memory; beyond, LJRs are dropped).
 const MAX_JOINING: usize = 1024;
+/// Most of them from one IP address.
+const MAX_JOINING_PER_IP: usize = 64;
 /// Most departed members remembered, to tell them if they come back.
 const MAX_DEPARTED: usize = 4096;
 
@@ -144,6 +146,8 @@ impl Owner {
     /// the group port). Draws the connection ID and ISN from `rng`. With a
     /// creation time, CCR goes out at once and every RXT until CCT expires.
     pub fn new(cfg: Config, local: SocketAddr, rng: &mut Rng, now: Instant) -> Owner {
+        // What SUs may send ahead is bounded by the window the TO announces.
+        let cfg = Config { rx_window: cfg.window, ..cfg };
         let isn = Psn(rng.nonzero_u32());
         let mut o = Owner {
             conn_id: rng.nonzero_u32(),
@@ -557,9 +561,10 @@ impl Owner {
         self.cfg.rxt * 4
     }
 
-    /// How long the TO waits for a repair agent's attach report.
-    fn notice_time(&self) -> Duration {
-        self.cfg.rxt * self.cfg.retries.max(1) + self.cfg.rxt
+    /// How long an admitted member has to attach: the span of its TJR
+    /// retries, and the same again.
+    fn join_timeout(&self) -> Duration {
+        self.cfg.rxt * self.cfg.retries.max(1) * 2
     }
 
     fn member_at(&self, addr: SocketAddr) -> Option<u32> {
@@ -638,8 +643,9 @@ impl Owner {
     }
 
     fn new_member(&mut self, addr: SocketAddr, creation: bool, ra: u32, now: Instant) -> Option<u32> {
-        if self.members.iter().filter(|(_, m)| m.state != MemberState::Active).count() >= MAX_JOINING {
-            log::warn!("{MAX_JOINING} members are joining already: join request of {addr} dropped");
+        let (all, here) = self.members.joining(addr.ip());
+        if all >= MAX_JOINING || here >= MAX_JOINING_PER_IP {
+            log::warn!("{all} members are joining already ({here} from {}): join request dropped", addr.ip());
             return None;
         }
         self.departed.remove(&addr);
@@ -671,9 +677,11 @@ impl Owner {
         };
         let start = if creation || self.is_creating() { self.isn } else { self.sender.next_psn() };
         self.members.set_parent(user_id, parent);
+        let attach_by = now + self.join_timeout();
         let Some(m) = self.members.get_mut(user_id) else { return };
         m.start = start;
         m.state = MemberState::Admitted;
+        m.attach_by = Some(attach_by);
         let child_id = m.child_id;
         let ty = if creation { PacketType::Tjc } else { PacketType::Ljc };
         if parent == TO {
@@ -696,7 +704,12 @@ impl Owner {
     /// its resent requests for a while.
     fn refuse_member(&mut self, user_id: u32, now: Instant) {
         if let Some(m) = self.members.remove(user_id) {
-            self.refused.insert(m.addr, now + self.cfg.rxt * self.cfg.retries.max(1) * 2);
+            if self.refused.len() >= MAX_DEPARTED {
+                self.refused.retain(|_, until| *until > now);
+            }
+            if self.refused.len() < MAX_DEPARTED {
+                self.refused.insert(m.addr, now + self.cfg.rxt * self.cfg.retries.max(1) * 2);
+            }
             let ty = if m.creation { PacketType::Tjc } else { PacketType::Ljc };
             self.refuse(m.addr, ty);
         }
@@ -772,9 +785,11 @@ impl Owner {
         self.io.stop_repeat(Key::Notice(id));
         self.parent.remove(id);
         self.members.set_parent(id, new);
+        let attach_by = now + self.join_timeout();
         let Some(m) = self.members.get_mut(id) else { return false };
         m.start = lsn;
         m.rtt = None;
+        m.attach_by = Some(attach_by);
         let (addr, child_id) = (m.addr, m.child_id);
         log::info!("member {id} rebinds from parent {old} to {new}");
         if new == TO {
@@ -927,7 +942,15 @@ impl Owner {
         let Some(sender) = self.member_at(from) else { return false };
         let about = p.elements.membership.map_or(sender, |m| m.member_id);
         if about == sender {
-            self.depart(sender, LeaveReason::Left, now);
+            // Answered once: if the leave was forged, the real member learns
+            // it is no longer one (and is reset) instead of being dropped silently.
+            if let Some(m) = self.depart(sender, LeaveReason::Left, now) {
+                let mut h = Header::new(PacketType::Ulr, self.conn_id);
+                h.flag = false;
+                let mut ctl = Ctl::new(Dest::Unicast(m.addr), h);
+                ctl.elements.membership = Some(Membership::of(sender));
+                self.io.ctl.push_back(ctl);
+            }
             return true;
         }
         let mut h = Header::new(PacketType::Ulr, self.conn_id);
@@ -1002,9 +1025,16 @@ impl Owner {
         }
     }
 
-    /// Orphans that did not rebind within the grace period are lost: their
-    /// own children become orphans in turn.
+    /// Members that did not attach in time (admitted, or rebinding, and no
+    /// TJR came) are dropped; orphans that did not rebind within the grace
+    /// period are lost, and their own children become orphans in turn.
     fn sweep_orphans(&mut self, now: Instant) {
+        for id in self.members.unattached(now) {
+            log::info!("member {id} did not attach in time");
+            if let Some(m) = self.depart(id, LeaveReason::Failed, now) {
+                self.send_ejection(id, &m, now);
+            }
+        }
         for id in self.members.lost_orphans(now, rebind_grace(&self.cfg)) {
             log::info!("member {id} did not rebind after its parent was lost");
             if let Some(m) = self.depart(id, LeaveReason::Failed, now) {
@@ -1032,7 +1062,7 @@ impl Owner {
         if m.state != MemberState::Pending {
             self.events.push_back(Event::Left { user_id, reason });
         }
-        if reason != LeaveReason::Left {
+        if m.state != MemberState::Pending {
             if self.departed.len() >= MAX_DEPARTED {
                 self.departed.retain(|_, d| d.until > now);
             }

@@ -101,6 +101,11 @@ impl Receiver {
         self
     }
 
+    /// How far ahead of the LSN it holds data.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Whether this is a receiver of the reliable mode.
     pub fn is_reliable(&self) -> bool {
         self.reliable

@@ -10,7 +10,7 @@ use super::ack::ack_of;
 use super::owner::{Incoming, OwnerError};
 use super::receiver::{Accept, Receiver};
 use super::stats::Outcome;
-use super::{Config, Ctl, Dest, Event, MAX_MESSAGE, MAX_WINDOW, Stats};
+use super::{Config, Ctl, Dest, Event, MAX_MESSAGE, Stats};
 use crate::wire::{Header, Packet, PacketType, Psn, Ro};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,7 +134,7 @@ impl Tokens {
             Some(id) => {
                 self.state.insert(user_id, TokenState::Held { id, isn });
                 self.holders[usize::from(id)] = Some((user_id, addr));
-                let rx = Receiver::new(isn, MAX_WINDOW as usize, MAX_MESSAGE);
+                let rx = Receiver::new(isn, cfg.rx_capacity(), MAX_MESSAGE);
                 self.backward.insert(id, if cfg.ro == Ro::Reliable { rx.reliable() } else { rx });
             }
             None => {
@@ -226,7 +226,7 @@ impl Tokens {
         let lowest = Psn(h.psn);
         if cfg.ro == Ro::SemiReliable && lowest.is_valid() && rx.lsn().is_before(lowest) {
             // What an SU still keeps cannot be a window ahead of what arrived.
-            if lowest.diff(rx.lsn()) > i64::from(MAX_WINDOW) {
+            if lowest.diff(rx.lsn()) > rx.capacity() as i64 {
                 return Outcome::Range;
             }
             rx.give_up_before(lowest, false);

@@ -20,7 +20,7 @@ use super::retry::Key;
 use super::stats::Outcome;
 use super::su::Su;
 use super::timer::Timer;
-use super::{Config, Ctl, Dest, Io, MAX_WINDOW, MIN_REQUEST, MSS_RANGE, Rng, Stats, Transmit};
+use super::{Config, Ctl, Dest, Io, MIN_REQUEST, MSS_RANGE, Rng, Stats, Transmit};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Tco};
 
 /// DATA kept while the TU does not yet know where its data starts (it
@@ -826,7 +826,7 @@ impl User {
     /// it receives from here on.
     fn set_start(&mut self, start: Psn, now: Instant) {
         self.start = Some(start);
-        let mut child = Child::new(start, self.cfg.ro == crate::wire::Ro::Reliable);
+        let mut child = Child::new(start, self.cfg.ro == crate::wire::Ro::Reliable, self.cfg.rx_capacity());
         let conn_id = self.me.conn_id;
         if self.cfg.ra && self.cfg.tco == Tco::Tree {
             self.ra = Some(Ra::new(start, now));
@@ -887,7 +887,7 @@ impl User {
         let end = last.next();
         let mut complete = true;
         if let Some(c) = self.child.as_mut() {
-            if end.diff(c.rx.lsn()) > i64::from(MAX_WINDOW) {
+            if end.diff(c.rx.lsn()) > c.rx.capacity() as i64 + 1 {
                 return Outcome::Range; // beyond anything the window allows: not believable
             }
             complete = end.diff(c.rx.lsn()) <= 0;

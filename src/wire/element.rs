@@ -44,6 +44,8 @@ mod connection {
     pub const AGN: usize = 1;
     pub const FDN: usize = 2;
     pub const MSS: Range<usize> = 4..6;
+    /// The window less one (1..=65536 in 16 bits).
+    pub const WINDOW: Range<usize> = 6..8;
     pub const HGT: Range<usize> = 8..12;
     pub const LEN: usize = 12;
 }
@@ -128,6 +130,10 @@ pub struct ConnectionParams {
     pub mss: u16,
     /// Heartbeat generation time (the HB period), in milliseconds.
     pub hgt_ms: u32,
+    /// The TO's flow-control window, in DATA packets (1..=65536): no DATA is ever more than this
+    /// many PSNs ahead of what a receiver lacks, so a receiver holds at most that many and takes
+    /// any jump beyond it for a lie. Carried less one (0..=65535).
+    pub window: u32,
 }
 
 /// Tree configuration option, TCO (2 bits of the Connection element; draft-dykim-ectp-00 §6.1).
@@ -323,6 +329,7 @@ impl Item {
                     fdn: b[connection::FDN],
                     mss: u16::from_be_bytes(array(&b[connection::MSS])),
                     hgt_ms: u32::from_be_bytes(array(&b[connection::HGT])),
+                    window: u32::from(u16::from_be_bytes(array(&b[connection::WINDOW]))) + 1,
                 };
                 Ok((Item::Connection(params), rest))
             }
@@ -390,6 +397,8 @@ impl Item {
                 *b.get_mut(connection::FDN)? = c.fdn;
                 put(b.get_mut(connection::MSS)?, &c.mss.to_be_bytes());
                 put(b.get_mut(connection::HGT)?, &c.hgt_ms.to_be_bytes());
+                let w = u16::try_from(c.window.clamp(1, 65536) - 1).unwrap_or(u16::MAX);
+                put(b.get_mut(connection::WINDOW)?, &w.to_be_bytes());
             }
             Item::Ack(a) => {
                 *b.get_mut(ack::BITMAP_LEN)? = a.bitmap_len;

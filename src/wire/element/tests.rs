@@ -4,7 +4,7 @@ use super::*;
 use std::net::SocketAddrV4;
 
 fn conn() -> ConnectionParams {
-    ConnectionParams { tco: Tco::Tree, ro: Ro::Reliable, agn: 4, fdn: 3, mss: 1400, hgt_ms: 3000 }
+    ConnectionParams { tco: Tco::Tree, ro: Ro::Reliable, agn: 4, fdn: 3, mss: 1400, hgt_ms: 3000, window: 1024 }
 }
 
 fn ack_info() -> AckInfo {
@@ -78,8 +78,8 @@ fn connection_layout() {
     let mut buf = [0u8; 24];
     assert_eq!(e.emit(&mut buf), Ok(24));
     assert_eq!(e.first_code(), CONNECTION);
-    // NE = 3 (membership), TCO = 1, RO = 2; AGN; FDN; rsvd; MSS 1400; rsvd; HGT 3000.
-    assert_eq!(buf[..12], [0x36, 4, 3, 0, 0x05, 0x78, 0, 0, 0, 0, 0x0B, 0xB8]);
+    // NE = 3 (membership), TCO = 1, RO = 2; AGN; FDN; rsvd; MSS 1400; window - 1 (1023); HGT 3000.
+    assert_eq!(buf[..12], [0x36, 4, 3, 0, 0x05, 0x78, 0x03, 0xFF, 0, 0, 0x0B, 0xB8]);
     // Membership: NE = 0; level 2; child 0x1234; member 0xDEADBEEF; parent 0x01020304.
     assert_eq!(buf[12..], [0x00, 2, 0x12, 0x34, 0xDE, 0xAD, 0xBE, 0xEF, 1, 2, 3, 4]);
 }
@@ -140,7 +140,7 @@ fn parse_accepts_any_order() {
     assert_eq!(e.membership, Some(Membership { tree_level: 1, child_id: 2, member_id: 9, parent_id: 7 }));
     assert_eq!(
         e.connection,
-        Some(ConnectionParams { tco: Tco::Flat, ro: Ro::SemiReliable, agn: 1, fdn: 3, mss: 512, hgt_ms: 1000 })
+        Some(ConnectionParams { tco: Tco::Flat, ro: Ro::SemiReliable, agn: 1, fdn: 3, mss: 512, hgt_ms: 1000, window: 1 })
     );
 }
 

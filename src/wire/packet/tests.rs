@@ -10,7 +10,7 @@ const CID: u32 = 0xC0FF_EE01;
 const DATA: &[u8] = b"ectp payload";
 
 fn conn() -> ConnectionParams {
-    ConnectionParams { tco: Tco::Flat, ro: Ro::SemiReliable, agn: 2, fdn: 3, mss: 1024, hgt_ms: 3000 }
+    ConnectionParams { tco: Tco::Flat, ro: Ro::SemiReliable, agn: 2, fdn: 3, mss: 1024, hgt_ms: 3000, window: 1024 }
 }
 
 fn member() -> Membership {
