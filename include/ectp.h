@@ -334,6 +334,29 @@ struct ectp_stats {
    * Datagrams dropped on purpose (ECTP_RX_LOSS, ECTP_TX_LOSS).
    */
   uint64_t dropped_injected;
+  /**
+   * Dropped: from an address that may not send it (not the TO's or the
+   * parent's exact IP and port, not a member, not a child).
+   */
+  uint64_t dropped_source;
+  /**
+   * Dropped: user data longer than the MSS, user data on a control
+   * packet, or a join request shorter than its answer would be.
+   */
+  uint64_t dropped_length;
+  /**
+   * Dropped: a sequence number, or the jump it would cause, beyond the
+   * connection's window.
+   */
+  uint64_t dropped_range;
+  /**
+   * Dropped (ECTP_GROUP_KEY): no authentication, or a tag that does not verify.
+   */
+  uint64_t dropped_auth;
+  /**
+   * Dropped (ECTP_GROUP_KEY): a replay of a packet received already.
+   */
+  uint64_t dropped_replay;
 };
 
 /**
@@ -370,7 +393,10 @@ extern "C" {
  * SOCK_DGRAM or 0; `protocol` 0 or IPPROTO_UDP. Its role is decided later by
  * `mcreate` (TO) or `mjoin` (TU). Returns a descriptor that polls readable
  * exactly when `mrecvmsg` would not block; release it with `mterminate` (TO)
- * or `mleave` (TU), never with `close`.
+ * or `mleave` (TU), never with `close`: a descriptor closed behind the
+ * library's back is detected at the next call on it (EBADF), which
+ * releases the endpoint abruptly, and the library never closes a number the
+ * program has reused.
  */
 int msocket(int domain, int type, int protocol);
 
@@ -428,8 +454,9 @@ ssize_t msendmsg(int sd, const void *buf, size_t len, int flags);
  * The next whole message: on a TU, the TO's multicast data in order; on the
  * TO, unicast data from any SU. Blocks unless MSG_DONTWAIT (-1, EAGAIN).
  * Returns the bytes copied (the rest of a longer message is discarded and
- * ECTP_MSG_TRUNC set); 0 at the normal end of the connection; -1 with
- * ECONNRESET when this TU was ejected or the TO is gone. `info` may be NULL.
+ * ECTP_MSG_TRUNC set); 0 only at the normal end of the connection; -1 with
+ * ECONNRESET when this TU was ejected or the TO is gone, EINVAL when `len`
+ * is 0. `info` may be NULL.
  */
 ssize_t mrecvmsg(int sd, void *buf, size_t len, int flags, struct ectp_rcvinfo *info);
 

@@ -514,7 +514,7 @@ fn dontwait_gives_eagain_and_unknown_flags_give_einval() {
     let mut info = empty_info();
     fails!(mrecvmsg(tu, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, &mut info), libc::EAGAIN);
     fails!(mrecvmsg(to, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, &mut info), libc::EAGAIN);
-    fails!(mrecvmsg(tu, std::ptr::null_mut(), 0, libc::MSG_DONTWAIT, std::ptr::null_mut()), libc::EAGAIN);
+    fails!(mrecvmsg(tu, std::ptr::null_mut(), 0, libc::MSG_DONTWAIT, std::ptr::null_mut()), libc::EINVAL);
 
     assert!(mtoken_get(tu) >= 1);
     for bad in [libc::MSG_OOB, libc::MSG_PEEK, libc::MSG_TRUNC, libc::MSG_WAITALL, 0x4000_0000, -1] {
@@ -988,11 +988,13 @@ fn truncated_message_is_flagged_and_the_next_is_intact() {
     let (got, info) = recv(to, 2000, 0).unwrap();
     assert_eq!(got, next);
     assert_eq!(info.flags, 0);
-    // A zero-length buffer takes a whole message away, truncated.
-    assert_eq!(send_su(tu, b"all gone"), 8);
+    // A zero-length buffer is a bad argument (0 means only the end of the
+    // connection), and takes nothing away.
+    assert_eq!(send_su(tu, b"still here"), 10);
     let mut info = empty_info();
-    assert_eq!(mrecvmsg(to, buf.as_mut_ptr().cast(), 0, 0, &mut info), 0);
-    assert_ne!(info.flags & ECTP_MSG_TRUNC, 0);
+    fails!(mrecvmsg(to, buf.as_mut_ptr().cast(), 0, 0, &mut info), libc::EINVAL);
+    fails!(mrecvmsg(to, std::ptr::null_mut(), 0, libc::MSG_DONTWAIT, &mut info), libc::EINVAL);
+    assert_eq!(recv(to, 64, 0).map(|(b, _)| b), Ok(b"still here".to_vec()));
     ok!(mtoken_return(tu));
     ok!(mterminate(to));
     ok!(mleave(tu, 0));
@@ -1448,4 +1450,40 @@ fn a_panic_in_the_driver_fails_blocked_and_later_calls_with_eio() {
     fails!(mterminate(to), libc::EIO);
     assert_released(tu, &before_tu);
     assert_released(to, &before_to);
+}
+
+#[test]
+fn a_descriptor_closed_behind_the_librarys_back_is_detected_and_a_reused_number_never_closed() {
+    let g = group(30);
+    let to = owner(local(), g, FAST);
+    let tu = joined(g);
+    check_flow(to, &[tu], b"before");
+    // The program wrongly closes the TU's descriptor; the number is reused by a pipe.
+    // SAFETY: closing a descriptor this test owns the number of; pipe2 writes two ints.
+    let mut pipe = [0 as c_int; 2];
+    unsafe {
+        libc::close(tu);
+        assert_eq!(libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC), 0);
+    }
+    let reused = pipe.contains(&tu);
+    // The next call on the number: EBADF, and the endpoint is released.
+    fails!(recv(tu, 64, libc::MSG_DONTWAIT).map(|_| 0).unwrap_or(-1), libc::EBADF);
+    fails!(mleave(tu, 0), libc::EBADF);
+    if reused {
+        // The pipe behind that number still works: the library did not close it.
+        // SAFETY: plain writes and reads on the test's own pipe.
+        unsafe {
+            assert_eq!(libc::write(pipe[1], b"x".as_ptr().cast(), 1), 1);
+            let mut c = 0u8;
+            assert_eq!(libc::read(pipe[0], (&mut c as *mut u8).cast(), 1), 1);
+        }
+    }
+    // The TO takes the abandoned TU for dead after FDN x HGT (500 ms here), as if it had crashed.
+    assert!(wait_for(10, || get_int(to, ECTP_MEMBERS) == Ok(0)), "the abandoned TU is dropped");
+    // SAFETY: the test's own pipe.
+    unsafe {
+        libc::close(pipe[0]);
+        libc::close(pipe[1]);
+    }
+    ok!(mterminate(to));
 }

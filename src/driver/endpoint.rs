@@ -89,8 +89,13 @@ pub struct Endpoint {
     domain: Domain,
     state: Mutex<State>,
     cond: Condvar,
-    /// The application's descriptor: readable while `recv` would not block.
+    /// Readable while `recv` would not block. The library sets and clears it
+    /// through its own descriptor only.
     ready: EventFd,
+    /// The application's copy of `ready` (what `msocket` returns): closed by
+    /// the library at release only if it still refers to `ready`, so that a
+    /// number the application closed and reused is never touched.
+    app_fd: RawFd,
     /// Wakes the driver thread after an application call.
     wake: EventFd,
     primary: UdpSocket,
@@ -101,6 +106,8 @@ pub struct Endpoint {
 impl Endpoint {
     /// A new endpoint of `domain` (IPv4 or IPv6) with no role yet.
     pub fn new(domain: Domain) -> Result<Arc<Endpoint>, Error> {
+        let ready = EventFd::new()?;
+        let app_fd = sys::dup_cloexec(ready.raw())?;
         Ok(Arc::new(Endpoint {
             domain,
             state: Mutex::new(State {
@@ -115,7 +122,8 @@ impl Endpoint {
                 loss: Loss { rx: 0.0, tx: 0.0, corrupt: 0.0, rng: Rng::new(sys::random_seed()), dropped: 0 },
             }),
             cond: Condvar::new(),
-            ready: EventFd::new()?,
+            ready,
+            app_fd,
             wake: EventFd::new()?,
             primary: socket::udp(domain)?,
             multicast: OnceLock::new(),
@@ -125,7 +133,14 @@ impl Endpoint {
 
     /// The application's pollable descriptor.
     pub fn fd(&self) -> RawFd {
-        self.ready.raw()
+        self.app_fd
+    }
+
+    /// Whether the application's descriptor still refers to this endpoint
+    /// (false once the program closed it behind the library's back, whatever
+    /// the number refers to now).
+    pub fn owns_fd(&self) -> bool {
+        sys::same_file(self.app_fd, self.ready.raw()) != Some(false)
     }
 
     // ----- options -----
@@ -632,6 +647,14 @@ impl Endpoint {
     pub fn inject_driver_panic(&self) {
         self.state.lock().inject_panic = true;
         self.wake.set();
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        if self.owns_fd() {
+            sys::close(self.app_fd);
+        }
     }
 }
 

@@ -76,6 +76,49 @@ fn r_ok(revents: libc::c_short) -> bool {
     revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0
 }
 
+/// A duplicate of `fd` (close-on-exec), for the application: the library
+/// keeps the original, so that the application closing its copy can never
+/// make the library write to, or close, a descriptor that is not its own.
+pub fn dup_cloexec(fd: RawFd) -> io::Result<RawFd> {
+    // SAFETY: fcntl on our own descriptor; a negative return is an error.
+    let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if d < 0 { Err(io::Error::last_os_error()) } else { Ok(d) }
+}
+
+/// Close `fd` (a descriptor this library created and still owns).
+pub fn close(fd: RawFd) {
+    // SAFETY: the caller checked that fd is still the library's.
+    let _ = unsafe { libc::close(fd) };
+}
+
+/// Whether descriptors `a` and `b` of this process refer to the same open
+/// file: kcmp(KCMP_FILE) where the kernel allows it, else the eventfd id of
+/// /proc/self/fdinfo. None when neither can tell.
+pub fn same_file(a: RawFd, b: RawFd) -> Option<bool> {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: kcmp reads nothing from our memory; getpid has no preconditions.
+    let r = unsafe {
+        let pid = libc::getpid();
+        libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, a as libc::c_long, b as libc::c_long)
+    };
+    match r {
+        0 => Some(true),
+        1..=3 => Some(false),
+        _ if io::Error::last_os_error().raw_os_error() == Some(libc::EBADF) => Some(false),
+        _ => {
+            let id = |fd: RawFd| {
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+                info.lines().find(|l| l.starts_with("eventfd-id")).map(str::to_string)
+            };
+            match (id(a), id(b)) {
+                (Some(x), Some(y)) => Some(x == y),
+                (Some(_), None) => Some(false),
+                _ => None,
+            }
+        }
+    }
+}
+
 /// 64 random bits from the kernel, to seed the protocol's generator.
 pub fn random_seed() -> u64 {
     let mut v: u64 = 0;
@@ -167,6 +210,19 @@ mod tests {
         e.clear();
         poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r).unwrap();
         assert!(!r[0]);
+    }
+
+    #[test]
+    fn a_duplicate_is_the_same_file_until_closed_and_reused() {
+        let e = EventFd::new().unwrap();
+        let d = dup_cloexec(e.raw()).unwrap();
+        assert_eq!(same_file(e.raw(), d), Some(true));
+        close(d);
+        assert_eq!(same_file(e.raw(), d), Some(false), "closed");
+        let other = EventFd::new().unwrap();
+        let reused = dup_cloexec(other.raw()).unwrap();
+        assert_eq!(same_file(e.raw(), reused), Some(false), "another file");
+        close(reused);
     }
 
     #[test]

@@ -75,7 +75,10 @@ fn out_slice<'a>(buf: *mut c_void, len: size_t) -> Result<&'a mut [u8], Errno> {
 /// SOCK_DGRAM or 0; `protocol` 0 or IPPROTO_UDP. Its role is decided later by
 /// `mcreate` (TO) or `mjoin` (TU). Returns a descriptor that polls readable
 /// exactly when `mrecvmsg` would not block; release it with `mterminate` (TO)
-/// or `mleave` (TU), never with `close`.
+/// or `mleave` (TU), never with `close`: a descriptor closed behind the
+/// library's back is detected at the next call on it (EBADF), which
+/// releases the endpoint abruptly, and the library never closes a number the
+/// program has reused.
 #[unsafe(no_mangle)]
 pub extern "C" fn msocket(domain: c_int, r#type: c_int, protocol: c_int) -> c_int {
     guard(-1, || {
@@ -281,13 +284,18 @@ pub extern "C" fn msendmsg(sd: c_int, buf: *const c_void, len: size_t, flags: c_
 /// The next whole message: on a TU, the TO's multicast data in order; on the
 /// TO, unicast data from any SU. Blocks unless MSG_DONTWAIT (-1, EAGAIN).
 /// Returns the bytes copied (the rest of a longer message is discarded and
-/// ECTP_MSG_TRUNC set); 0 at the normal end of the connection; -1 with
-/// ECONNRESET when this TU was ejected or the TO is gone. `info` may be NULL.
+/// ECTP_MSG_TRUNC set); 0 only at the normal end of the connection; -1 with
+/// ECONNRESET when this TU was ejected or the TO is gone, EINVAL when `len`
+/// is 0. `info` may be NULL.
 #[unsafe(no_mangle)]
 pub extern "C" fn mrecvmsg(sd: c_int, buf: *mut c_void, len: size_t, flags: c_int, info: *mut ectp_rcvinfo) -> ssize_t {
     guard(-1, || {
         let h = table::get(sd)?;
         let nb = nonblocking(flags)?;
+        // 0 means the end of the connection: a zero-length buffer is a bad argument.
+        if len == 0 {
+            return Err(EINVAL);
+        }
         let out = out_slice(buf, len)?;
         let r = h.ep.recv(out, nb)?;
         if !info.is_null() {
@@ -478,6 +486,11 @@ pub extern "C" fn ectp_get_stats(sd: c_int, out: *mut ectp_stats) -> c_int {
             gaps: s.gaps,
             retransmissions: s.retransmissions,
             dropped_injected: s.dropped_injected,
+            dropped_source: s.dropped_source,
+            dropped_length: s.dropped_length,
+            dropped_range: s.dropped_range,
+            dropped_auth: s.dropped_auth,
+            dropped_replay: s.dropped_replay,
         };
         // SAFETY: out is non-NULL and points to the caller's ectp_stats.
         unsafe { out.write_unaligned(v) };

@@ -140,6 +140,19 @@ pub struct ectp_stats {
     pub retransmissions: u64,
     /// Datagrams dropped on purpose (ECTP_RX_LOSS, ECTP_TX_LOSS).
     pub dropped_injected: u64,
+    /// Dropped: from an address that may not send it (not the TO's or the
+    /// parent's exact IP and port, not a member, not a child).
+    pub dropped_source: u64,
+    /// Dropped: user data longer than the MSS, user data on a control
+    /// packet, or a join request shorter than its answer would be.
+    pub dropped_length: u64,
+    /// Dropped: a sequence number, or the jump it would cause, beyond the
+    /// connection's window.
+    pub dropped_range: u64,
+    /// Dropped (ECTP_GROUP_KEY): no authentication, or a tag that does not verify.
+    pub dropped_auth: u64,
+    /// Dropped (ECTP_GROUP_KEY): a replay of a packet received already.
+    pub dropped_replay: u64,
 }
 
 /// A member of the connection as the TO knows it, filled by `ectp_get_member`.

@@ -685,7 +685,9 @@ fn leave_removes_the_member() {
     assert_eq!(sim.user(1).end(), Some(End::Left));
     sim.run_until(SEC, "TO drops the member", |s| s.owner().active_members() == 2);
     assert!(!sim.owner().member_ids().contains(&leaver));
-    let ulrs = |s: &Sim| s.sent.iter().filter(|r| r.packet_type == PacketType::Ulr).map(|r| (r.from, r.flag)).collect::<Vec<_>>();
+    let ulrs = |s: &Sim| {
+        s.sent.iter().filter(|r| r.packet_type == PacketType::Ulr).map(|r| (r.from, r.flag)).collect::<Vec<_>>()
+    };
     // The leave, and the TO's one answer (which a forged leave's real member would hear).
     assert_eq!(ulrs(&sim), vec![(user_addr(1), true), (OWNER_ADDR, false)]);
     let msgs = messages(&mut Rng::new(24), 0, 10, 8..=3000);
@@ -778,8 +780,15 @@ fn hostile_input_is_counted_and_harmless() {
         })
         .collect();
     let good = packet(header(PacketType::Ljc, conn, 5, true, 0), b"", |e| {
-        e.connection =
-            Some(ConnectionParams { tco: Tco::Flat, ro: Ro::Reliable, agn: 1, fdn: 3, mss: 1400, hgt_ms: 3000, window: 1024 });
+        e.connection = Some(ConnectionParams {
+            tco: Tco::Flat,
+            ro: Ro::Reliable,
+            agn: 1,
+            fdn: 3,
+            mss: 1400,
+            hgt_ms: 3000,
+            window: 1024,
+        });
         e.membership = Some(Membership { tree_level: 1, child_id: 1, member_id: 1, parent_id: 0 });
         e.address = Some(OWNER_ADDR);
     });
@@ -829,8 +838,15 @@ fn hostile_input_is_counted_and_harmless() {
     // LJC and TJC from an address that is not the TO, and packets only a
     // TU sends, to a TU.
     let ljc = packet(header(PacketType::Ljc, conn, 5, true, 0), b"", |e| {
-        e.connection =
-            Some(ConnectionParams { tco: Tco::Flat, ro: Ro::Unreliable, agn: 1, fdn: 3, mss: 64, hgt_ms: 10, window: 1024 });
+        e.connection = Some(ConnectionParams {
+            tco: Tco::Flat,
+            ro: Ro::Unreliable,
+            agn: 1,
+            fdn: 3,
+            mss: 64,
+            hgt_ms: 10,
+            window: 1024,
+        });
         e.membership = Some(Membership { tree_level: 1, child_id: 9, member_id: 99, parent_id: 0 });
     });
     let tjc = packet(header(PacketType::Tjc, conn, 5, true, 0), b"", |e| {
@@ -906,8 +922,15 @@ fn forged_join_answers_do_not_hijack_a_joining_tu() {
     // Before the real LJC arrives, a stranger answers with its own LJC and TJC.
     let fake_conn = 0x1234_5678;
     let ljc = packet(header(PacketType::Ljc, fake_conn, 5, true, 0), b"", |e| {
-        e.connection =
-            Some(ConnectionParams { tco: Tco::Flat, ro: Ro::Unreliable, agn: 1, fdn: 3, mss: 64, hgt_ms: 10, window: 1024 });
+        e.connection = Some(ConnectionParams {
+            tco: Tco::Flat,
+            ro: Ro::Unreliable,
+            agn: 1,
+            fdn: 3,
+            mss: 64,
+            hgt_ms: 10,
+            window: 1024,
+        });
         e.membership = Some(Membership { tree_level: 1, child_id: 9, member_id: 99, parent_id: 0 });
         e.address = Some(STRANGER_ADDR);
     });

@@ -140,7 +140,15 @@ fn parse_accepts_any_order() {
     assert_eq!(e.membership, Some(Membership { tree_level: 1, child_id: 2, member_id: 9, parent_id: 7 }));
     assert_eq!(
         e.connection,
-        Some(ConnectionParams { tco: Tco::Flat, ro: Ro::SemiReliable, agn: 1, fdn: 3, mss: 512, hgt_ms: 1000, window: 1 })
+        Some(ConnectionParams {
+            tco: Tco::Flat,
+            ro: Ro::SemiReliable,
+            agn: 1,
+            fdn: 3,
+            mss: 512,
+            hgt_ms: 1000,
+            window: 1
+        })
     );
 }
 
