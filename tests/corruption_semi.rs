@@ -58,6 +58,7 @@ fn corrupted_packets_are_dropped_by_the_checksum_and_repaired() {
 
 #[test]
 fn semi_reliable_under_loss_flags_gaps_and_never_stalls() {
+    log_to_stderr();
     let p = port();
     let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let group: SocketAddr = format!("239.255.41.2:{p}").parse().unwrap();

@@ -119,7 +119,8 @@ impl Child {
         next: Psn,
         io: &mut Io,
     ) -> bool {
-        if next.diff(self.rx.lsn()) > self.rx.capacity() as i64 + 1 {
+        // Reliable: the TO is never more than a window ahead of what we lack.
+        if self.rx.is_reliable() && next.diff(self.rx.lsn()) > self.rx.capacity() as i64 + 1 {
             return false;
         }
         self.rx.note_end(next, true);
@@ -147,10 +148,8 @@ impl Child {
     ) -> Outcome {
         let lowest = Psn(p.header.psn);
         if cfg.ro == Ro::SemiReliable && lowest.is_valid() && self.rx.lsn().is_before(lowest) {
-            // What a parent still keeps cannot be a window ahead of what we have.
-            if lowest.diff(self.rx.lsn()) > self.rx.capacity() as i64 {
-                return Outcome::Range;
-            }
+            // However far: the TO does not wait in this mode (and giving up
+            // costs one step per segment held).
             self.rx.give_up_before(lowest, false);
         }
         if p.elements.membership.is_some_and(|m| m.member_id == me.membership.member_id) {

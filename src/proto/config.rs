@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::Security;
 use crate::wire::{ConnectionParams, Ro, Tco};
 
 /// Largest message `Owner::send`/`User::send` accept, and a receiver reassembles.
@@ -66,6 +67,8 @@ pub struct Config {
     /// Most children this node takes as a parent (ECTP_MAX_CHILDREN); None:
     /// the default of its role ([`DEFAULT_TO_CHILDREN`], [`DEFAULT_RA_CHILDREN`]).
     pub max_children: Option<u16>,
+    /// ECTP_GROUP_KEY: every packet authenticated, user data encrypted.
+    pub security: Option<Security>,
 }
 
 impl Default for Config {
@@ -87,6 +90,7 @@ impl Default for Config {
             ask_tokens: false,
             ra: false,
             max_children: None,
+            security: None,
         }
     }
 }
@@ -100,6 +104,16 @@ impl Config {
     /// Most children of a repair agent, or 0 when this TU does not offer to be one.
     pub fn ra_children(&self) -> u16 {
         if self.ra { self.max_children.unwrap_or(DEFAULT_RA_CHILDREN) } else { 0 }
+    }
+
+    /// How long a member may stay silent before it is taken for dead: FDN x HGT.
+    pub fn failure_time(&self) -> Duration {
+        self.hgt * u32::from(self.fdn.max(1))
+    }
+
+    /// Shortest join request (LJR, TJR) the TO answers, as sent.
+    pub fn min_request(&self) -> usize {
+        if self.security.is_some() { super::MIN_KEYED_REQUEST } else { super::MIN_REQUEST }
     }
 
     /// The connection parameters as the Connection element carries them.

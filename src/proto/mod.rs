@@ -18,6 +18,8 @@
 mod ack;
 mod child;
 mod config;
+mod crypto;
+mod keyring;
 mod members;
 mod node;
 mod owner;
@@ -29,6 +31,8 @@ mod rng;
 pub mod scale;
 mod sender;
 pub mod sim;
+#[cfg(test)]
+mod sim_key_tests;
 #[cfg(test)]
 mod sim_tests;
 #[cfg(test)]
@@ -46,8 +50,9 @@ use std::net::SocketAddr;
 pub use config::{
     Config, DEFAULT_MSS, DEFAULT_RA_CHILDREN, DEFAULT_TO_CHILDREN, MAX_CHILDREN, MAX_MESSAGE, MAX_WINDOW, MSS_RANGE,
 };
+pub use crypto::Security;
 pub use node::Node;
-pub use owner::{Incoming, MIN_REQUEST, MemberInfo, Owner, OwnerError};
+pub use owner::{Incoming, MIN_KEYED_REQUEST, MIN_REQUEST, MemberInfo, Owner, OwnerError};
 pub use receiver::{Accept, Message, Receiver};
 pub use rng::Rng;
 pub use sender::{QueueError, Sender};
@@ -137,9 +142,13 @@ pub(crate) struct Ctl {
     pub dest: Dest,
     pub header: Header,
     pub elements: Elements,
-    /// Shortest length of the datagram: zero bytes of padding are added as
+    /// Shortest length of the datagram as sent (with its Authentication
+    /// element on a keyed connection): zero bytes of padding are added as
     /// user data up to it (join requests, see `owner::MIN_REQUEST`).
     pub min_len: usize,
+    /// User data of a control packet: the link key in a repair agent's
+    /// admission notice (encrypted, as every user data of a keyed connection).
+    pub payload: Option<[u8; 32]>,
 }
 
 /// Zeros for padding.
@@ -147,7 +156,7 @@ static PADDING: [u8; 256] = [0; 256];
 
 impl Ctl {
     pub(crate) fn new(dest: Dest, header: Header) -> Ctl {
-        Ctl { dest, header, elements: Elements::default(), min_len: 0 }
+        Ctl { dest, header, elements: Elements::default(), min_len: 0, payload: None }
     }
 
     /// Pad it to at least `len` bytes.
@@ -155,24 +164,21 @@ impl Ctl {
         Ctl { min_len: len, ..self }
     }
 
-    /// Write the packet into `buf`. A control packet always fits a
-    /// datagram buffer of `MAX_DATAGRAM` bytes.
-    pub(crate) fn emit(&self, buf: &mut [u8]) -> Option<Transmit> {
-        let bare = wire::HEADER_LEN + self.elements.len();
-        let pad = PADDING.get(..self.min_len.saturating_sub(bare)).unwrap_or(&PADDING);
-        let packet = Packet { header: self.header, elements: self.elements, data: pad };
-        match packet.emit(buf) {
-            Ok(len) => Some(Transmit { dest: self.dest, len }),
-            Err(e) => {
-                log::error!("cannot emit {:?}: {e}", self.header.packet_type);
-                None
-            }
-        }
+    /// The packet, its user data the payload or the padding up to
+    /// `min_len`, with `auth` bytes of Authentication element still to come.
+    fn packet(&self, auth: usize) -> Packet<'_> {
+        let bare = wire::HEADER_LEN + self.elements.len() + auth;
+        let data = match &self.payload {
+            Some(p) => &p[..],
+            None => PADDING.get(..self.min_len.saturating_sub(bare)).unwrap_or(&PADDING),
+        };
+        Packet { header: self.header, elements: self.elements, data }
     }
 }
 
 /// What every role of a node writes to: the control packets to send, the
-/// timers, the repeated packets and the counters.
+/// timers, the repeated packets, the counters, and the keys of a keyed
+/// connection, through which every packet goes out and comes in.
 #[derive(Debug, Default)]
 pub(crate) struct Io {
     /// Control packets waiting for `poll_transmit`, in order.
@@ -183,15 +189,80 @@ pub(crate) struct Io {
     pub repeats: Repeats,
     /// What the node counted.
     pub stats: Stats,
+    /// ECTP_GROUP_KEY: the keys. `None`: packets are neither sealed nor opened.
+    pub keys: Option<Box<keyring::Keyring>>,
+    /// Where keyed packets are opened.
+    scratch: Vec<u8>,
 }
 
 impl Io {
-    /// Emit the next control packet into `buf`, counting it.
-    pub(crate) fn poll_ctl(&mut self, buf: &mut [u8]) -> Option<Option<Transmit>> {
-        let ctl = self.ctl.pop_front()?;
-        let t = ctl.emit(buf);
-        self.stats.packets_sent += u64::from(t.is_some());
-        Some(t)
+    /// Emit the next control packet into `buf`, counting it. A packet that
+    /// cannot be sealed (no key for its destination any more) is skipped.
+    pub(crate) fn poll_ctl(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some(ctl) = self.ctl.pop_front() {
+            let auth = if self.keys.is_some() { wire::AUTH_LEN } else { 0 };
+            if let Some(t) = self.send(ctl.packet(auth), ctl.dest, buf) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Write `packet` to `dest` into `buf` (sealed on a keyed connection),
+    /// counting it; `None` if it cannot be written.
+    pub(crate) fn send(&mut self, packet: Packet<'_>, dest: Dest, buf: &mut [u8]) -> Option<Transmit> {
+        let len = match self.keys.as_mut() {
+            Some(k) => k.emit(packet, dest, buf)?,
+            None => match packet.emit(buf) {
+                Ok(len) => len,
+                Err(e) => {
+                    log::error!("cannot emit {:?}: {e}", packet.header.packet_type);
+                    return None;
+                }
+            },
+        };
+        self.stats.packets_sent += 1;
+        Some(Transmit { dest, len })
+    }
+
+    /// Take the buffer keyed packets are opened in (give it back with
+    /// [`Io::put_scratch`]), so that the packet may borrow it while the node
+    /// handles it.
+    pub(crate) fn take_scratch(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.scratch)
+    }
+
+    pub(crate) fn put_scratch(&mut self, scratch: Vec<u8>) {
+        self.scratch = scratch;
+    }
+
+    /// A received packet `p`, parsed from `datagram`, as the node may take it:
+    /// on a keyed connection verified, fresh and decrypted into `scratch`;
+    /// otherwise as it is, unless it carries an Authentication element. A
+    /// packet dropped is counted.
+    pub(crate) fn open<'a>(
+        &mut self,
+        now: std::time::Instant,
+        from: SocketAddr,
+        p: Packet<'a>,
+        datagram: &'a [u8],
+        scratch: &'a mut Vec<u8>,
+    ) -> Option<Packet<'a>> {
+        let Some(keys) = self.keys.as_mut() else {
+            if p.elements.auth.is_some() {
+                self.stats.record(stats::Outcome::Auth);
+                return None;
+            }
+            return Some(p);
+        };
+        match keys.open(now, from, &p, datagram, scratch) {
+            Ok(p) => Some(p),
+            Err(stats::Outcome::Taken) => None,
+            Err(o) => {
+                self.stats.record(o);
+                None
+            }
+        }
     }
 
     /// Send `ctl` now and every `interval` until stopped, `limit` times in
@@ -220,20 +291,6 @@ impl Io {
         let done = self.repeats.poll(now, &mut self.ctl, &mut self.stats.retransmissions);
         self.timers.set_opt(timer::Timer::Repeat, self.repeats.next());
         done
-    }
-
-    /// Count a data packet emitted into the caller's buffer, going to `dest`.
-    pub(crate) fn sent(&mut self, res: Result<usize, crate::wire::EmitError>, dest: Dest) -> Option<Transmit> {
-        match res {
-            Ok(len) => {
-                self.stats.packets_sent += 1;
-                Some(Transmit { dest, len })
-            }
-            Err(e) => {
-                log::error!("cannot emit DATA: {e}");
-                None
-            }
-        }
     }
 }
 

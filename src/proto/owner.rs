@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::keyring::Keyring;
 use super::members::{Member, MemberState, Members, TO};
 use super::parent::Parent;
 use super::ra::rebind_grace;
@@ -36,6 +37,9 @@ const ULR_SENDS: u32 = 3;
 /// IPv6 Address element), so that nobody can use the TO to reflect more
 /// bytes than it sends.
 pub const MIN_REQUEST: usize = 96;
+/// The same on a keyed connection, Authentication element included: the
+/// largest answer then has a Key element and an Authentication element too.
+pub const MIN_KEYED_REQUEST: usize = 176;
 /// Most members at a time that asked to join and are not in the tree yet
 /// (a flood of LJRs costs bounded memory; beyond, LJRs are dropped).
 const MAX_JOINING: usize = 1024;
@@ -168,6 +172,10 @@ impl Owner {
             io: Io::default(),
             cfg,
         };
+        if let Some(sec) = cfg.security {
+            let keys = Keyring::owner(sec, o.conn_id, rng.next_u64(), cfg.failure_time() * 10);
+            o.io.keys = Some(Box::new(keys));
+        }
         o.io.timers.set(Timer::Heartbeat, now + cfg.hgt);
         if !cfg.cct.is_zero() {
             o.phase = Phase::Creating;
@@ -331,6 +339,12 @@ impl Owner {
 
     /// Take one received datagram.
     pub fn handle(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let mut scratch = self.io.take_scratch();
+        self.handle_in(now, from, datagram, &mut scratch);
+        self.io.put_scratch(scratch);
+    }
+
+    fn handle_in(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], scratch: &mut Vec<u8>) {
         let Some(packet) = self.io.stats.parse(datagram) else { return };
         let h = packet.header;
         // An LJR may come before the TU knows the connection ID.
@@ -342,6 +356,7 @@ impl Owner {
             self.io.stats.dropped_unexpected += 1;
             return;
         }
+        let Some(packet) = self.io.open(now, from, packet, datagram, scratch) else { return };
         let mut outcome = self.admissible(&packet, from);
         if outcome == Outcome::Source {
             self.tell_departed(now, from);
@@ -380,7 +395,7 @@ impl Owner {
         let len = p.data.len();
         let ok = match h.packet_type {
             PacketType::Data | PacketType::Rdata => (1..=usize::from(self.cfg.mss)).contains(&len),
-            PacketType::Ljr | PacketType::Tjr => p.len() >= MIN_REQUEST,
+            PacketType::Ljr | PacketType::Tjr => p.len() >= self.cfg.min_request(),
             _ => len == 0,
         };
         if ok { Outcome::Taken } else { Outcome::Length }
@@ -421,22 +436,26 @@ impl Owner {
         self.io.ctl.push_back(ctl);
     }
 
+    /// This TO's key share (keyed connections), for CCR and its join answers.
+    fn key_share(&self) -> Option<crate::wire::KeyShare> {
+        self.io.keys.as_ref().map(|k| k.share())
+    }
+
     /// Next datagram to send, written into `buf` (at least
     /// [`super::MAX_DATAGRAM`] bytes). Control packets go first, then
     /// repairs, then new data.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if let Some(t) = self.io.poll_ctl(buf) {
-            return t;
+            return Some(t);
         }
         while let Some((psn, dest)) = self.parent.next_repair() {
             if let Some(seg) = self.parent.store.get(psn) {
-                let res = seg.emit(PacketType::Rdata, self.conn_id, 0, buf);
                 self.io.stats.rdata_sent += 1;
-                return self.io.sent(res, dest);
+                return self.io.send(seg.packet(PacketType::Rdata, self.conn_id, 0), dest, buf);
             }
         }
         if let Some(seg) = self.sender.next_unsent() {
-            let res = seg.emit(PacketType::Data, self.conn_id, 0, buf);
+            let t = self.io.send(seg.packet(PacketType::Data, self.conn_id, 0), Dest::Group, buf);
             self.ndata_interval = self.cfg.rxt;
             self.io.timers.set(Timer::Ndata, now + self.ndata_interval);
             self.io.stats.data_sent += 1;
@@ -448,7 +467,7 @@ impl Owner {
             if self.parent.lowest_needed().is_none() {
                 self.update_stable();
             }
-            return self.io.sent(res, Dest::Group);
+            return t;
         }
         // Termination waits until every member has everything (or was ejected).
         if self.phase == Phase::Draining && self.parent.store.is_empty() {
@@ -491,6 +510,9 @@ impl Owner {
                     self.update_stable();
                     self.refused.retain(|_, until| *until > now);
                     self.departed.retain(|_, d| d.until > now);
+                    if let Some(k) = self.io.keys.as_mut() {
+                        k.expire(now);
+                    }
                     self.io.timers.set(Timer::Heartbeat, now + self.cfg.hgt);
                 }
                 // NDATA while idle (and while draining before CTR): tells receivers
@@ -545,13 +567,14 @@ impl Owner {
         h.psn = self.isn.0;
         let mut ctl = Ctl::new(Dest::Group, h);
         ctl.elements.connection = Some(self.cfg.connection_params());
+        ctl.elements.key = self.key_share();
         self.io.ctl.push_back(ctl);
         self.io.timers.set(Timer::Ccr, now + self.cfg.rxt);
     }
 
     /// How long a member may stay silent before it is taken for dead.
     fn failure_time(&self) -> Duration {
-        self.cfg.hgt * u32::from(self.cfg.fdn.max(1))
+        self.cfg.failure_time()
     }
 
     /// How long what an admitted member will need is kept before it attaches
@@ -604,6 +627,7 @@ impl Owner {
         h.psn = m.start.0;
         let mut ctl = Ctl::new(Dest::Unicast(m.addr), h);
         ctl.elements.membership = self.membership(user_id);
+        ctl.elements.key = self.key_share();
         if ty == PacketType::Ljc {
             ctl.elements.connection = Some(self.cfg.connection_params());
             ctl.elements.address = Some(self.parent_addr(m.parent));
@@ -625,6 +649,8 @@ impl Owner {
         let mut ctl = Ctl::new(Dest::Unicast(to), h);
         ctl.elements.membership = self.membership(id);
         ctl.elements.address = Some(addr);
+        // Keyed: the link key of the agent and its new child, encrypted for the agent.
+        ctl.payload = self.io.keys.as_ref().and_then(|k| k.link_for(addr, id, m.parent));
         // Until it attaches, what it will need is kept here, a little while.
         self.parent.pin(id, start, now + self.join_pin());
         let (limit, rxt) = (self.cfg.retries, self.cfg.rxt);
@@ -655,6 +681,9 @@ impl Owner {
         let ra =
             if self.is_tree() { u16::try_from(ra.min(u32::from(MAX_CHILDREN))).unwrap_or(MAX_CHILDREN) } else { 0 };
         self.members.insert(user_id, Member::new(addr, creation, child_id, start, ra));
+        if let Some(k) = self.io.keys.as_mut() {
+            k.set_member(addr, user_id);
+        }
         if self.cfg.ask_joins {
             self.events.push_back(Event::JoinRequest { user_id, addr });
         } else {
@@ -704,6 +733,9 @@ impl Owner {
     /// its resent requests for a while.
     fn refuse_member(&mut self, user_id: u32, now: Instant) {
         if let Some(m) = self.members.remove(user_id) {
+            if let Some(k) = self.io.keys.as_mut() {
+                k.retire(m.addr, now);
+            }
             if self.refused.len() >= MAX_DEPARTED {
                 self.refused.retain(|_, until| *until > now);
             }
@@ -1050,6 +1082,10 @@ impl Owner {
     /// the application hears of it once.
     fn depart(&mut self, user_id: u32, reason: LeaveReason, now: Instant) -> Option<Member> {
         let m = self.members.remove(user_id)?;
+        if let Some(k) = self.io.keys.as_mut() {
+            // Kept a while, to answer it if it comes back not knowing.
+            k.retire(m.addr, now);
+        }
         self.tokens.forget(user_id, &mut self.io.stats);
         self.io.stop_repeat(Key::Notice(user_id));
         self.parent.unpin(user_id);

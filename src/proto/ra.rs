@@ -82,6 +82,11 @@ impl Ra {
         if m.member_id == 0 || m.member_id == me.membership.member_id || !start.is_valid() {
             return false;
         }
+        if let Some(keys) = io.keys.as_mut() {
+            // Keyed: the notice carries the link key of this agent and its new child.
+            let Ok(key) = <[u8; 32]>::try_from(p.data) else { return false };
+            keys.add_child(addr, m.member_id, key);
+        }
         if let Some(c) = self.parent.get(m.member_id).filter(|c| c.addr == addr) {
             // Attached already: the report was lost.
             let report = Membership { tree_level: m.tree_level, child_id: c.child_id, ..m };
@@ -228,10 +233,13 @@ impl Ra {
     /// except that a child with descendants leaves a pin at its last stable
     /// point while they rebind; the TO is told, until it confirms.
     fn drop_child(&mut self, me: &Me, cfg: &Config, now: Instant, id: u32, reason: LeaveReason, io: &mut Io) {
-        if let Some(c) = self.parent.remove(id)
-            && c.adn > 1
-        {
-            self.parent.pin(id, c.stable, now + rebind_grace(cfg));
+        if let Some(c) = self.parent.remove(id) {
+            if c.adn > 1 {
+                self.parent.pin(id, c.stable, now + rebind_grace(cfg));
+            }
+            if let Some(keys) = io.keys.as_mut() {
+                keys.retire(c.addr, now);
+            }
         }
         self.pending.remove(&id);
         self.rtt_reported.remove(&id);
@@ -267,6 +275,12 @@ impl Ra {
             }
             self.drop_child(me, cfg, now, id, LeaveReason::Failed, io);
         }
+        if let Some(keys) = io.keys.as_mut() {
+            for n in self.pending.values().filter(|n| n.until <= now) {
+                keys.retire(n.addr, now);
+            }
+            keys.expire(now);
+        }
         self.pending.retain(|_, n| n.until > now);
         self.parent.expire_pins(now);
         self.parent.release(own_lsn);
@@ -288,9 +302,8 @@ impl Ra {
         let conn_id = me.conn_id?;
         while let Some((psn, dest)) = self.parent.next_repair() {
             if let Some(seg) = self.parent.store.get(psn) {
-                let res = seg.emit(PacketType::Rdata, conn_id, 0, buf);
                 io.stats.rdata_sent += 1;
-                return io.sent(res, dest);
+                return io.send(seg.packet(PacketType::Rdata, conn_id, 0), dest, buf);
             }
         }
         None

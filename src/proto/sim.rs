@@ -234,6 +234,8 @@ pub struct Sim {
     pub keep_messages: bool,
     /// Log every datagram sent in [`Sim::sent`] (large runs only count them).
     pub record_sent: bool,
+    /// A group key given to every node added whose configuration has none.
+    pub key: Option<super::Security>,
     net: BinaryHeap<Reverse<InFlight>>,
     next_seq: u64,
     timers: BinaryHeap<Reverse<(Instant, NodeId)>>,
@@ -291,7 +293,19 @@ fn addr_bytes(a: SocketAddr) -> [u8; 6] {
     [ip[0], ip[1], ip[2], ip[3], p[0], p[1]]
 }
 
+/// Whether the environment variable ECTP_SIM_KEY asks for every simulation
+/// to run keyed (`tests/run_all.sh` runs the scenarios both ways). A
+/// scenario that looks at user data on the wire runs only without it.
+pub fn keyed_run() -> bool {
+    std::env::var_os("ECTP_SIM_KEY").is_some()
+}
+
 impl Sim {
+    /// Bytes a keyed connection adds to every packet (its Authentication element).
+    pub fn overhead(&self) -> usize {
+        if self.key.is_some() { crate::wire::AUTH_LEN } else { 0 }
+    }
+
     /// An empty simulation: no TO, no TU, a 1 ms lossless network.
     pub fn new(seed: u64) -> Sim {
         Sim {
@@ -307,6 +321,7 @@ impl Sim {
             delay: Duration::from_millis(1),
             keep_messages: true,
             record_sent: true,
+            key: keyed_run().then(|| super::Security::new(b"ECTP_SIM_KEY: every node keyed!!").expect("32 bytes")),
             net: BinaryHeap::new(),
             next_seq: 0,
             timers: BinaryHeap::new(),
@@ -343,6 +358,7 @@ impl Sim {
     /// Start the TO now.
     pub fn add_owner(&mut self, cfg: Config) {
         assert!(self.owner.is_none(), "the simulation has a TO already");
+        let cfg = Config { security: cfg.security.or(self.key), ..cfg };
         let o = Owner::new(cfg, OWNER_ADDR, &mut Rng::new(self.seed), self.now);
         self.owner = Some(SimNode::new(o.into(), OWNER_ADDR, false));
         self.by_addr.insert(OWNER_ADDR, NodeId::Owner);
@@ -354,6 +370,7 @@ impl Sim {
         let i = self.users.len();
         let rng = Rng::new(self.seed.wrapping_add(1 + i as u64));
         let addr = user_addr(i);
+        let cfg = Config { security: cfg.security.or(self.key), ..cfg };
         self.users.push(SimNode::new(User::new(cfg, OWNER_ADDR, rng, self.now).into(), addr, true));
         self.by_addr.insert(addr, NodeId::User(i));
         self.touch(NodeId::User(i));

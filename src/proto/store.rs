@@ -45,11 +45,16 @@ impl Segment {
     /// Write it as a packet of type `ty` (DATA or RDATA) of connection
     /// `conn_id` into `out`; returns the length.
     pub fn emit(&self, ty: PacketType, conn_id: u32, token_id: u8, out: &mut [u8]) -> Result<usize, EmitError> {
+        self.packet(ty, conn_id, token_id).emit(out)
+    }
+
+    /// It as a packet of type `ty` (DATA or RDATA) of connection `conn_id`.
+    pub fn packet(&self, ty: PacketType, conn_id: u32, token_id: u8) -> Packet<'_> {
         let mut header = Header::new(ty, conn_id);
         header.psn = self.psn.0;
         header.flag = self.last;
         header.token_id = token_id;
-        Packet { header, elements: Default::default(), data: self.data() }.emit(out)
+        Packet { header, elements: Default::default(), data: self.data() }
     }
 }
 

@@ -261,29 +261,24 @@ impl Su {
         let conn_id = me.conn_id?;
         let c = self.channel.as_mut()?;
         let token_id = c.sender.token_id();
-        let mut res = None;
+        let dest = Dest::Unicast(me.owner);
         while let Some(psn) = self.rdata.pop_front() {
-            res = c.store.get(psn).map(|s| s.emit(PacketType::Rdata, conn_id, token_id, buf));
-            if res.is_some() {
+            if let Some(s) = c.store.get(psn) {
                 io.stats.rdata_sent += 1;
-                break;
+                return io.send(s.packet(PacketType::Rdata, conn_id, token_id), dest, buf);
             }
         }
-        if res.is_none() {
-            let seg = c.sender.next_unsent();
-            res = seg.as_ref().map(|s| s.emit(PacketType::Data, conn_id, token_id, buf));
-            if let Some(seg) = seg {
-                io.stats.data_sent += 1;
-                if c.keep_sent {
-                    c.store.insert(seg);
-                }
-                // Unacknowledged data: heartbeat soon, so that losses show.
-                let soon = now + cfg.rxt;
-                if io.timers.get(Timer::SuHeartbeat).is_none_or(|t| t > soon) {
-                    io.timers.set(Timer::SuHeartbeat, soon);
-                }
-            }
+        let seg = c.sender.next_unsent()?;
+        io.stats.data_sent += 1;
+        let t = io.send(seg.packet(PacketType::Data, conn_id, token_id), dest, buf);
+        if c.keep_sent {
+            c.store.insert(seg);
         }
-        io.sent(res?, Dest::Unicast(me.owner))
+        // Unacknowledged data: heartbeat soon, so that losses show.
+        let soon = now + cfg.rxt;
+        if io.timers.get(Timer::SuHeartbeat).is_none_or(|t| t > soon) {
+            io.timers.set(Timer::SuHeartbeat, soon);
+        }
+        t
     }
 }

@@ -14,13 +14,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::child::{Child, Me, Subtree};
+use super::keyring::Keyring;
 use super::ra::Ra;
 use super::receiver::{Accept, Message};
 use super::retry::Key;
 use super::stats::Outcome;
 use super::su::Su;
 use super::timer::Timer;
-use super::{Config, Ctl, Dest, Io, MIN_REQUEST, MSS_RANGE, Rng, Stats, Transmit};
+use super::{Config, Ctl, Dest, Io, MSS_RANGE, Rng, Stats, Transmit};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Tco};
 
 /// DATA kept while the TU does not yet know where its data starts (it
@@ -148,11 +149,21 @@ impl User {
             ulr_pending: false,
             io: Io::default(),
         };
+        if let Some(sec) = cfg.security {
+            let extra = u.rng.next_u64();
+            u.io.keys = Some(Box::new(Keyring::user(sec, owner, extra, cfg.failure_time() * 10)));
+        }
         let mut h = Header::new(PacketType::Ljr, 0);
         h.psn = u32::from(cfg.ra_children());
-        let ljr = Ctl::new(Dest::Unicast(owner), h).padded(MIN_REQUEST);
+        let mut ljr = Ctl::new(Dest::Unicast(owner), h).padded(cfg.min_request());
+        ljr.elements.key = u.key_share();
         u.io.repeat(Key::Join, ljr, cfg.retries, cfg.rxt, now);
         u
+    }
+
+    /// This TU's key share for its join requests (keyed connections).
+    fn key_share(&self) -> Option<crate::wire::KeyShare> {
+        self.io.keys.as_ref().map(|k| k.share())
     }
 
     /// Where the join stands.
@@ -297,7 +308,27 @@ impl User {
     /// and port) that may send them: DATA, NDATA and CTR from the TO; RDATA,
     /// HB and ejections from the TO or the parent.
     pub fn handle(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        let Some(packet) = self.io.stats.parse(datagram) else { return };
+        let mut scratch = self.io.take_scratch();
+        let packet = self.io.stats.parse(datagram);
+        self.handle_in(now, from, packet, datagram, &mut scratch);
+        // Keyed: the group packets that came before the group key, now that it came.
+        let stash = self.io.keys.as_mut().map(|k| k.take_stash()).unwrap_or_default();
+        for (from, datagram) in stash {
+            let packet = crate::wire::Packet::parse(&datagram).ok();
+            self.handle_in(now, from, packet, &datagram, &mut scratch);
+        }
+        self.io.put_scratch(scratch);
+    }
+
+    fn handle_in(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        packet: Option<Packet<'_>>,
+        datagram: &[u8],
+        scratch: &mut Vec<u8>,
+    ) {
+        let Some(packet) = packet else { return };
         let h = packet.header;
         if self.end.is_some() {
             self.io.stats.dropped_unexpected += 1;
@@ -308,6 +339,7 @@ impl User {
             self.io.stats.dropped_foreign += 1;
             return;
         }
+        let Some(packet) = self.io.open(now, from, packet, datagram, scratch) else { return };
         let from_owner = same(from, self.me.owner);
         let from_parent = same(from, self.me.parent);
         // A child of this repair agent: alive.
@@ -416,7 +448,7 @@ impl User {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.progress(now);
         if let Some(t) = self.io.poll_ctl(buf) {
-            return t;
+            return Some(t);
         }
         if !self.may_send_data() {
             return None;
@@ -511,7 +543,7 @@ impl User {
     }
 
     fn failure_time(&self) -> Duration {
-        self.cfg.hgt * u32::from(self.cfg.fdn.max(1))
+        self.cfg.failure_time()
     }
 
     /// Whether the connection is up for this TU (joined, not ended).
@@ -653,7 +685,7 @@ impl User {
         let mut h = self.me.header(PacketType::Ljr);
         h.flag = true;
         h.psn = u32::from(self.cfg.ra_children());
-        let mut ctl = self.me.ctl(self.me.owner, h).padded(MIN_REQUEST);
+        let mut ctl = self.me.ctl(self.me.owner, h).padded(self.cfg.min_request());
         if let Some(c) = self.child.as_mut() {
             ctl.elements.ack = Some(c.rebind_ack(sub));
         }
@@ -676,7 +708,8 @@ impl User {
         self.creation = true;
         let mut h = self.me.header(PacketType::Tjr);
         h.psn = u32::from(self.cfg.ra_children());
-        let ctl = self.me.ctl(self.me.owner, h).padded(MIN_REQUEST);
+        let mut ctl = self.me.ctl(self.me.owner, h).padded(self.cfg.min_request());
+        ctl.elements.key = self.key_share();
         self.io.repeat(Key::Join, ctl, self.cfg.retries, self.cfg.rxt, now);
         true
     }
@@ -684,7 +717,13 @@ impl User {
     /// TJR to `parent` (repeated until its TJC).
     fn join_parent(&mut self, parent: SocketAddr, now: Instant) {
         self.me.parent = parent;
-        let ctl = self.me.ctl(parent, self.me.header(PacketType::Tjr)).padded(MIN_REQUEST);
+        if let Some(k) = self.io.keys.as_mut() {
+            k.set_me(self.me.membership.member_id);
+            if !same(parent, self.me.owner) {
+                k.link_parent(self.me.owner, parent, self.me.membership.parent_id);
+            }
+        }
+        let ctl = self.me.ctl(parent, self.me.header(PacketType::Tjr)).padded(self.cfg.min_request());
         self.io.repeat(Key::Join, ctl, self.cfg.retries, self.cfg.rxt, now);
     }
 
@@ -791,6 +830,9 @@ impl User {
             return true;
         }
         self.me.membership = m;
+        if let Some(k) = self.io.keys.as_mut() {
+            k.set_me(m.member_id);
+        }
         if self.start.is_none() {
             self.set_start(start, now);
         }
@@ -887,7 +929,7 @@ impl User {
         let end = last.next();
         let mut complete = true;
         if let Some(c) = self.child.as_mut() {
-            if end.diff(c.rx.lsn()) > c.rx.capacity() as i64 + 1 {
+            if c.rx.is_reliable() && end.diff(c.rx.lsn()) > c.rx.capacity() as i64 + 1 {
                 return Outcome::Range; // beyond anything the window allows: not believable
             }
             complete = end.diff(c.rx.lsn()) <= 0;

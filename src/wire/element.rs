@@ -13,11 +13,14 @@
 //! | 3 | Membership | 12 |
 //! | 4 | Timestamp | 12 |
 //! | 6 | Address | 8 (IPv4) or 20 (IPv6) |
+//! | 7 | Key | 52 |
+//! | 8 | Authentication | 32, always the last |
 //!
 //! Code 5 is the QoS element, which the draft reserves for ECTP-4 and which ECTP-3 does not use: it
-//! is an unknown element here, as are 7..=15. At most one element of each kind may appear. Parse
-//! accepts them in any order; emit writes them in code order. Reserved bytes and bits are sent as
-//! zero and ignored on receipt.
+//! is an unknown element here, as are 9..=15. Key and Authentication are the project's, for a
+//! connection with a group key (ECTP_GROUP_KEY). At most one element of each kind may appear. Parse
+//! accepts them in any order, except that Authentication must be the last; emit writes them in
+//! code order. Reserved bytes and bits are sent as zero and ignored on receipt.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
@@ -32,6 +35,8 @@ const ACK: u8 = 2;
 const MEMBERSHIP: u8 = 3;
 const TIMESTAMP: u8 = 4;
 const ADDRESS: u8 = 6;
+const KEY: u8 = 7;
+const AUTH: u8 = 8;
 
 /// Offset of the byte every element starts with: Next Element in its high 4 bits.
 const NEXT: usize = 0;
@@ -90,6 +95,29 @@ mod address {
     pub const FAMILY_V6: u8 = 6;
 }
 
+/// Key element layout.
+mod key {
+    use core::ops::Range;
+    pub const SALT: Range<usize> = 4..20;
+    pub const PUBLIC: Range<usize> = 20..52;
+    pub const LEN: usize = 52;
+}
+
+/// Authentication element layout.
+mod auth {
+    use core::ops::Range;
+    pub const KIND: usize = 1;
+    pub const SENDER: Range<usize> = 4..8;
+    pub const COUNTER: Range<usize> = 8..16;
+    pub const TAG: Range<usize> = 16..32;
+    pub const LEN: usize = 32;
+}
+
+/// Length in bytes of the Authentication element.
+pub const AUTH_LEN: usize = auth::LEN;
+/// Length in bytes of the tag at the end of the Authentication element.
+pub const TAG_LEN: usize = 16;
+
 /// The extension elements of one packet, each present at most once (draft-dykim-ectp-00 §5.2).
 ///
 /// Which packet type carries which elements is listed in `docs/wire-format.md`; parsing does not
@@ -109,6 +137,80 @@ pub struct Elements {
     /// Address element (code 6): e.g. the repair agent an LJC recommends as parent. An IPv6
     /// address is sent without flow info or scope id, and parsed with both 0.
     pub address: Option<SocketAddr>,
+    /// Key element (code 7): a key share, in join requests and their answers and in CCR
+    /// (ECTP_GROUP_KEY).
+    pub key: Option<KeyShare>,
+    /// Authentication element (code 8, always the last): the tag and counter of a packet of a
+    /// keyed connection.
+    pub auth: Option<Auth>,
+}
+
+/// A key share, carried in the Key element (code 7; the project's, see `docs/wire-format.md`).
+///
+/// Layout (52 bytes): `[0]` Next Element << 4; `[1-3]` reserved; `[4-19]` salt; `[20-51]` an
+/// X25519 public key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyShare {
+    /// Random bytes drawn for this connection (TO) or this join (TU): the keys derived from them
+    /// are new each time, so that no nonce is ever used twice under one key.
+    pub salt: [u8; 16],
+    /// The sender's X25519 public key for this connection or join.
+    pub public: [u8; 32],
+}
+
+/// Which key authenticates a packet: the Authentication element's Kind byte.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    /// A join request and its answer (LJR, TJR in the creation phase, LJC, TJC).
+    Join = 1,
+    /// The connection's group key: what the TO multicasts.
+    Group = 2,
+    /// A member's own key, shared with the TO only.
+    Member = 3,
+    /// The key of one link of the tree, shared by a child and its repair agent.
+    Link = 4,
+}
+
+impl KeyKind {
+    /// The kind with wire code `v`.
+    pub fn from_u8(v: u8) -> Option<KeyKind> {
+        match v {
+            1 => Some(KeyKind::Join),
+            2 => Some(KeyKind::Group),
+            3 => Some(KeyKind::Member),
+            4 => Some(KeyKind::Link),
+            _ => None,
+        }
+    }
+}
+
+/// The Authentication element (code 8; the project's, see `docs/wire-format.md`): which key,
+/// who sent it, its counter, and the AEAD tag over the whole packet.
+///
+/// Layout (32 bytes): `[0]` Next Element << 4, always 0 (it is the last element); `[1]` kind;
+/// `[2-3]` reserved; `[4-7]` sender (0: the TO; a member id; 0xFFFFFFFF: a TU that has none
+/// yet); `[8-15]` counter; `[16-31]` tag. Sender and counter form the 96-bit nonce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Auth {
+    /// The key it was sealed with.
+    pub kind: KeyKind,
+    /// The sender's id under that key.
+    pub sender: u32,
+    /// The sender's counter under that key: new for every packet sent.
+    pub counter: u64,
+    /// The AEAD tag (all zeros while the packet is being sealed or opened).
+    pub tag: [u8; TAG_LEN],
+}
+
+impl Auth {
+    /// The 96-bit AEAD nonce: sender and counter.
+    pub fn nonce(&self) -> [u8; 12] {
+        let mut n = [0u8; 12];
+        put(&mut n, &self.sender.to_be_bytes());
+        put(n.get_mut(4..).unwrap_or_default(), &self.counter.to_be_bytes());
+        n
+    }
 }
 
 /// Connection parameters carried in the Connection element (code 1; draft-dykim-ectp-00 §5.2,
@@ -289,6 +391,8 @@ enum Item {
     Membership(Membership),
     Timestamp(u64),
     Address(SocketAddr),
+    Key(KeyShare),
+    Auth(Auth),
 }
 
 impl Item {
@@ -299,6 +403,8 @@ impl Item {
             Item::Membership(_) => MEMBERSHIP,
             Item::Timestamp(_) => TIMESTAMP,
             Item::Address(_) => ADDRESS,
+            Item::Key(_) => KEY,
+            Item::Auth(_) => AUTH,
         }
     }
 
@@ -310,6 +416,8 @@ impl Item {
             Item::Timestamp(_) => timestamp::LEN,
             Item::Address(SocketAddr::V4(_)) => address::FIXED_LEN + 4,
             Item::Address(SocketAddr::V6(_)) => address::FIXED_LEN + 16,
+            Item::Key(_) => key::LEN,
+            Item::Auth(_) => auth::LEN,
         }
     }
 
@@ -380,6 +488,25 @@ impl Item {
                     _ => Err(ParseError::BadElement),
                 }
             }
+            KEY => {
+                let (b, rest) = buf.split_first_chunk::<{ key::LEN }>().ok_or(ParseError::Truncated)?;
+                Ok((Item::Key(KeyShare { salt: array(&b[key::SALT]), public: array(&b[key::PUBLIC]) }), rest))
+            }
+            AUTH => {
+                let (b, rest) = buf.split_first_chunk::<{ auth::LEN }>().ok_or(ParseError::Truncated)?;
+                // The last element: the tag's place is then known from the packet's length.
+                if b[NEXT] >> 4 != END {
+                    return Err(ParseError::BadElement);
+                }
+                let kind = KeyKind::from_u8(b[auth::KIND]).ok_or(ParseError::BadElement)?;
+                let a = Auth {
+                    kind,
+                    sender: u32::from_be_bytes(array(&b[auth::SENDER])),
+                    counter: u64::from_be_bytes(array(&b[auth::COUNTER])),
+                    tag: array(&b[auth::TAG]),
+                };
+                Ok((Item::Auth(a), rest))
+            }
             _ => Err(ParseError::UnknownElement),
         }
     }
@@ -431,6 +558,16 @@ impl Item {
                     SocketAddr::V6(v6) => put(ip, &v6.ip().octets()),
                 }
             }
+            Item::Key(k) => {
+                put(b.get_mut(key::SALT)?, &k.salt);
+                put(b.get_mut(key::PUBLIC)?, &k.public);
+            }
+            Item::Auth(a) => {
+                *b.get_mut(auth::KIND)? = a.kind as u8;
+                put(b.get_mut(auth::SENDER)?, &a.sender.to_be_bytes());
+                put(b.get_mut(auth::COUNTER)?, &a.counter.to_be_bytes());
+                put(b.get_mut(auth::TAG)?, &a.tag);
+            }
         }
         *b.get_mut(NEXT)? = first;
         Some(rest)
@@ -452,6 +589,8 @@ impl Elements {
             self.membership.map(Item::Membership),
             self.timestamp.map(Item::Timestamp),
             self.address.map(Item::Address),
+            self.key.map(Item::Key),
+            self.auth.map(Item::Auth),
         ]
         .into_iter()
         .flatten()
@@ -468,7 +607,7 @@ impl Elements {
         let mut elements = Elements::default();
         let mut code = first;
         let mut buf = buf;
-        // Each round fills one more of five slots or fails, so the loop ends.
+        // Each round fills one more of seven slots or fails, so the loop ends.
         while code != END {
             if elements.has(code) {
                 return Err(ParseError::DuplicateElement);
@@ -482,6 +621,8 @@ impl Elements {
                 Item::Membership(m) => elements.membership = Some(m),
                 Item::Timestamp(t) => elements.timestamp = Some(t),
                 Item::Address(a) => elements.address = Some(a),
+                Item::Key(k) => elements.key = Some(k),
+                Item::Auth(a) => elements.auth = Some(a),
             }
         }
         Ok((elements, buf))
@@ -495,6 +636,8 @@ impl Elements {
             MEMBERSHIP => self.membership.is_some(),
             TIMESTAMP => self.timestamp.is_some(),
             ADDRESS => self.address.is_some(),
+            KEY => self.key.is_some(),
+            AUTH => self.auth.is_some(),
             _ => false,
         }
     }

@@ -10,7 +10,7 @@
 //! - [`checksum`]: the Internet checksum (RFC 1071) that covers the whole packet.
 //! - [`packet`]: the base header, the 18 packet types, and [`Packet::parse`] / [`Packet::emit`].
 //! - [`element`]: the extension elements (Connection, Acknowledgement, Membership, Timestamp,
-//!   Address).
+//!   Address, and Key and Authentication for a keyed connection).
 //!
 //! Everything here is a pure function of its arguments: no state, no I/O, no clock, and no
 //! allocation in parse or emit. Input from the network is untrusted: [`Packet::parse`] returns a
@@ -22,8 +22,11 @@ pub mod element;
 pub mod packet;
 pub mod seq;
 
-pub use element::{ACK_BITMAP_BITS, AckInfo, ConnectionParams, Elements, Membership, Ro, Tco};
-pub use packet::{EmitError, HEADER_LEN, Header, Packet, PacketType, ParseError};
+pub use element::{
+    ACK_BITMAP_BITS, AUTH_LEN, AckInfo, Auth, ConnectionParams, Elements, KeyKind, KeyShare, Membership, Ro, TAG_LEN,
+    Tco,
+};
+pub use packet::{EmitError, HEADER_LEN, Header, Packet, PacketType, ParseError, sealed_parts};
 pub use seq::Psn;
 
 /// Reads the first `N` bytes of `bytes` as an array (zero-filled if `bytes` is shorter).

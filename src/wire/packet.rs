@@ -17,7 +17,7 @@
 use core::fmt;
 
 use super::checksum;
-use super::element::Elements;
+use super::element::{AUTH_LEN, Elements, TAG_LEN};
 use super::{array, put};
 
 /// Length in bytes of the ECTP base header (draft-dykim-ectp-00 §5.1).
@@ -231,6 +231,19 @@ impl<'a> Packet<'a> {
     /// Returns the number of bytes written, [`Packet::len`]; bytes of `out` after them are left
     /// untouched. Version is 0, CT binary 10, reserved bits 0.
     pub fn emit(&self, out: &mut [u8]) -> Result<usize, EmitError> {
+        self.emit_sealed(out, |_, _| [0; TAG_LEN])
+    }
+
+    /// [`Packet::emit`] for a keyed connection: after the packet is written with the checksum
+    /// and the tag of its Authentication element zero, `seal` gets the bytes before the user data
+    /// (base header and elements: what the tag authenticates as associated data) and the user
+    /// data, which it encrypts in place, and returns the tag; then the checksum is computed over
+    /// the result. Without an Authentication element `seal` is not called.
+    pub fn emit_sealed(
+        &self,
+        out: &mut [u8],
+        seal: impl FnOnce(&[u8], &mut [u8]) -> [u8; TAG_LEN],
+    ) -> Result<usize, EmitError> {
         let elements_len = self.elements.len();
         let payload_len = elements_len.saturating_add(self.data.len());
         let payload_len16 = u16::try_from(payload_len).map_err(|_| EmitError::TooLong)?;
@@ -251,11 +264,35 @@ impl<'a> Packet<'a> {
         let (elements, data) = payload.split_at_mut_checked(elements_len).ok_or(EmitError::BufferTooSmall)?;
         self.elements.emit(elements)?;
         put(data, self.data);
+        if self.elements.auth.is_some() {
+            let (aad, data) = out.split_at_mut(HEADER_LEN + elements_len);
+            let tag_at = aad.len().saturating_sub(TAG_LEN);
+            put(aad.get_mut(tag_at..).unwrap_or_default(), &[0; TAG_LEN]);
+            let tag = seal(aad, data);
+            put(aad.get_mut(tag_at..).unwrap_or_default(), &tag);
+        }
 
         let sum = checksum::internet_checksum(out);
         put(out.get_mut(field::CHECKSUM).ok_or(EmitError::BufferTooSmall)?, &sum.to_be_bytes());
         Ok(total)
     }
+}
+
+/// The parts of a keyed packet, for opening it: `buf` is a copy of the datagram that parsed as
+/// `p` (with an Authentication element, the last one). Zeroes its checksum and its tag and splits
+/// it into the bytes before the user data (associated data) and the user data, as
+/// [`Packet::emit_sealed`] gave them to its sealer. `None` if `p` has no Authentication element
+/// or `buf` is not its datagram.
+pub fn sealed_parts<'b>(buf: &'b mut [u8], p: &Packet<'_>) -> Option<(&'b [u8], &'b mut [u8])> {
+    p.elements.auth?;
+    let data_at = HEADER_LEN + p.elements.len();
+    if buf.len() != data_at + p.data.len() || data_at < HEADER_LEN + AUTH_LEN {
+        return None;
+    }
+    put(buf.get_mut(field::CHECKSUM)?, &[0, 0]);
+    let (aad, data) = buf.split_at_mut(data_at);
+    put(aad.get_mut(data_at - TAG_LEN..)?, &[0; TAG_LEN]);
+    Some((aad, data))
 }
 
 /// Why [`Packet::parse`] rejected a datagram.

@@ -10,6 +10,26 @@ use libc::{c_int, sockaddr, sockaddr_storage, socklen_t};
 
 pub mod netns;
 
+/// The library's log on stderr when ECTP_TEST_LOG is set (e.g. `info`,
+/// `debug`), to see why a test failed.
+pub fn log_to_stderr() {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            eprintln!("{:?} {} {}: {}", std::time::SystemTime::now(), r.level(), r.target(), r.args());
+        }
+        fn flush(&self) {}
+    }
+    static LOGGER: Stderr = Stderr;
+    let Some(level) = std::env::var("ECTP_TEST_LOG").ok().and_then(|l| l.parse().ok()) else { return };
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
 /// A port for this test, distinct per call and per process.
 pub fn port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);

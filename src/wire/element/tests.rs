@@ -31,13 +31,61 @@ fn v6() -> SocketAddr {
 
 /// Emits `e`, checks the length, parses it back with trailing data and compares.
 fn round_trip(e: &Elements) {
-    let mut buf = [0xAAu8; 160];
+    let mut buf = [0xAAu8; 256];
     let n = e.emit(&mut buf).unwrap();
     assert_eq!(n, e.len());
     buf[n] = 0x5A;
     let (back, rest) = Elements::parse(e.first_code(), &buf[..n + 1]).unwrap();
     assert_eq!(&back, e);
     assert_eq!(rest, &[0x5A]);
+}
+
+fn share() -> KeyShare {
+    KeyShare { salt: core::array::from_fn(|i| i as u8), public: core::array::from_fn(|i| 0xA0 ^ i as u8) }
+}
+
+fn auth() -> Auth {
+    Auth { kind: KeyKind::Link, sender: 0x0102_0304, counter: 0x1112_1314_1516_1718, tag: [0xEE; TAG_LEN] }
+}
+
+#[test]
+fn key_and_authentication_layouts() {
+    let e = Elements { key: Some(share()), auth: Some(auth()), ..Default::default() };
+    let mut buf = [0u8; 84];
+    assert_eq!(e.emit(&mut buf), Ok(84));
+    assert_eq!(e.first_code(), KEY);
+    // Key: NE = 8 (Authentication), reserved, salt, public key.
+    assert_eq!(buf[..4], [0x80, 0, 0, 0]);
+    assert_eq!(buf[4..20], share().salt);
+    assert_eq!(buf[20..52], share().public);
+    // Authentication: NE = 0, kind 4 (link), reserved, sender, counter, tag.
+    assert_eq!(buf[52..56], [0x00, 4, 0, 0]);
+    assert_eq!(buf[56..60], [1, 2, 3, 4]);
+    assert_eq!(buf[60..68], [0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
+    assert_eq!(buf[68..84], [0xEE; 16]);
+    assert_eq!(auth().nonce(), [1, 2, 3, 4, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
+    // Kinds 0 and 5.. are invalid.
+    for kind in [0, 5, 255] {
+        let mut bad = buf;
+        bad[53] = kind;
+        assert_eq!(parse(KEY, &bad), Err(ParseError::BadElement), "kind {kind}");
+    }
+}
+
+#[test]
+fn authentication_must_be_the_last_element() {
+    // Authentication -> Timestamp: refused, the tag's place would not be known.
+    let mut chain = vec![0x40, 3, 0, 0];
+    chain.extend_from_slice(&[0; 28]);
+    chain.extend_from_slice(&[0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    assert_eq!(parse(AUTH, &chain), Err(ParseError::BadElement));
+    // Timestamp -> Authentication: fine.
+    let mut chain = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    chain.extend_from_slice(&[0x00, 3, 0, 0]);
+    chain.extend_from_slice(&[0; 28]);
+    let e = parse(TIMESTAMP, &chain).unwrap();
+    assert_eq!(e.timestamp, Some(1));
+    assert_eq!(e.auth.map(|a| a.kind), Some(KeyKind::Member));
 }
 
 /// Parses a hand-made chain whose first element has code `first`.
@@ -48,7 +96,7 @@ fn parse(first: u8, bytes: &[u8]) -> Result<Elements, ParseError> {
 #[test]
 fn every_combination_round_trips() {
     for addr in [v4(), v6()] {
-        for mask in 0u8..32 {
+        for mask in 0u8..128 {
             let bit = |i: u8| mask & (1 << i) != 0;
             let e = Elements {
                 connection: bit(0).then(conn),
@@ -56,6 +104,8 @@ fn every_combination_round_trips() {
                 membership: bit(2).then(member),
                 timestamp: bit(3).then_some(0x0102_0304_0506_0708),
                 address: bit(4).then_some(addr),
+                key: bit(5).then(share),
+                auth: bit(6).then(auth),
             };
             round_trip(&e);
         }
@@ -162,7 +212,7 @@ fn reserved_bits_are_ignored() {
 #[test]
 fn unknown_codes() {
     let zeros = [0u8; 24];
-    for code in [5, 7, 8, 15] {
+    for code in [5, 9, 10, 15] {
         assert_eq!(parse(code, &zeros), Err(ParseError::UnknownElement), "code {code}");
     }
     // An unknown code as the Next Element of a valid element.
@@ -191,8 +241,10 @@ fn truncated_elements() {
         membership: Some(member()),
         timestamp: Some(7),
         address: Some(v6()),
+        key: Some(share()),
+        auth: Some(auth()),
     };
-    let mut buf = [0u8; 128];
+    let mut buf = [0u8; 256];
     let n = full.emit(&mut buf).unwrap();
     for cut in 0..n {
         assert_eq!(parse(full.first_code(), &buf[..cut]), Err(ParseError::Truncated), "cut {cut}");
@@ -206,6 +258,8 @@ fn truncated_elements() {
         Elements { timestamp: Some(1), ..Default::default() },
         Elements { address: Some(v4()), ..Default::default() },
         Elements { address: Some(v6()), ..Default::default() },
+        Elements { key: Some(share()), ..Default::default() },
+        Elements { auth: Some(auth()), ..Default::default() },
     ] {
         let n = e.emit(&mut buf).unwrap();
         assert_eq!(parse(e.first_code(), &buf[..n - 1]), Err(ParseError::Truncated), "{e:?}");

@@ -284,7 +284,7 @@ fn unknown_packet_type() {
 
 #[test]
 fn unknown_element() {
-    for code in [5u8, 7, 15] {
+    for code in [5u8, 9, 15] {
         let buf = raw(code, PacketType::Ack as u8, &[0; 24]);
         assert_eq!(Packet::parse(&buf), Err(ParseError::UnknownElement), "code {code}");
         // Named by a valid element's Next Element instead.
@@ -429,4 +429,46 @@ fn emit_too_long() {
     let p = Packet { header, elements, data: &over };
     assert_eq!(p.emit(&mut buf), Err(EmitError::TooLong));
     assert_eq!(p.emit(&mut []), Err(EmitError::TooLong));
+}
+
+#[test]
+fn sealed_packets_hand_the_sealer_what_the_opener_gets() {
+    use super::super::element::{Auth, KeyKind, TAG_LEN};
+    let mut header = Header::new(PacketType::Data, CID);
+    header.psn = 9;
+    let auth = Auth { kind: KeyKind::Group, sender: 0, counter: 3, tag: [0x55; TAG_LEN] };
+    let elements = Elements { auth: Some(auth), ..Default::default() };
+    let p = Packet { header, elements, data: DATA };
+    let mut buf = [0u8; 128];
+    let mut seen = Vec::new();
+    let n = p
+        .emit_sealed(&mut buf, |aad, data| {
+            seen = aad.to_vec();
+            assert_eq!(data, DATA);
+            data.iter_mut().for_each(|b| *b ^= 0xFF); // "encrypt"
+            [0x77; TAG_LEN]
+        })
+        .unwrap();
+    assert_eq!(n, HEADER_LEN + 32 + DATA.len());
+    // The associated data: header and elements, with the checksum and the tag zero.
+    assert_eq!(seen.len(), HEADER_LEN + 32);
+    assert_eq!(seen[2..4], [0, 0]);
+    assert_eq!(seen[HEADER_LEN + 16..], [0; TAG_LEN]);
+    assert_eq!(seen[HEADER_LEN + 4..HEADER_LEN + 16], auth.nonce());
+    // On the wire: the tag, the "ciphertext", a valid checksum.
+    let got = Packet::parse(&buf[..n]).unwrap();
+    assert_eq!(got.elements.auth.map(|a| a.tag), Some([0x77; TAG_LEN]));
+    assert!(got.data.iter().zip(DATA).all(|(c, d)| *c == d ^ 0xFF));
+    // The opener gets exactly what the sealer got.
+    let mut copy = buf[..n].to_vec();
+    let (aad, data) = sealed_parts(&mut copy, &got).unwrap();
+    assert_eq!(aad, &seen[..]);
+    assert!(data.iter().zip(DATA).all(|(c, d)| *c == d ^ 0xFF));
+    // Not for a packet without Authentication element, nor for another buffer.
+    let plain = Packet { header, elements: Elements::default(), data: DATA };
+    let mut other = [0u8; 128];
+    let m = plain.emit(&mut other).unwrap();
+    let parsed = Packet::parse(&other[..m]).unwrap();
+    assert!(sealed_parts(&mut other[..m].to_vec(), &parsed).is_none());
+    assert!(sealed_parts(&mut vec![0; n + 1], &got).is_none());
 }
