@@ -37,6 +37,7 @@ HC_ASSERT(max_children, ECTP_MAX_CHILDREN == 21);
 HC_ASSERT(parent, ECTP_PARENT == 22);
 HC_ASSERT(tree_level, ECTP_TREE_LEVEL == 23);
 HC_ASSERT(leave_callback, ECTP_LEAVE_CALLBACK == 24);
+HC_ASSERT(group_key, ECTP_GROUP_KEY == 25);
 HC_ASSERT(leave_left, ECTP_LEAVE_LEFT == 1);
 HC_ASSERT(leave_ejected, ECTP_LEAVE_EJECTED == 2);
 HC_ASSERT(leave_failed, ECTP_LEAVE_FAILED == 3);

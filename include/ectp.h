@@ -152,6 +152,16 @@
 #define ECTP_LEAVE_CALLBACK 24
 
 /**
+ * Write only, before mcreate/mjoin: a group key of 16 or 32 bytes (else
+ * EINVAL), the same on the TO and its TUs. Every packet is then
+ * authenticated and DATA/RDATA payloads are encrypted (AES-256-GCM); a
+ * packet that fails is dropped and counted (ectp_stats dropped_auth,
+ * dropped_replay). A TU without the key, or with another one, cannot join
+ * (ETIMEDOUT). Reading it gives ENOPROTOOPT.
+ */
+#define ECTP_GROUP_KEY 25
+
+/**
  * ectp_leave_callback reason: the TU left (mleave).
  */
 #define ECTP_LEAVE_LEFT 1

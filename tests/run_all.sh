@@ -2,7 +2,8 @@
 # Every test of the project, as CI runs it (see README.md):
 #   1. the Rust unit tests, the protocol simulation and the integration tests
 #      over real sockets (the IPv6 ones re-run themselves in a private network
-#      namespace when run as root, and skip otherwise);
+#      namespace when run as root, and skip otherwise); then every simulated
+#      scenario again on a keyed connection (ECTP_SIM_KEY);
 #   2. the C programs and C tests (c-examples/ctest.sh), against both
 #      libectp.so and libectp.a.
 # The last line sums everything up as "all: N passed, M failed".
@@ -23,7 +24,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 status=0
-cargo test --all-targets 2>&1 | tee "$log" || status=1
+cargo test --all-targets --no-fail-fast 2>&1 | tee "$log" || status=1
+ECTP_SIM_KEY=1 cargo test --lib proto:: 2>&1 | tee -a "$log" || status=1
 make -C c-examples test 2>&1 | tee -a "$log" || status=1
 
 passed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) n += $i } END { print n + 0 }' "$log")

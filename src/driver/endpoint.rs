@@ -223,9 +223,10 @@ impl Endpoint {
         if st.node.is_some() {
             return Err(Error::AlreadyConnected);
         }
+        let cfg = seeded(st.cfg)?;
         socket::setup_owner(&self.primary, local, group, &st.opts)?;
         let mut rng = Rng::new(sys::random_seed());
-        let owner = Owner::new(st.cfg, SocketAddr::new(local.ip(), group.port()), &mut rng, Instant::now());
+        let owner = Owner::new(cfg, SocketAddr::new(local.ip(), group.port()), &mut rng, Instant::now());
         log::info!("TO {local} created connection {:#x} on {group}", owner.connection_id());
         st.node = Some(owner.into());
         st.group = Some(group);
@@ -245,11 +246,12 @@ impl Endpoint {
         if st.node.is_some() {
             return Err(Error::AlreadyConnected);
         }
+        let cfg = seeded(st.cfg)?;
         let m = socket::setup_user(&self.primary, owner, group, &st.opts)?;
         let _ = self.multicast.set(m);
         // Requests go to the TO's unicast IP and the group port.
         let to = SocketAddr::new(owner.ip(), group.port());
-        let user = User::new(st.cfg, to, Rng::new(sys::random_seed()), Instant::now());
+        let user = User::new(cfg, to, Rng::new(sys::random_seed()), Instant::now());
         st.node = Some(user.into());
         st.group = Some(group);
         self.spawn(None)?;
@@ -806,4 +808,10 @@ fn user_error(e: UserError) -> Error {
         UserError::WouldBlock => Error::WouldBlock,
         UserError::BadLength => Error::TooLong,
     }
+}
+
+/// `cfg` with fresh randomness for the keys of a keyed connection.
+fn seeded(cfg: Config) -> Result<Config, Error> {
+    let Some(sec) = cfg.security else { return Ok(cfg) };
+    Ok(Config { security: Some(sec.with_seed(sys::random_key_seed()?)), ..cfg })
 }

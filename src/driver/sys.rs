@@ -132,6 +132,28 @@ pub fn random_seed() -> u64 {
     v
 }
 
+/// 256 random bits from the kernel, for the keys of a keyed connection.
+/// Errors (no entropy source) rather than fall back to anything weaker.
+pub fn random_key_seed() -> std::io::Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    let mut got = 0;
+    while got < seed.len() {
+        let rest = &mut seed[got..];
+        // SAFETY: writes at most rest.len() bytes into a live buffer.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        match n {
+            n if n > 0 => got += n as usize,
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(seed)
+}
+
 /// Index of the interface that holds address `ip`, if any.
 pub fn interface_index_of(ip: IpAddr) -> Option<u32> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();

@@ -10,7 +10,7 @@ use super::error::{EFAULT, EINVAL, Errno};
 use super::table::Handle;
 use super::types::*;
 use crate::driver::Error;
-use crate::proto::{DEFAULT_RA_CHILDREN, DEFAULT_TO_CHILDREN, MAX_CHILDREN, MSS_RANGE};
+use crate::proto::{DEFAULT_RA_CHILDREN, DEFAULT_TO_CHILDREN, MAX_CHILDREN, MSS_RANGE, Security};
 use crate::wire::{Ro, Tco};
 
 const ENOPROTOOPT: Errno = Errno(libc::ENOPROTOOPT);
@@ -57,6 +57,22 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
     }
     if matches!(optname, ECTP_MEMBERS | ECTP_USER_ID | ECTP_TOKEN_ID | ECTP_PARENT | ECTP_TREE_LEVEL) {
         return Err(ENOPROTOOPT); // read only
+    }
+    if optname == ECTP_GROUP_KEY {
+        if optval.is_null() {
+            return Err(EFAULT);
+        }
+        if !Security::KEY_LENGTHS.contains(&(optlen as usize)) {
+            return Err(EINVAL);
+        }
+        // SAFETY: optval is non-NULL and the caller says it holds optlen bytes.
+        let key = unsafe { std::slice::from_raw_parts(optval.cast::<u8>(), optlen as usize) };
+        let security = Security::new(key).ok_or(EINVAL)?;
+        h.ep.configure(|c| {
+            c.security = Some(security);
+            Ok(())
+        })?;
+        return Ok(());
     }
     if matches!(optname, ECTP_RX_LOSS | ECTP_TX_LOSS) {
         // Testing aids: local, allowed at any time.
@@ -116,6 +132,9 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
 pub fn get(h: &Handle, optname: c_int, optval: *mut c_void, optlen: *mut socklen_t) -> Result<(), Errno> {
     if optval.is_null() || optlen.is_null() {
         return Err(EFAULT);
+    }
+    if optname == ECTP_GROUP_KEY {
+        return Err(ENOPROTOOPT); // write only
     }
     // SAFETY: optlen is non-NULL; the caller says it points to a socklen_t.
     let room = unsafe { optlen.read_unaligned() } as usize;

@@ -68,6 +68,13 @@ pub const ECTP_PARENT: c_int = 22;
 pub const ECTP_TREE_LEVEL: c_int = 23;
 /// The TO's leave callback (ectp_leave_callback); set before mcreate.
 pub const ECTP_LEAVE_CALLBACK: c_int = 24;
+/// Write only, before mcreate/mjoin: a group key of 16 or 32 bytes (else
+/// EINVAL), the same on the TO and its TUs. Every packet is then
+/// authenticated and DATA/RDATA payloads are encrypted (AES-256-GCM); a
+/// packet that fails is dropped and counted (ectp_stats dropped_auth,
+/// dropped_replay). A TU without the key, or with another one, cannot join
+/// (ETIMEDOUT). Reading it gives ENOPROTOOPT.
+pub const ECTP_GROUP_KEY: c_int = 25;
 
 /// ectp_leave_callback reason: the TU left (mleave).
 pub const ECTP_LEAVE_LEFT: c_int = 1;

@@ -1063,7 +1063,12 @@ impl Owner {
     fn sweep_orphans(&mut self, now: Instant) {
         for id in self.members.unattached(now) {
             log::info!("member {id} did not attach in time");
-            if let Some(m) = self.depart(id, LeaveReason::Failed, now) {
+            // A joiner that never attached gave up by itself (its TJR retries
+            // are over): nothing is sent to it. A member that was rebinding is told.
+            let was_member = self.members.get(id).is_some_and(|m| m.is_member());
+            if let Some(m) = self.depart(id, LeaveReason::Failed, now)
+                && was_member
+            {
                 self.send_ejection(id, &m, now);
             }
         }
@@ -1095,7 +1100,8 @@ impl Owner {
             self.parent.pin(user_id, c.stable, now + rebind_grace(&self.cfg));
         }
         self.members.orphan_children(&m, now);
-        if m.state != MemberState::Pending {
+        // Only a member that was in the tree stops being one.
+        if m.is_member() {
             self.events.push_back(Event::Left { user_id, reason });
         }
         if m.state != MemberState::Pending {

@@ -355,11 +355,12 @@ impl Parent {
         stuck
     }
 
-    /// The children silent for longer than `limit`.
+    /// The active children silent for longer than `limit` (one that has
+    /// not attached yet has its own deadline, see `Members::unattached`).
     pub(crate) fn silent(&self, now: Instant, limit: Duration) -> Vec<u32> {
         self.children
             .iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.heard) > limit)
+            .filter(|(_, c)| c.active && now.saturating_duration_since(c.heard) > limit)
             .map(|(&id, _)| id)
             .collect()
     }

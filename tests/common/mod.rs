@@ -9,6 +9,7 @@ use ectp::ffi::*;
 use libc::{c_int, sockaddr, sockaddr_storage, socklen_t};
 
 pub mod netns;
+pub mod spoof;
 
 /// The library's log on stderr when ECTP_TEST_LOG is set (e.g. `info`,
 /// `debug`), to see why a test failed.
