@@ -123,6 +123,8 @@ impl Child {
         if self.rx.is_reliable() && next.diff(self.rx.lsn()) > self.rx.capacity() as i64 + 1 {
             return false;
         }
+        // A window at most per packet: a forged one costs little.
+        let next = self.rx.within_reach(next);
         self.rx.note_end(next, true);
         if cfg.ro == Ro::Unreliable {
             self.rx.expire_holes(now, cfg.rxt);
@@ -148,9 +150,9 @@ impl Child {
     ) -> Outcome {
         let lowest = Psn(p.header.psn);
         if cfg.ro == Ro::SemiReliable && lowest.is_valid() && self.rx.lsn().is_before(lowest) {
-            // However far: the TO does not wait in this mode (and giving up
-            // costs one step per segment held).
-            self.rx.give_up_before(lowest, false);
+            // The TO does not wait in this mode: what it no longer keeps is
+            // given up, a window per HB at most (one step per segment held).
+            self.rx.give_up_before(self.rx.within_reach(lowest), false);
         }
         if p.elements.membership.is_some_and(|m| m.member_id == me.membership.member_id) {
             self.send_hback(me, cfg, sub, now, p.elements.timestamp, io);

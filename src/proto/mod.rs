@@ -32,6 +32,8 @@ pub mod scale;
 mod sender;
 pub mod sim;
 #[cfg(test)]
+mod sim_attack_tests;
+#[cfg(test)]
 mod sim_key_tests;
 #[cfg(test)]
 mod sim_tests;

@@ -171,8 +171,15 @@ impl Receiver {
                 return Accept::TooFarAhead;
             }
             // The sender does not wait in this mode and ran ahead: what no
-            // longer fits is given up (one step per segment held).
-            self.give_up_before(psn.sub(self.capacity as u32 - 1), false);
+            // longer fits is given up, at most a window per packet (one
+            // step per segment held), so that one forged packet costs at
+            // most a window of data; a sender far ahead is caught up with
+            // in a few packets.
+            let step = (d as u64 - self.capacity as u64 + 1).min(self.capacity as u64) as u32;
+            self.give_up_before(self.expected.add(step), false);
+            if psn.diff(self.expected) as u64 >= self.capacity as u64 {
+                return Accept::TooFarAhead;
+            }
             return self.on_segment(psn, last, data);
         }
         self.note_end(psn.next(), last);
@@ -243,6 +250,13 @@ impl Receiver {
         }
         self.note_end(psn, boundary);
         self.drain_ahead();
+    }
+
+    /// `psn`, or the farthest a single packet may move this receiver if
+    /// `psn` lies beyond it: a window past what it lacks.
+    pub fn within_reach(&self, psn: Psn) -> Psn {
+        let reach = self.expected.add(self.capacity as u32);
+        if psn.diff(reach) > 0 { reach } else { psn }
     }
 
     /// Give up the first hole and everything stored before the next hole.
@@ -348,10 +362,17 @@ mod tests {
         assert_eq!(msgs(&mut r), vec![(b"abcde".to_vec(), false)]);
         assert_eq!(r.on_segment(Psn(1), false, b"cd"), Accept::Duplicate);
         assert_eq!(r.lsn(), Psn(3));
-        // Far ahead: a sender that does not wait ran ahead; what no longer fits is given up.
-        assert_eq!(r.on_segment(Psn(100), true, b"z"), Accept::New);
-        assert_eq!(r.lsn(), Psn(85));
-        assert!(r.has(Psn(100)));
+        // Far ahead: a sender that does not wait ran ahead; what no longer
+        // fits is given up, a window per packet at most.
+        assert_eq!(r.on_segment(Psn(100), true, b"z"), Accept::TooFarAhead);
+        assert_eq!(r.lsn(), Psn(19));
+        assert_eq!(r.on_segment(Psn(30), true, b"y"), Accept::New);
+        assert_eq!(r.lsn(), Psn(19), "30 fits a window past 19");
+        assert_eq!(r.on_segment(Psn(40), true, b"z"), Accept::New);
+        assert_eq!(r.lsn(), Psn(25));
+        assert!(r.has(Psn(40)) && r.has(Psn(30)));
+        assert_eq!(r.within_reach(Psn(1000)), Psn(41));
+        assert_eq!(r.within_reach(Psn(30)), Psn(30));
         // A reliable receiver takes it for a lie.
         let mut r = Receiver::new(Psn(1), 16, 1 << 20).reliable();
         assert_eq!(r.on_segment(Psn(17), true, b"z"), Accept::TooFarAhead);

@@ -225,9 +225,9 @@ impl Tokens {
         let Some(rx) = self.backward.get_mut(&h.token_id) else { return Outcome::Unexpected };
         let lowest = Psn(h.psn);
         if cfg.ro == Ro::SemiReliable && lowest.is_valid() && rx.lsn().is_before(lowest) {
-            // However far: an SU does not wait in this mode (and giving up
-            // costs one step per segment held).
-            rx.give_up_before(lowest, false);
+            // An SU does not wait in this mode: what it no longer keeps is
+            // given up, a window per HB at most (one step per segment held).
+            rx.give_up_before(rx.within_reach(lowest), false);
         }
         collect(rx, user_id, h.token_id, addr, &mut self.inbox, stats);
         let mut reply = Header::new(PacketType::Hback, conn_id);
