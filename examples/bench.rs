@@ -62,13 +62,17 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 const USAGE: &str = "\
 usage: bench send --local IP --group IP:PORT --bytes N --size S --tus K [--tco flat|tree] [--fanout F]
-                 [--rxt MS] [--hgt MS] [--window PACKETS]
-       bench recv --owner IP --group IP:PORT [--ra] [--fanout F] [--rx-loss PCT] [--bytes N] [--size S]
+                 [--rxt MS] [--hgt MS] [--window PACKETS] [--key]
+       bench recv --owner IP --group IP:PORT [--ra] [--fanout F] [--rx-loss PCT] [--bytes N] [--size S] [--key]
        bench udp-send --local IP --group IP:PORT --bytes N --size S
        bench udp-recv --group IP:PORT --local IP [--bytes N] [--size S]
        bench matrix [--net lo|ns] [--tus 1,4,16,32] [--tco flat,tree] [--loss 0] [--bytes 64M] [--size 1400]
                     [--runs 1] [--fanout 8] [--timeout 120] [--rxt MS] [--hgt MS] [--window PACKETS]
-sizes take a K, M or G suffix (powers of 1024)";
+                    [--key off|on|both]
+sizes take a K, M or G suffix (powers of 1024); --key: a group key (ECTP_GROUP_KEY) on every node";
+
+/// The group key of keyed runs.
+const BENCH_KEY: &[u8; 32] = b"libectp benchmark group key, 32B";
 
 /// A mode: its name, its flags taking a value and its switches (each list
 /// space-separated), and what runs it (Ok(false): it completed but found
@@ -76,11 +80,16 @@ sizes take a K, M or G suffix (powers of 1024)";
 type Mode = (&'static str, &'static str, &'static str, fn(&Args) -> Result<bool, String>);
 
 const MODES: &[Mode] = &[
-    ("send", "--local --group --bytes --size --tus --tco --fanout --rxt --hgt --window", "", role_send),
-    ("recv", "--owner --group --fanout --rx-loss --bytes --size", "--ra", role_recv),
+    ("send", "--local --group --bytes --size --tus --tco --fanout --rxt --hgt --window", "--key", role_send),
+    ("recv", "--owner --group --fanout --rx-loss --bytes --size", "--ra --key", role_recv),
     ("udp-send", "--local --group --bytes --size", "", role_udp_send),
     ("udp-recv", "--group --local --bytes --size", "", role_udp_recv),
-    ("matrix", "--net --tus --tco --loss --bytes --size --runs --fanout --timeout --rxt --hgt --window", "", matrix),
+    (
+        "matrix",
+        "--net --tus --tco --loss --bytes --size --runs --fanout --timeout --rxt --hgt --window --key",
+        "",
+        matrix,
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -424,6 +433,7 @@ fn send_stream(sd: c_int, a: &Args, local: IpAddr) -> Result<bool, String> {
     if let Some(packets) = a.opt("--window")? {
         set_int(sd, ECTP_WINDOW, packets)?;
     }
+    set_key(sd, a)?;
     let (l, ll) = c_addr(SocketAddr::new(local, 0));
     let (g, gl) = c_addr(group);
     if mcreate(sd, ptr(&l), ll, ptr(&g), gl) != 0 {
@@ -549,12 +559,23 @@ fn role_recv(a: &Args) -> Result<bool, String> {
     Ok(ok)
 }
 
+/// With --key: the benchmark's group key.
+fn set_key(sd: c_int, a: &Args) -> Result<(), String> {
+    if a.has("--key")
+        && msetsockopt(sd, SOL_ECTP, ECTP_GROUP_KEY, BENCH_KEY.as_ptr().cast(), BENCH_KEY.len() as socklen_t) != 0
+    {
+        return Err(format!("ECTP_GROUP_KEY: {}", errno_text(errno())));
+    }
+    Ok(())
+}
+
 /// Set the TU's options, join, and say READY with its place in the tree.
 fn join(sd: c_int, a: &Args, owner: IpAddr, group: SocketAddr, rx_loss: c_int) -> Result<(), String> {
     if a.has("--ra") {
         set_int(sd, ECTP_RA, 1)?;
         set_int(sd, ECTP_MAX_CHILDREN, a.parse_or("--fanout", 8)?)?;
     }
+    set_key(sd, a)?;
     let (o, ol) = c_addr(SocketAddr::new(owner, 0));
     let (g, gl) = c_addr(group);
     if mjoin(sd, ptr(&o), ol, ptr(&g), gl) != 0 {
@@ -1070,6 +1091,8 @@ struct Plan {
     net: String,
     tus: Vec<usize>,
     trees: Vec<bool>,
+    /// Without and/or with a group key.
+    keys: Vec<bool>,
     losses: Vec<f64>,
     bytes: u64,
     size: usize,
@@ -1141,7 +1164,15 @@ fn run_udp(p: &Plan, topo: &Topology, tus: usize, port: u16) -> Result<Sample, S
 }
 
 /// The library: the TO, then (tree) the repair agents, then the other TUs.
-fn run_ectp(p: &Plan, topo: &Topology, tus: usize, loss: f64, tree: bool, port: u16) -> Result<Sample, String> {
+fn run_ectp(
+    p: &Plan,
+    topo: &Topology,
+    tus: usize,
+    loss: f64,
+    tree: bool,
+    keyed: bool,
+    port: u16,
+) -> Result<Sample, String> {
     let group = SocketAddr::new(GROUP_V4.into(), port).to_string();
     let owner = topo.sender.addr.to_string();
     let (bytes, size, fanout) = (p.bytes.to_string(), p.size.to_string(), p.fanout.to_string());
@@ -1154,6 +1185,9 @@ fn run_ectp(p: &Plan, topo: &Topology, tus: usize, loss: f64, tree: bool, port: 
         "--fanout", &fanout,
     ]);
     args.extend(p.to_extra.iter().cloned());
+    if keyed {
+        args.push("--key".into());
+    }
     let to = fleet.spawn("to".into(), topo.sender.ns.as_deref(), &args)?;
     fleet.wait_all(to..to + 1, "READY", |k| k.ready.is_some())?;
 
@@ -1165,6 +1199,9 @@ fn run_ectp(p: &Plan, topo: &Topology, tus: usize, loss: f64, tree: bool, port: 
         ]);
         if ra {
             a.push("--ra".into());
+        }
+        if keyed {
+            a.push("--key".into());
         }
         if let Some(l) = &rx_loss {
             a.extend(strings(&["--rx-loss", l]));
@@ -1262,10 +1299,17 @@ fn plan(a: &Args) -> Result<Plan, String> {
             other => Err(format!("--tco: flat or tree, not {other:?}")),
         })
         .collect::<Result<_, _>>()?;
+    let keys = match a.get("--key").unwrap_or("off") {
+        "off" => vec![false],
+        "on" => vec![true],
+        "both" => vec![false, true],
+        other => return Err(format!("--key: off, on or both, not {other:?}")),
+    };
     let p = Plan {
         net: a.get("--net").unwrap_or("lo").to_string(),
         tus: a.list("--tus", "1,4,16,32")?,
         trees,
+        keys,
         losses: a.list("--loss", "0")?,
         bytes: a.bytes("--bytes")?.unwrap_or(64 << 20),
         size: a.get("--size").map(|_| message_size(a, 16..UDP_MAX + 1)).transpose()?.unwrap_or(1400),
@@ -1396,15 +1440,17 @@ fn matrix(a: &Args) -> Result<bool, String> {
         for &loss in &p.losses {
             topo.set_loss(loss)?;
             // Per configuration (raw UDP first, then each --tco): its runs.
-            let mut results: Vec<Vec<Result<Sample, String>>> = vec![vec![]; p.trees.len() + 1];
+            let configs: Vec<(bool, bool)> =
+                p.trees.iter().flat_map(|&t| p.keys.iter().map(move |&k| (t, k))).collect();
+            let mut results: Vec<Vec<Result<Sample, String>>> = vec![vec![]; configs.len() + 1];
             for run in 0..p.runs {
                 eprintln!("{} TUs, loss {loss} %, run {}/{}", tus, run + 1, p.runs);
                 let r = run_udp(&p, &topo, tus, next_port());
                 progress("raw UDP", &r);
                 results[0].push(r);
-                for (c, &tree) in p.trees.iter().enumerate() {
-                    let r = run_ectp(&p, &topo, tus, loss, tree, next_port());
-                    progress(config_name(&p, tree).as_str(), &r);
+                for (c, &(tree, keyed)) in configs.iter().enumerate() {
+                    let r = run_ectp(&p, &topo, tus, loss, tree, keyed, next_port());
+                    progress(config_name(&p, tree, keyed).as_str(), &r);
                     results[c + 1].push(r);
                 }
                 if INTERRUPTED.load(Ordering::Relaxed) {
@@ -1412,7 +1458,8 @@ fn matrix(a: &Args) -> Result<bool, String> {
                 }
             }
             let udp = median(results[0].iter().filter_map(|r| r.as_ref().ok()).map(|s| s.mbps).collect());
-            let names = std::iter::once("raw UDP".to_string()).chain(p.trees.iter().map(|&t| config_name(&p, t)));
+            let names =
+                std::iter::once("raw UDP".to_string()).chain(configs.iter().map(|&(t, k)| config_name(&p, t, k)));
             for (name, runs) in names.zip(&results) {
                 let [main, phase] = rows(&p, tus, loss, &name, runs, udp);
                 println!("{main}");
@@ -1435,8 +1482,9 @@ fn matrix(a: &Args) -> Result<bool, String> {
     Ok(all_ok)
 }
 
-fn config_name(p: &Plan, tree: bool) -> String {
-    if tree { format!("ECTP tree (fan-out {})", p.fanout) } else { "ECTP flat".into() }
+fn config_name(p: &Plan, tree: bool, keyed: bool) -> String {
+    let name = if tree { format!("ECTP tree (fan-out {})", p.fanout) } else { "ECTP flat".into() };
+    if keyed { format!("{name}, keyed") } else { name }
 }
 
 fn print_notes(p: &Plan) {

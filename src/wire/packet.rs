@@ -231,7 +231,9 @@ impl<'a> Packet<'a> {
     /// Returns the number of bytes written, [`Packet::len`]; bytes of `out` after them are left
     /// untouched. Version is 0, CT binary 10, reserved bits 0.
     pub fn emit(&self, out: &mut [u8]) -> Result<usize, EmitError> {
-        self.emit_sealed(out, |_, _| [0; TAG_LEN])
+        // An Authentication element is written as it is, tag included.
+        let tag = self.elements.auth.map_or([0; TAG_LEN], |a| a.tag);
+        self.emit_sealed(out, |_, _| tag)
     }
 
     /// [`Packet::emit`] for a keyed connection: after the packet is written with the checksum

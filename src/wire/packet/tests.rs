@@ -464,6 +464,10 @@ fn sealed_packets_hand_the_sealer_what_the_opener_gets() {
     let (aad, data) = sealed_parts(&mut copy, &got).unwrap();
     assert_eq!(aad, &seen[..]);
     assert!(data.iter().zip(DATA).all(|(c, d)| *c == d ^ 0xFF));
+    // Plain emit writes the element as it is, tag included.
+    let mut plain_buf = [0u8; 128];
+    let m = p.emit(&mut plain_buf).unwrap();
+    assert_eq!(Packet::parse(&plain_buf[..m]).unwrap().elements.auth, Some(auth));
     // Not for a packet without Authentication element, nor for another buffer.
     let plain = Packet { header, elements: Elements::default(), data: DATA };
     let mut other = [0u8; 128];
