@@ -1,7 +1,8 @@
 //! The cryptography of a keyed connection (ECTP_GROUP_KEY), and nothing
 //! else: AES-256-GCM, HKDF-SHA-256 and X25519, all from well-kept crates
-//! (RustCrypto's `aes-gcm`, `hkdf` and `sha2`, and `x25519-dalek`); no
-//! cryptographic primitive is written here.
+//! (`ring`'s AES-GCM, RustCrypto's `hkdf` and `sha2`, and `x25519-dalek`,
+//! whose key pairs can be drawn from a seeded source); no cryptographic
+//! primitive is written here.
 //!
 //! The key schedule (`docs/wire-format.md`, "Keyed connections"), with GK
 //! the group key, `s_TO` the TO's salt for the connection and `s_TU` a TU's
@@ -21,9 +22,8 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use hkdf::Hkdf;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -182,7 +182,7 @@ pub(crate) fn link_key(member: &[u8; 32], conn_id: u32, child: u32, parent: u32)
 }
 
 /// An AES-256-GCM key, ready to seal and open.
-pub(crate) struct Cipher(Aes256Gcm);
+pub(crate) struct Cipher(LessSafeKey);
 
 impl fmt::Debug for Cipher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -191,14 +191,20 @@ impl fmt::Debug for Cipher {
 }
 
 impl Cipher {
-    pub(crate) fn new(key: &[u8; 32]) -> Cipher {
-        Cipher(Aes256Gcm::new(key.into()))
+    /// `None` only if ring refused a 32-byte AES-256 key, which it does not.
+    pub(crate) fn new(key: &[u8; 32]) -> Option<Cipher> {
+        UnboundKey::new(&AES_256_GCM, key).ok().map(|k| Cipher(LessSafeKey::new(k)))
     }
 
     /// Encrypt `data` in place; the tag authenticates `aad` and `data`.
     pub(crate) fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; TAG_LEN] {
-        match self.0.encrypt_in_place_detached(Nonce::from_slice(nonce), aad, data) {
-            Ok(tag) => tag.into(),
+        let nonce = Nonce::assume_unique_for_key(*nonce);
+        match self.0.seal_in_place_separate_tag(nonce, Aad::from(aad), data) {
+            Ok(tag) => {
+                let mut t = [0u8; TAG_LEN];
+                t.iter_mut().zip(tag.as_ref()).for_each(|(d, s)| *d = *s);
+                t
+            }
             // Only for data beyond 64 GiB; a datagram never is. A zero tag
             // never verifies, so the packet is dropped by its receiver.
             Err(_) => [0; TAG_LEN],
@@ -208,7 +214,8 @@ impl Cipher {
     /// Verify `tag` over `aad` and `data` and decrypt `data` in place.
     /// `false` (and `data` unspecified) if it does not verify.
     pub(crate) fn open(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
-        self.0.decrypt_in_place_detached(Nonce::from_slice(nonce), aad, data, Tag::from_slice(tag)).is_ok()
+        let nonce = Nonce::assume_unique_for_key(*nonce);
+        self.0.open_in_place_separate_tag(nonce, Aad::from(aad), Tag::from(*tag), data, 0..).is_ok()
     }
 }
 
@@ -301,7 +308,7 @@ mod tests {
 
     #[test]
     fn seal_then_open_and_any_change_fails() {
-        let c = Cipher::new(&[9; 32]);
+        let c = Cipher::new(&[9; 32]).unwrap();
         let nonce = [1; 12];
         let mut data = *b"the lecture notes";
         let tag = c.seal(&nonce, b"header", &mut data);
@@ -317,7 +324,7 @@ mod tests {
         let mut copy = data;
         assert!(!c.open(&[2; 12], b"header", &mut copy, &tag), "other nonce");
         let mut copy = data;
-        assert!(!Cipher::new(&[8; 32]).open(&nonce, b"header", &mut copy, &tag), "other key");
+        assert!(!Cipher::new(&[8; 32]).unwrap().open(&nonce, b"header", &mut copy, &tag), "other key");
     }
 
     #[test]

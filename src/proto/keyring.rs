@@ -51,8 +51,8 @@ struct Channel {
 }
 
 impl Channel {
-    fn new(key: &[u8; 32]) -> Channel {
-        Channel { cipher: Cipher::new(key), sent: 0, window: Window::default() }
+    fn new(key: &[u8; 32]) -> Option<Channel> {
+        Some(Channel { cipher: Cipher::new(key)?, sent: 0, window: Window::default() })
     }
 }
 
@@ -113,7 +113,7 @@ impl Keyring {
     pub(crate) fn owner(security: Security, conn_id: u32, extra: u64, linger: Duration) -> Keyring {
         let mut k = Keyring::new(security, true, TO, extra, linger);
         let key = crypto::group_key(security.key(), &k.share.public.salt, conn_id);
-        k.group = Some(Channel::new(&key));
+        k.group = Channel::new(&key);
         k.conn_id = Some(conn_id);
         k
     }
@@ -123,7 +123,7 @@ impl Keyring {
         let mut k = Keyring::new(security, false, NO_ID, extra, linger);
         let salt = k.share.public.salt;
         let mut p = Peer::new(TO, KeyKind::Member);
-        p.join = Some((Channel::new(&crypto::join_key(security.key(), &salt)), salt));
+        p.join = Channel::new(&crypto::join_key(security.key(), &salt)).map(|c| (c, salt));
         k.peers.insert(owner, p);
         k
     }
@@ -194,7 +194,7 @@ impl Keyring {
         let Some((_, member)) = self.peers.get(&owner).and_then(|p| p.main.as_ref()) else { return };
         let key = crypto::link_key(member, conn_id, self.me, parent);
         let mut p = Peer::new(parent, KeyKind::Link);
-        p.main = Some((Channel::new(&key), key));
+        p.main = Channel::new(&key).map(|c| (c, key));
         self.peers.insert(addr, p);
     }
 
@@ -204,7 +204,7 @@ impl Keyring {
             return; // a resent notice: keep the counters
         }
         let mut p = Peer::new(id, KeyKind::Link);
-        p.main = Some((Channel::new(&key), key));
+        p.main = Channel::new(&key).map(|c| (c, key));
         self.peers.insert(addr, p);
     }
 
@@ -319,7 +319,8 @@ impl Keyring {
                         }
                         return Err(Outcome::Taken);
                     };
-                    let ch = Channel::new(&crypto::group_key(gk, &share.salt, p.header.connection_id));
+                    let ch = Channel::new(&crypto::group_key(gk, &share.salt, p.header.connection_id))
+                        .ok_or(Outcome::Auth)?;
                     if !ch.cipher.open(&nonce, aad, data, &auth.tag) {
                         return Err(Outcome::Auth);
                     }
@@ -355,7 +356,7 @@ impl Keyring {
                     if self.peers.get(&from).is_some_and(|q| q.until.is_none() && q.id != NO_ID) {
                         return Err(Outcome::Unexpected);
                     }
-                    let mut ch = Channel::new(&crypto::join_key(gk, &share.salt));
+                    let mut ch = Channel::new(&crypto::join_key(gk, &share.salt)).ok_or(Outcome::Auth)?;
                     open_on(&mut ch, &auth, &nonce, aad, data)?;
                     // Authentic: now, and only now, the key agreement.
                     let conn_id = self.conn_id.ok_or(Outcome::Auth)?;
@@ -364,7 +365,7 @@ impl Keyring {
                     self.make_room(now)?;
                     self.remember_salt(share.salt);
                     let mut q = Peer::new(NO_ID, KeyKind::Member);
-                    q.main = Some((Channel::new(&member), member));
+                    q.main = Channel::new(&member).map(|c| (c, member));
                     q.join = Some((ch, share.salt));
                     q.until = Some(now + self.linger);
                     self.peers.insert(from, q);
@@ -385,9 +386,9 @@ impl Keyring {
                     let conn_id = p.header.connection_id;
                     let shared = self.share.agree(&share.public).ok_or(Outcome::Auth)?;
                     let member = crypto::member_key(&shared, gk, &salt, &share.salt, conn_id);
-                    q.main = Some((Channel::new(&member), member));
+                    q.main = Channel::new(&member).map(|c| (c, member));
                     if self.group.is_none() {
-                        self.group = Some(Channel::new(&crypto::group_key(gk, &share.salt, conn_id)));
+                        self.group = Channel::new(&crypto::group_key(gk, &share.salt, conn_id));
                     }
                     self.conn_id = Some(conn_id);
                     self.stash_ready = !self.stash.is_empty();

@@ -119,7 +119,7 @@ fn forge(h: Header, mut e: Elements, data: &[u8], kind: KeyKind, sender: u32, co
     let auth = Auth { kind, sender, counter, tag: [0; 16] };
     e.auth = Some(auth);
     let mut buf = vec![0u8; 2048];
-    let c = Cipher::new(key);
+    let c = Cipher::new(key).unwrap();
     let n =
         Packet { header: h, elements: e, data }.emit_sealed(&mut buf, |aad, d| c.seal(&auth.nonce(), aad, d)).unwrap();
     buf.truncate(n);
