@@ -531,3 +531,48 @@ fn root_spoofed_and_replayed_packets_have_no_effect_on_a_keyed_connection() {
     }
     release(&c);
 }
+
+#[test]
+fn a_keyed_tree_repairs_over_link_keys_through_the_c_api() {
+    let g = group(10);
+    let (ga, gl) = c_addr(g);
+    let to_addr: SocketAddr = format!("127.0.0.1:{}", g.port()).parse().unwrap();
+    let new = |opts: &[(c_int, c_int)]| {
+        let sd = msocket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert_eq!(set_key(sd, KEY), 0);
+        for &(o, v) in opts {
+            assert_eq!(set_int(sd, o, v), 0);
+        }
+        sd
+    };
+    let to = new(&[(ECTP_TCO, ECTP_TCO_TREE), (ECTP_MAX_CHILDREN, 1), (ECTP_HGT, 300), (ECTP_RXT, 50)]);
+    let (l, ll) = c_addr(local());
+    assert_eq!(mcreate(to, ptr(&l), ll, ptr(&ga), gl), 0);
+    let join = |sd: c_int| {
+        let (a, al) = c_addr(to_addr);
+        assert_eq!(mjoin(sd, ptr(&a), al, ptr(&ga), gl), 0, "mjoin: errno {}", errno());
+        sd
+    };
+    let ra = join(new(&[(ECTP_RA, 1), (ECTP_MAX_CHILDREN, 2), (ECTP_RXT, 50)]));
+    let ra_id = get_int(ra, ECTP_USER_ID).unwrap();
+    let leaves: Vec<c_int> = (0..2).map(|_| join(new(&[(ECTP_RXT, 50)]))).collect();
+    for &leaf in &leaves {
+        assert_eq!(get_int(leaf, ECTP_PARENT), Ok(ra_id), "a leaf's parent is the RA");
+        // Its losses are repaired by the RA, under their link key.
+        assert_eq!(set_int(leaf, ECTP_RX_LOSS, 5), 0);
+    }
+    let c = Conn {
+        to,
+        tus: std::iter::once(ra).chain(leaves.iter().copied()).collect(),
+        group: g,
+        to_addr,
+        tu_addrs: vec![],
+        ids: vec![],
+    };
+    let s = stream_under_attack(&c, 1000, |_| {});
+    assert_eq!(s.dropped_auth + s.dropped_replay, 0, "TO: nothing dropped");
+    let ra_stats = stats(ra);
+    assert!(ra_stats.rdata_sent > 0, "the RA repaired its children ({} RDATA)", ra_stats.rdata_sent);
+    assert_eq!(ra_stats.dropped_replay, 0);
+    release(&c);
+}
