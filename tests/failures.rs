@@ -86,7 +86,7 @@ fn tu_killed_mid_stream_is_ejected_and_to_finishes() {
     let g = "239.255.78.1";
     let (local, group) = loopback_group(g, p);
     let to = owner(local, group, &FAST);
-    let count = 400usize;
+    let count = 8000usize; // long enough to outlast the kill at any speed
     let env = [("ECTP_GROUP", g.to_string()), ("ECTP_PORT", p.to_string()), ("ECTP_COUNT", count.to_string())];
     let mut victim = ChildRole::spawn(None, "tu_stream", &env);
     let mut survivor = ChildRole::spawn(None, "tu_stream", &env);

@@ -5,7 +5,7 @@
 //! keep-alive that tells the parent this child lives.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::ack::ack_of;
 use super::receiver::{Accept, Receiver};
@@ -67,6 +67,12 @@ pub(crate) struct Child {
     /// The LSN and the Stable point the last ACK reported.
     acked_lsn: Option<Psn>,
     acked_stable: Option<Psn>,
+    /// The PSN the first request for a repair named, and when: its arrival
+    /// measures how long a repair takes.
+    asked: Option<(Psn, Instant)>,
+    /// How long a repair takes (smoothed), once measured: requests are
+    /// repeated at twice that, not at RXT.
+    repair_time: Option<Duration>,
 }
 
 impl Child {
@@ -74,7 +80,14 @@ impl Child {
     /// reliable mode it never gives data up.
     pub(crate) fn new(start: Psn, reliable: bool, capacity: usize) -> Child {
         let rx = Receiver::new(start, capacity, MAX_MESSAGE);
-        Child { rx: if reliable { rx.reliable() } else { rx }, highest: None, acked_lsn: None, acked_stable: None }
+        Child {
+            rx: if reliable { rx.reliable() } else { rx },
+            highest: None,
+            acked_lsn: None,
+            acked_stable: None,
+            asked: None,
+            repair_time: None,
+        }
     }
 
     /// DATA or RDATA of the TO. `joined`: in the tree, so ACKs are due.
@@ -90,16 +103,21 @@ impl Child {
         io: &mut Io,
     ) -> Accept {
         let psn = Psn(p.header.psn);
+        let before = self.rx.lsn();
+        // A PSN past the next expected one shows a loss: reported at once.
+        let gap = self.highest.map_or(psn.diff(before) > 0, |h| psn.diff(h) > 1);
         let accept = self.rx.on_segment(psn, p.header.flag, p.data);
         match accept {
             Accept::New => io.stats.data_received += 1,
             Accept::Duplicate => io.stats.duplicates += 1,
             Accept::TooFarAhead => return accept,
         }
+        self.repaired(now);
         if cfg.ro == Ro::Unreliable {
             self.rx.expire_holes(now, cfg.rxt);
         }
-        if joined && self.ack_due(me, cfg, psn) {
+        let due = self.ack_due(me, cfg, psn);
+        if joined && (due || (gap && cfg.ro != Ro::Unreliable)) {
             self.send_ack(me, cfg, sub, now, io);
         }
         self.refresh(cfg, now, io);
@@ -167,7 +185,11 @@ impl Child {
             Timer::HoleExpiry => self.rx.expire_holes(now, cfg.rxt),
             // Reliable modes: an ACK every RXT while a hole stays open, so that
             // a loss at the tail of a burst, a lost ACK or a lost RDATA is asked again.
-            Timer::AckRepeat if self.rx.has_hole() => self.send_ack(me, cfg, sub, now, io),
+            Timer::AckRepeat if self.rx.has_hole() => {
+                // Asked again: the first request is no measure of the repair any more.
+                self.asked = None;
+                self.send_ack(me, cfg, sub, now, io);
+            }
             // A child silent for HGT/2 sends an HBACK of its own, so that its
             // parent hears every live child twice per HGT, whether or not HBs
             // get through (it is ejected after FDN x HGT of silence).
@@ -183,7 +205,7 @@ impl Child {
             Ro::Unreliable => io.timers.set_opt(Timer::HoleExpiry, self.rx.hole_deadline(cfg.rxt)),
             _ if self.rx.has_hole() => {
                 if io.timers.get(Timer::AckRepeat).is_none() {
-                    io.timers.set(Timer::AckRepeat, now + cfg.rxt);
+                    io.timers.set(Timer::AckRepeat, now + self.repeat_interval(cfg));
                 }
             }
             _ => io.timers.stop(Timer::AckRepeat),
@@ -231,8 +253,40 @@ impl Child {
         let mut ctl = me.ctl(me.parent, me.header(PacketType::Ack));
         ctl.elements.ack = Some(self.ack(sub));
         io.ctl.push_back(ctl);
+        if self.rx.has_hole() && self.asked.is_none() {
+            self.asked = Some((self.rx.lsn(), now));
+        }
         io.timers.set(Timer::Keepalive, now + cfg.hgt / 2);
-        io.timers.set(Timer::AckRepeat, now + cfg.rxt);
+        io.timers.set(Timer::AckRepeat, now + self.repeat_interval(cfg));
+    }
+
+    /// A first measure of the round trip to the parent (its TJR answered by
+    /// its TJC), until repairs measure how long they take.
+    pub(crate) fn set_round_trip(&mut self, rtt: Duration) {
+        if self.repair_time.is_none() {
+            self.repair_time = Some(rtt);
+        }
+    }
+
+    /// How long after a request for a repair it is asked again: twice the
+    /// time a repair takes once measured (at least 2 ms), RXT before, and
+    /// never more than RXT.
+    fn repeat_interval(&self, cfg: &Config) -> Duration {
+        self.repair_time.map_or(cfg.rxt, |t| (t * 2).max(Duration::from_millis(2)).min(cfg.rxt))
+    }
+
+    /// The LSN moved past the PSN the first request named: that request
+    /// was answered, and its delay is a sample of the repair time.
+    fn repaired(&mut self, now: Instant) {
+        let Some((psn, at)) = self.asked else { return };
+        if psn.is_before(self.rx.lsn()) {
+            let sample = now.saturating_duration_since(at);
+            self.repair_time = Some(match self.repair_time {
+                Some(t) => (t * 7 + sample) / 8,
+                None => sample,
+            });
+            self.asked = None;
+        }
     }
 
     /// HBACK to the parent: the echoed timestamp (when answering an HB that

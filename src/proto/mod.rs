@@ -281,6 +281,20 @@ impl Io {
         self.timers.set_opt(timer::Timer::Repeat, self.repeats.next());
     }
 
+    /// [`Io::repeat`] with the interval doubling after each copy, up to `max`.
+    pub(crate) fn repeat_growing(
+        &mut self,
+        key: retry::Key,
+        ctl: Ctl,
+        limit: u32,
+        interval: std::time::Duration,
+        max: std::time::Duration,
+        now: std::time::Instant,
+    ) {
+        self.repeats.start_growing(key, ctl, limit, interval, max, now, &mut self.ctl);
+        self.timers.set_opt(timer::Timer::Repeat, self.repeats.next());
+    }
+
     /// Stop repeating `key` (its answer came). Returns whether it was running.
     pub(crate) fn stop_repeat(&mut self, key: retry::Key) -> bool {
         let running = self.repeats.stop(key);

@@ -27,9 +27,10 @@ use super::tokens::Tokens;
 use super::{Config, Ctl, Dest, Event, Io, LeaveReason, MAX_CHILDREN, Rng, Stats, Transmit};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro, Tco};
 
-/// How often CTR is multicast at termination, RXT/2 apart (it has no
-/// confirm; a TU that misses every copy sees ECONNRESET after FDN x HGT).
-const CTR_SENDS: u32 = 6;
+/// How often CTR is multicast at termination, at intervals that start at
+/// two round trips and double (it has no confirm; a TU that misses every copy
+/// sees ECONNRESET after FDN x HGT).
+const CTR_SENDS: u32 = 5;
 /// How often an ejection's ULR is sent (it has no confirm).
 const ULR_SENDS: u32 = 3;
 /// Shortest LJR or TJR the TO answers: a join request is padded (user
@@ -330,6 +331,11 @@ impl Owner {
     pub fn terminate(&mut self) {
         if matches!(self.phase, Phase::Open | Phase::Creating) {
             self.phase = Phase::Draining;
+            // Everything is out: an NDATA now, so that the tail is
+            // acknowledged at once rather than after the idle interval.
+            if !self.sender.has_unsent() {
+                self.send_ndata();
+            }
             self.io.timers.stop(Timer::CreationEnd);
             self.io.timers.stop(Timer::Ccr);
         }
@@ -456,7 +462,9 @@ impl Owner {
         }
         if let Some(seg) = self.sender.next_unsent() {
             let t = self.io.send(seg.packet(PacketType::Data, self.conn_id, 0), Dest::Group, buf);
-            self.ndata_interval = self.cfg.rxt;
+            // Idle for two round trips: NDATA shows the tail, so that it
+            // is acknowledged (and repaired) without waiting for RXT.
+            self.ndata_interval = self.round_trips(2);
             self.io.timers.set(Timer::Ndata, now + self.ndata_interval);
             self.io.stats.data_sent += 1;
             if self.keep_sent {
@@ -475,7 +483,13 @@ impl Owner {
             self.io.timers.stop(Timer::Heartbeat);
             let mut h = Header::new(PacketType::Ctr, self.conn_id);
             h.psn = self.sender.last_psn().0;
-            self.io.repeat(Key::Ctr, Ctl::new(Dest::Group, h), CTR_SENDS, self.cfg.rxt / 2, now);
+            // Two round trips, doubling up to RXT/2.
+            let first = match self.parent.max_rtt() {
+                Some(r) => (r * 2).max(Duration::from_millis(2)).min(self.cfg.rxt / 2),
+                None => self.cfg.rxt / 8,
+            };
+            let ctr = Ctl::new(Dest::Group, h);
+            self.io.repeat_growing(Key::Ctr, ctr, CTR_SENDS, first, self.cfg.rxt / 2, now);
             return self.poll_transmit(now, buf);
         }
         None
@@ -518,9 +532,7 @@ impl Owner {
                 // NDATA while idle (and while draining before CTR): tells receivers
                 // the next PSN, so that a lost tail shows and is asked for.
                 Timer::Ndata if !self.sender.has_unsent() && matches!(self.phase, Phase::Open | Phase::Draining) => {
-                    let mut h = Header::new(PacketType::Ndata, self.conn_id);
-                    h.psn = self.sender.next_psn().0;
-                    self.io.ctl.push_back(Ctl::new(Dest::Group, h));
+                    self.send_ndata();
                     self.ndata_interval = (self.ndata_interval * 2).min(self.cfg.hgt);
                     self.io.timers.set(Timer::Ndata, now + self.ndata_interval);
                 }
@@ -570,6 +582,27 @@ impl Owner {
         ctl.elements.key = self.key_share();
         self.io.ctl.push_back(ctl);
         self.io.timers.set(Timer::Ccr, now + self.cfg.rxt);
+    }
+
+    /// `n` round trips to the farthest child of the TO, as measured (at
+    /// least a millisecond), RXT at most and while none is measured.
+    fn round_trips(&self, n: u32) -> Duration {
+        self.parent.max_rtt().map_or(self.cfg.rxt, |r| (r * n).max(Duration::from_millis(1)).min(self.cfg.rxt))
+    }
+
+    /// NDATA to the group: the next PSN the TO will send.
+    fn send_ndata(&mut self) {
+        let mut h = Header::new(PacketType::Ndata, self.conn_id);
+        h.psn = self.sender.next_psn().0;
+        self.io.ctl.push_back(Ctl::new(Dest::Group, h));
+    }
+
+    /// An HB to child `id` alone (it just attached): its answer measures
+    /// the round trip to it at once.
+    fn probe(&mut self, id: u32, now: Instant) {
+        let lowest = self.parent.store.lowest().unwrap_or(self.sender.first_unsent());
+        let ctl = self.parent.probe(self.conn_id, lowest, id, 0, TO, now);
+        self.io.ctl.extend(ctl);
     }
 
     /// How long a member may stay silent before it is taken for dead.
@@ -727,6 +760,9 @@ impl Owner {
         }
         let ctl = self.confirm_packet(user_id, ty);
         self.io.ctl.extend(ctl);
+        if creation && parent == TO {
+            self.probe(user_id, now);
+        }
     }
 
     /// Refuse `user_id`'s join: LJC or TJC with F=0, and the same answer to
@@ -866,6 +902,9 @@ impl Owner {
                         }
                         let ctl = self.confirm_packet(id, PacketType::Tjc);
                         self.io.ctl.extend(ctl);
+                        if !active {
+                            self.probe(id, now);
+                        }
                     }
                     // Sent on to a repair agent in the creation phase: that TJC was lost.
                     _ if m.creation => {

@@ -193,6 +193,9 @@ impl Parent {
         backoff: Duration,
     ) -> bool {
         let Some(c) = self.children.get_mut(&id) else { return false };
+        // A repair in flight is not sent again: the back-off is the child's
+        // round trip (and a half), once measured, RXT at most.
+        let backoff = repair_backoff(c.rtt, backoff);
         let lsn = Psn(ack.lsn);
         if !lsn.is_valid() || next.is_before(lsn) {
             return false;
@@ -231,11 +234,27 @@ impl Parent {
         for id in waiting {
             if let Some(c) = self.children.get(&id) {
                 let dest = Dest::Unicast(c.addr);
-                if self.repairs.allow(psn, dest, now, backoff) {
+                if self.repairs.allow(psn, dest, now, repair_backoff(c.rtt, backoff)) {
                     self.rdata.push_back((psn, dest));
                 }
             }
         }
+    }
+
+    /// The longest round-trip time measured to an active child, if any.
+    pub(crate) fn max_rtt(&self) -> Option<Duration> {
+        self.children.values().filter(|c| c.active).filter_map(|c| c.rtt).max()
+    }
+
+    /// An HB to child `id` alone, naming it, so that its answer measures the
+    /// round trip at once (sent when it attaches: repairs and the end of a
+    /// transfer are then timed by it, not by RXT).
+    pub(crate) fn probe(&self, conn_id: u32, lowest: Psn, id: u32, level: u8, me: u32, now: Instant) -> Option<Ctl> {
+        let c = self.children.get(&id)?;
+        let mut ctl = self.hb(conn_id, lowest, Dest::Unicast(c.addr), now);
+        ctl.elements.membership =
+            Some(Membership { tree_level: level, child_id: c.child_id, member_id: id, parent_id: me });
+        Some(ctl)
     }
 
     /// An echoed Timestamp from child `id`: its round-trip time.
@@ -364,6 +383,13 @@ impl Parent {
             .map(|(&id, _)| id)
             .collect()
     }
+}
+
+/// How long a repair to a child whose round trip is `rtt` is not sent again:
+/// one and a half round trips (and a millisecond of slack), RXT at most and
+/// while the round trip is not known yet.
+pub(crate) fn repair_backoff(rtt: Option<Duration>, rxt: Duration) -> Duration {
+    rtt.map_or(rxt, |r| (r + r / 2 + Duration::from_millis(1)).min(rxt))
 }
 
 /// Microseconds from `epoch` to `now`, for the Timestamp element.

@@ -146,6 +146,9 @@ impl Ra {
         self.parent.activate(id, n.start, now);
         let m = Membership { tree_level: n.level, child_id, member_id: id, parent_id: mine.member_id };
         io.ctl.push_back(tjc(me, from, n.start, m));
+        // Its round trip, measured at once (repairs are timed by it).
+        let conn_id = me.conn_id.unwrap_or(0);
+        io.ctl.extend(self.parent.probe(conn_id, n.start, id, n.level, mine.member_id, now));
         // Attach report: the TO marks it active and stops its notices.
         io.ctl.push_back(to_owner(me, PacketType::Tjc, true, 0, m));
         true

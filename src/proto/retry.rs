@@ -49,6 +49,8 @@ struct Entry {
     sent: u32,
     limit: u32,
     interval: Duration,
+    /// The interval doubles after each copy, up to this.
+    grow: Option<Duration>,
     next: Instant,
 }
 
@@ -72,7 +74,27 @@ impl Repeats {
     ) {
         self.stop(key);
         out.push_back(ctl);
-        self.list.push(Entry { key, ctl, sent: 1, limit: limit.max(1), interval, next: now + interval });
+        self.list.push(Entry { key, ctl, sent: 1, limit: limit.max(1), interval, grow: None, next: now + interval });
+    }
+
+    /// [`Repeats::start`], with the interval doubling after each copy
+    /// (`interval`, 2 x, 4 x... up to `max`): quick copies first, a longer
+    /// span in all. It ends with its last copy (for packets with no answer).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_growing(
+        &mut self,
+        key: Key,
+        ctl: Ctl,
+        limit: u32,
+        interval: Duration,
+        max: Duration,
+        now: Instant,
+        out: &mut VecDeque<Ctl>,
+    ) {
+        self.start(key, ctl, limit, interval, now, out);
+        if let Some(e) = self.list.last_mut() {
+            e.grow = Some(max);
+        }
     }
 
     /// Stop `key` (its answer came). Returns whether it was running.
@@ -106,9 +128,17 @@ impl Repeats {
                 return false;
             }
             e.sent += 1;
+            if let Some(max) = e.grow {
+                e.interval = (e.interval * 2).min(max);
+            }
             e.next = now + e.interval;
             *retransmissions += u64::from(e.key.is_request());
             out.push_back(e.ctl);
+            // Planned copies that grow end with the last one: nothing answers them.
+            if e.grow.is_some() && e.sent >= e.limit {
+                done.push(e.key);
+                return false;
+            }
             true
         });
         done
@@ -142,6 +172,30 @@ mod tests {
         assert_eq!((out.len(), resent), (3, 2));
         assert_eq!(r.poll(t0 + rxt * 3, &mut out, &mut resent), vec![Key::Join]);
         assert!(!r.is_running(Key::Join) && r.next().is_none());
+    }
+
+    #[test]
+    fn growing_copies_double_their_interval() {
+        let t0 = Instant::now();
+        let i = Duration::from_millis(2);
+        let mut r = Repeats::default();
+        let mut out = VecDeque::new();
+        let mut resent = 0;
+        let ctl = Ctl::new(Dest::Group, Header::new(PacketType::Ctr, 1));
+        r.start_growing(Key::Ctr, ctl, 5, i, i * 4, t0, &mut out);
+        let mut at = vec![];
+        let mut t = t0;
+        while r.is_running(Key::Ctr) {
+            t = r.next().unwrap();
+            let before = out.len();
+            r.poll(t, &mut out, &mut resent);
+            if out.len() > before {
+                at.push(t - t0);
+            }
+        }
+        assert_eq!(at, vec![i, i * 3, i * 7, i * 11], "copies at 2, 6, 14 and 22 ms: doubling up to 8 ms");
+        assert_eq!(t - t0, i * 11, "and it ends with the last");
+        assert_eq!(out.len(), 5);
     }
 
     #[test]

@@ -1126,3 +1126,102 @@ fn a_lost_backward_tail_is_repaired_before_the_token_returns() {
     assert_eq!(got, msgs, "every backward message, the lost tail repaired");
     assert!(sim.user(0).stats().rdata_sent > 0);
 }
+
+// ----- repair timing (issue 8): by the round trip, not by RXT -----
+
+/// The DATA of PSN `psn` to TU `to` lost, `times` times (a filter).
+fn lose_psn(sim: &mut Sim, psn: u32, to: std::net::SocketAddr, times: u32) {
+    let left = std::rc::Rc::new(std::cell::Cell::new(times));
+    sim.set_filter(move |w| {
+        let hit = left.get() > 0
+            && w.to == to
+            && w.header.is_some_and(|h| h.psn == psn && matches!(h.packet_type, PacketType::Data | PacketType::Rdata));
+        if hit {
+            left.set(left.get() - 1);
+        }
+        hit
+    });
+}
+
+#[test]
+fn a_loss_is_reported_at_once_and_repaired_within_round_trips() {
+    // RTT 2 ms; RXT 250 ms: anything that waits for RXT shows.
+    let cfg = Config { agn: 64, ..Config::default() };
+    let mut sim = Sim::joined(cfg, 1, 61);
+    sim.run_for(ms(20)); // the probe HB has measured the round trip
+    let msgs = messages(&mut Rng::new(61), 0, 40, 100..=500);
+    sim.owner_send_all(&msgs[..10]);
+    sim.run_until_delivered(&[0], 10, SEC);
+    let psn = next_forward_psn(&sim);
+    // The next message's DATA is lost once, and its first repair too.
+    lose_psn(&mut sim, psn, user_addr(0), 2);
+    let t0 = sim.elapsed();
+    sim.owner_send_all(&msgs[10..]);
+    sim.run_until_delivered(&[0], 40, SEC);
+    let took = sim.elapsed() - t0;
+    assert_exactly("TU", &sim.users[0].delivered, &msgs);
+    // With an AGN of 64 the ACK schedule alone would wait; the gap is reported
+    // at the next DATA, the lost repair asked again at twice the repair time.
+    let acks: Vec<_> = sim.sent.iter().filter(|r| r.at >= t0 && r.packet_type == PacketType::Ack).collect();
+    assert!(acks.first().is_some_and(|a| a.at - t0 <= ms(3)), "the loss reported at once: {acks:?}");
+    let rdata: Vec<_> = sim.sent.iter().filter(|r| r.packet_type == PacketType::Rdata && r.psn == psn).collect();
+    assert_eq!(rdata.len(), 2, "one repair lost, one that arrived");
+    assert!(rdata[1].at - rdata[0].at < ms(20), "asked again within round trips, not RXT: {rdata:?}");
+    assert!(took < ms(50), "the whole stream with two losses took {took:?}");
+}
+
+#[test]
+fn the_repair_back_off_is_a_round_trip_and_a_half() {
+    use super::parent::repair_backoff;
+    let rxt = ms(250);
+    assert_eq!(repair_backoff(None, rxt), rxt, "RXT until the round trip is known");
+    assert_eq!(repair_backoff(Some(ms(2)), rxt), ms(4), "1.5 round trips and a millisecond");
+    assert_eq!(repair_backoff(Some(SEC), rxt), rxt, "RXT at most");
+}
+
+#[test]
+fn the_end_of_a_transfer_takes_round_trips_not_rxt() {
+    let cfg = Config::default();
+    let mut sim = Sim::joined(cfg, 2, 62);
+    sim.run_for(ms(20));
+    let msgs = messages(&mut Rng::new(62), 0, 30, 100..=3000);
+    sim.owner_send_all(&msgs);
+    sim.owner_mut().terminate();
+    let t0 = sim.elapsed();
+    sim.run_until(SEC, "the TO closes", |s| s.owner().is_closed());
+    let took = sim.elapsed() - t0;
+    for (i, u) in sim.users.iter().enumerate() {
+        assert_eq!(u.user().end(), Some(End::Terminated), "TU {i}");
+        assert_exactly(&format!("TU {i}"), &u.delivered, &msgs);
+    }
+    // The tail acknowledged at once (NDATA at terminate), CTR sent five times
+    // two round trips apart and doubling: closed within some 30 round trips.
+    assert!(took < ms(80), "mterminate took {took:?} of virtual time (RTT 2 ms, RXT 250 ms)");
+}
+
+#[test]
+fn at_five_percent_loss_repairs_stay_close_to_what_was_lost() {
+    for tco in [Tco::Flat, Tco::Tree] {
+        let cfg = Config { tco, mss: 500, ..Config::default() };
+        let mut sim = Sim::new(63);
+        sim.add_owner(Config { max_children: (tco == Tco::Tree).then_some(2), ..cfg });
+        for i in 0..6 {
+            sim.join_one(if i < 2 { Config { ra: true, ..cfg } } else { cfg });
+        }
+        sim.run_for(ms(50));
+        sim.set_loss(Direction::Forward, None, 0.05);
+        sim.set_loss(Direction::Backward, None, 0.05);
+        let lost_before = sim.lost;
+        let msgs = messages(&mut Rng::new(63), 0, 1000, 100..=3000);
+        sim.owner_send_all(&msgs);
+        sim.run_until_delivered(&(0..6).collect::<Vec<_>>(), msgs.len(), 30 * SEC);
+        let lost = sim.lost - lost_before;
+        let repairs = sim.sent_count(PacketType::Rdata) as u64;
+        for (i, u) in sim.users.iter().enumerate() {
+            assert_exactly(&format!("{tco:?} TU {i}"), &u.delivered, &msgs);
+        }
+        let data_sent = sim.sent_count(PacketType::Data);
+        println!("{tco:?}: {repairs} repairs, {lost} copies lost in all, {data_sent} DATA sent");
+        assert!(repairs as f64 <= 1.5 * lost as f64, "{tco:?}: {repairs} repairs for {lost} copies lost");
+    }
+}

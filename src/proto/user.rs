@@ -118,6 +118,8 @@ pub struct User {
     rng: Rng,
     /// `leave` was called; the ULR follows the data queued before it.
     ulr_pending: bool,
+    /// When the TJR to the parent last went out: its TJC measures the round trip.
+    tjr_sent: Option<Instant>,
     io: Io,
 }
 
@@ -147,6 +149,7 @@ impl User {
             rebinding: false,
             rng,
             ulr_pending: false,
+            tjr_sent: None,
             io: Io::default(),
         };
         if let Some(sec) = cfg.security {
@@ -725,6 +728,7 @@ impl User {
         }
         let ctl = self.me.ctl(parent, self.me.header(PacketType::Tjr)).padded(self.cfg.min_request());
         self.io.repeat(Key::Join, ctl, self.cfg.retries, self.cfg.rxt, now);
+        self.tjr_sent = Some(now);
     }
 
     /// LJC: the late join is accepted (F=1) or refused (F=0); its Address
@@ -846,8 +850,12 @@ impl User {
         true
     }
 
-    /// In the tree under `me.parent`: the liveness timers start.
+    /// In the tree under `me.parent`: the liveness timers start, and the
+    /// TJR's answer is a first measure of the round trip to the parent.
     fn attached(&mut self, now: Instant) {
+        if let (Some(at), Some(c)) = (self.tjr_sent.take(), self.child.as_mut()) {
+            c.set_round_trip(now.saturating_duration_since(at));
+        }
         let t = now + self.failure_time();
         self.io.timers.set(Timer::ParentSilence, t);
         if self.me.parent != self.me.owner {
