@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::ack::ack_of;
+use super::ack::{ack_block, ack_of, block_of, blocks_with_holes};
 use super::receiver::{Accept, Receiver};
 use super::stats::Outcome;
 use super::timer::Timer;
@@ -104,8 +104,10 @@ impl Child {
     ) -> Accept {
         let psn = Psn(p.header.psn);
         let before = self.rx.lsn();
-        // A PSN past the next expected one shows a loss: reported at once.
-        let gap = self.highest.map_or(psn.diff(before) > 0, |h| psn.diff(h) > 1);
+        // A PSN past the next expected one shows a loss: reported at once,
+        // in the ACK whose bitmap block holds the first PSN now missing.
+        let first_missing = self.highest.map_or(before, |h| h.next());
+        let gap = psn.diff(first_missing) > 0;
         let accept = self.rx.on_segment(psn, p.header.flag, p.data);
         match accept {
             Accept::New => io.stats.data_received += 1,
@@ -117,8 +119,14 @@ impl Child {
             self.rx.expire_holes(now, cfg.rxt);
         }
         let due = self.ack_due(me, cfg, psn);
-        if joined && (due || (gap && cfg.ro != Ro::Unreliable)) {
-            self.send_ack(me, cfg, sub, now, io);
+        let block = if gap && cfg.ro != Ro::Unreliable { block_of(&self.rx, first_missing) } else { None };
+        if joined {
+            if due || block == Some(0) || (gap && block.is_none() && cfg.ro != Ro::Unreliable) {
+                self.send_ack(me, cfg, sub, now, io);
+            }
+            if let Some(k) = block.filter(|&k| k > 0) {
+                self.send_ack_block(me, cfg, sub, now, k, io);
+            }
         }
         self.refresh(cfg, now, io);
         accept
@@ -183,12 +191,16 @@ impl Child {
     pub(crate) fn on_timer(&mut self, t: Timer, me: &Me, cfg: &Config, sub: Subtree, now: Instant, io: &mut Io) {
         match t {
             Timer::HoleExpiry => self.rx.expire_holes(now, cfg.rxt),
-            // Reliable modes: an ACK every RXT while a hole stays open, so that
+            // Reliable modes: ACKs every two repair times while a hole stays open, so that
             // a loss at the tail of a burst, a lost ACK or a lost RDATA is asked again.
             Timer::AckRepeat if self.rx.has_hole() => {
                 // Asked again: the first request is no measure of the repair any more.
                 self.asked = None;
                 self.send_ack(me, cfg, sub, now, io);
+                // And every hole further on, a block of 255 PSNs per ACK.
+                for k in blocks_with_holes(&self.rx) {
+                    self.send_ack_block(me, cfg, sub, now, k, io);
+                }
             }
             // A child silent for HGT/2 sends an HBACK of its own, so that its
             // parent hears every live child twice per HGT, whether or not HBs
@@ -265,6 +277,20 @@ impl Child {
     pub(crate) fn set_round_trip(&mut self, rtt: Duration) {
         if self.repair_time.is_none() {
             self.repair_time = Some(rtt);
+        }
+    }
+
+    /// An ACK whose bitmap is block `k` (the 255 PSNs from LSN + 1 + 255 k):
+    /// what lies past the first block's reach.
+    fn send_ack_block(&mut self, me: &Me, cfg: &Config, sub: Subtree, now: Instant, k: u8, io: &mut Io) {
+        let mut ctl = me.ctl(me.parent, me.header(PacketType::Ack));
+        let mut ack = ack_block(&self.rx, sub.adn, k);
+        ack.stable = self.stable(sub).0;
+        ctl.elements.ack = Some(ack);
+        io.ctl.push_back(ctl);
+        io.timers.set(Timer::Keepalive, now + cfg.hgt / 2);
+        if io.timers.get(Timer::AckRepeat).is_none() {
+            io.timers.set(Timer::AckRepeat, now + self.repeat_interval(cfg));
         }
     }
 

@@ -1225,3 +1225,43 @@ fn at_five_percent_loss_repairs_stay_close_to_what_was_lost() {
         assert!(repairs as f64 <= 1.5 * lost as f64, "{tco:?}: {repairs} repairs for {lost} copies lost");
     }
 }
+
+#[test]
+fn a_loss_more_than_255_packets_past_the_lsn_is_reported_and_repaired_at_once() {
+    let cfg = Config { mss: 100, window: 2048, ..Config::default() };
+    let mut sim = Sim::joined(cfg, 1, 64);
+    sim.run_for(ms(20));
+    sim.owner_send_all(&messages(&mut Rng::new(64), 0, 5, 10..=90));
+    sim.run_until_delivered(&[0], 5, SEC);
+    let x = next_forward_psn(&sim);
+    let far = crate::wire::Psn(x).add(500).0;
+    // PSN x is lost with its first three repairs (it stays the LSN a while);
+    // x + 500, far past the first bitmap block, is lost once.
+    let left = std::rc::Rc::new(std::cell::Cell::new((4u32, 1u32)));
+    sim.set_filter(move |w| {
+        let Some(h) = w.header.filter(|h| matches!(h.packet_type, PacketType::Data | PacketType::Rdata)) else {
+            return false;
+        };
+        let (a, b) = left.get();
+        if h.psn == x && a > 0 {
+            left.set((a - 1, b));
+            return true;
+        }
+        if h.psn == far && b > 0 {
+            left.set((a, b - 1));
+            return true;
+        }
+        false
+    });
+    let msgs = messages(&mut Rng::new(65), 100, 800, 10..=90);
+    sim.owner_send_all(&msgs);
+    sim.run_until_delivered(&[0], 805, 2 * SEC);
+    let rdata = |p: u32| {
+        sim.sent.iter().filter(|r| r.packet_type == PacketType::Rdata && r.psn == p).map(|r| r.at).collect::<Vec<_>>()
+    };
+    let (for_x, for_far) = (rdata(x), rdata(far));
+    assert_eq!(for_x.len(), 4, "x repaired on the fourth try");
+    assert_eq!(for_far.len(), 1, "x + 500 repaired once");
+    assert!(for_far[0] < for_x[3], "x + 500 repaired while x was still missing: {for_far:?} {for_x:?}");
+    assert_exactly("TU", &sim.users[0].delivered[5..], &msgs);
+}

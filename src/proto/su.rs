@@ -4,7 +4,7 @@
 //! HBACK, and TRR/TRC to return the token once everything was acknowledged.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::ack::RepairLimiter;
 use super::child::Me;
@@ -51,6 +51,10 @@ pub(crate) struct Su {
     rdata: VecDeque<Psn>,
     repairs: RepairLimiter,
     result: Option<Result<u8, UserError>>,
+    /// Timestamps of its HBs are microseconds since this instant; the TO
+    /// echoes them in its HBACK, which measures the round trip.
+    epoch: Option<Instant>,
+    rtt: Option<Duration>,
 }
 
 impl Su {
@@ -63,6 +67,8 @@ impl Su {
             rdata: VecDeque::new(),
             repairs: RepairLimiter::default(),
             result: None,
+            epoch: None,
+            rtt: None,
         }
     }
 
@@ -213,6 +219,13 @@ impl Su {
         if id == 0 || p.header.token_id != id {
             return false;
         }
+        if let (Some(ts), Some(epoch)) = (p.elements.timestamp, self.epoch) {
+            let sent = epoch + Duration::from_micros(ts);
+            if sent <= now {
+                self.rtt = Some(now - sent);
+            }
+        }
+        let backoff = super::parent::repair_backoff(self.rtt, cfg.rxt);
         let (Some(mut ack), Some(c)) = (p.elements.ack, self.channel.as_mut()) else { return false };
         let lsn = Psn(ack.lsn);
         if lsn.is_before(self.hb_sent_end) {
@@ -227,7 +240,7 @@ impl Su {
             c.sender.first_unsent(),
             Dest::Unicast(me.owner),
             now,
-            cfg.rxt,
+            backoff,
             |p| store.contains(p),
             |p| rdata.push_back(p),
         );
@@ -244,9 +257,17 @@ impl Su {
         h.token_id = id;
         self.hb_sent_end = c.sender.first_unsent();
         let mut ctl = me.ctl(me.owner, h);
-        ctl.elements.timestamp = Some(0);
+        let epoch = *self.epoch.get_or_insert(now);
+        ctl.elements.timestamp = Some(super::parent::micros(now, epoch));
         io.ctl.push_back(ctl);
-        io.timers.set(Timer::SuHeartbeat, now + if c.is_empty() { cfg.hgt } else { cfg.rxt });
+        let next = if c.is_empty() { cfg.hgt } else { self.while_unacknowledged(cfg) };
+        io.timers.set(Timer::SuHeartbeat, now + next);
+    }
+
+    /// How often the SU heartbeats while data is unacknowledged: every two
+    /// round trips once measured (at least 1 ms), RXT before and at most.
+    fn while_unacknowledged(&self, cfg: &Config) -> Duration {
+        self.rtt.map_or(cfg.rxt, |r| (r * 2).max(Duration::from_millis(1)).min(cfg.rxt))
     }
 
     /// The next backward DATA or RDATA, if any.
@@ -275,7 +296,7 @@ impl Su {
             c.store.insert(seg);
         }
         // Unacknowledged data: heartbeat soon, so that losses show.
-        let soon = now + cfg.rxt;
+        let soon = now + self.while_unacknowledged(cfg);
         if io.timers.get(Timer::SuHeartbeat).is_none_or(|t| t > soon) {
             io.timers.set(Timer::SuHeartbeat, soon);
         }

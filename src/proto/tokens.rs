@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::ack::ack_of;
+use super::ack::{ack_block, ack_of, blocks_with_holes};
 use super::owner::{Incoming, OwnerError};
 use super::receiver::{Accept, Receiver};
 use super::stats::Outcome;
@@ -236,6 +236,12 @@ impl Tokens {
         ctl.elements.timestamp = p.elements.timestamp;
         ctl.elements.ack = Some(ack_of(rx, 1));
         out.push_back(ctl);
+        // And every hole further on, a block of 255 PSNs per HBACK.
+        for k in blocks_with_holes(rx) {
+            let mut more = Ctl::new(Dest::Unicast(addr), reply);
+            more.elements.ack = Some(ack_block(rx, 1, k));
+            out.push_back(more);
+        }
         Outcome::Taken
     }
 

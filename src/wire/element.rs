@@ -62,6 +62,8 @@ mod ack {
     /// Bit 7: L, the LSN is known lost.
     pub const FLAGS: usize = 2;
     pub const LSN_LOST: u8 = 0x80;
+    /// Which 255 PSNs the bitmap covers: block k starts at LSN + 1 + 255 k.
+    pub const BLOCK: usize = 3;
     pub const LSN: Range<usize> = 4..8;
     pub const ADN: Range<usize> = 8..12;
     pub const STABLE: Range<usize> = 12..16;
@@ -290,7 +292,7 @@ pub const ACK_BITMAP_BITS: usize = 255;
 /// §6.4).
 ///
 /// Layout (16 + 4 * ceil(n / 32) bytes, n = `bitmap_len`): `[0]` Next Element << 4; `[1]` n;
-/// `[2]` flags (bit 7: L, the LSN is known lost; the rest reserved); `[3]` reserved; `[4-7]` LSN;
+/// `[2]` flags (bit 7: L, the LSN is known lost; the rest reserved); `[3]` block; `[4-7]` LSN;
 /// `[8-11]` ADN; `[12-15]` stable; `[16..]` the bitmap padded with
 /// zero bits to a 32-bit boundary. Bits of `bitmap` at or beyond `bitmap_len` are always zero after a parse or
 /// [`AckInfo::set_received`], so two equal reports compare equal.
@@ -310,15 +312,24 @@ pub struct AckInfo {
     pub lsn_lost: bool,
     /// valid bits in `bitmap`
     pub bitmap_len: u8,
-    /// Bit i (byte i / 8, most significant bit first) is 1 if PSN LSN + 1 + i was received, 0 if
-    /// it is lost.
+    /// Which PSNs the bitmap covers: block k starts at LSN + 1 + 255 k, so that a window of
+    /// up to 65,280 PSNs past the LSN is reported in several ACKs (0: right after the LSN).
+    pub block: u8,
+    /// Bit i (byte i / 8, most significant bit first) is 1 if PSN LSN + 1 + 255 block + i was
+    /// received, 0 if it is lost.
     pub bitmap: [u8; 32],
 }
 
 impl AckInfo {
     /// A report with the given LSN and ADN and an empty bitmap.
     pub fn new(lsn: u32, adn: u32) -> AckInfo {
-        AckInfo { lsn, adn, stable: lsn, lsn_lost: false, bitmap_len: 0, bitmap: [0; 32] }
+        AckInfo { lsn, adn, stable: lsn, lsn_lost: false, bitmap_len: 0, block: 0, bitmap: [0; 32] }
+    }
+
+    /// The PSN bit `i` of the bitmap stands for.
+    pub fn psn_of_bit(&self, i: usize) -> u32 {
+        let off = 1 + ACK_BITMAP_BITS as u64 * u64::from(self.block) + i as u64;
+        crate::wire::Psn(self.lsn).add(off as u32).0
     }
 
     /// Records whether PSN LSN + 1 + `i` was received. Extends `bitmap_len` to `i + 1` if needed
@@ -448,6 +459,7 @@ impl Item {
                 info.stable = u32::from_be_bytes(array(&b[ack::STABLE]));
                 info.bitmap_len = b[ack::BITMAP_LEN];
                 info.lsn_lost = b[ack::FLAGS] & ack::LSN_LOST != 0;
+                info.block = b[ack::BLOCK];
                 let (bits, rest) = rest.split_at_checked(info.wire_bitmap_bytes()).ok_or(ParseError::Truncated)?;
                 // At most 32 bytes, so the zip covers every byte of `bits`.
                 for (j, (dst, src)) in info.bitmap.iter_mut().zip(bits).enumerate() {
@@ -530,6 +542,7 @@ impl Item {
             Item::Ack(a) => {
                 *b.get_mut(ack::BITMAP_LEN)? = a.bitmap_len;
                 *b.get_mut(ack::FLAGS)? = if a.lsn_lost { ack::LSN_LOST } else { 0 };
+                *b.get_mut(ack::BLOCK)? = a.block;
                 put(b.get_mut(ack::LSN)?, &a.lsn.to_be_bytes());
                 put(b.get_mut(ack::ADN)?, &a.adn.to_be_bytes());
                 put(b.get_mut(ack::STABLE)?, &a.stable.to_be_bytes());

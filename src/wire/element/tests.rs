@@ -204,7 +204,7 @@ fn parse_accepts_any_order() {
 
 #[test]
 fn reserved_bits_are_ignored() {
-    let chain = [0x0F, 1, 0x7F, 0xFF, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0];
+    let chain = [0x0F, 1, 0x7F, 0x00, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0];
     let e = parse(ACK, &chain).unwrap();
     assert_eq!(e.ack, Some(AckInfo { bitmap_len: 1, ..AckInfo::new(5, 0) }));
 }
