@@ -22,6 +22,8 @@ use crate::proto::{
 /// Most datagrams read from one socket, or written, in one round of the
 /// driver before it looks at the rest again.
 const BATCH: usize = 64;
+/// Datagrams per recvmmsg.
+const RX_BATCH: usize = 16;
 /// How long `leave` waits for its ULR to go out.
 const LEAVE_FLUSH: Duration = Duration::from_secs(1);
 
@@ -60,6 +62,10 @@ struct State {
     group: Option<SocketAddr>,
     shutdown: bool,
     ready_set: bool,
+    /// The wake-up eventfd is set and the driver has not taken it yet: an
+    /// application call need not set it again (one system call saved per
+    /// msendm while the driver is busy).
+    wake_pending: bool,
     loss: Loss,
 }
 
@@ -119,6 +125,7 @@ impl Endpoint {
                 group: None,
                 shutdown: false,
                 ready_set: false,
+                wake_pending: false,
                 loss: Loss { rx: 0.0, tx: 0.0, corrupt: 0.0, rng: Rng::new(sys::random_seed()), dropped: 0 },
             }),
             cond: Condvar::new(),
@@ -294,7 +301,7 @@ impl Endpoint {
                 Err(Error::WouldBlock) if !nonblocking && !st.shutdown => self.cond.wait(&mut st),
                 Err(e) => return Err(e),
                 Ok(()) => {
-                    self.wake.set();
+                    self.wake_driver(&mut st);
                     return Ok(());
                 }
             }
@@ -501,6 +508,14 @@ impl Endpoint {
         }
     }
 
+    /// Wake the driver thread, unless a wake-up is already pending.
+    fn wake_driver(&self, st: &mut State) {
+        if !st.wake_pending {
+            st.wake_pending = true;
+            self.wake.set();
+        }
+    }
+
     fn wait_while(&self, st: &mut MutexGuard<'_, State>, cond: impl Fn(&State) -> bool) {
         while cond(st) && !st.shutdown && !st.failed {
             self.cond.wait(st);
@@ -559,11 +574,14 @@ impl Endpoint {
             log::error!("poll: {e}");
             std::thread::sleep(Duration::from_millis(10));
         }
-        if d.readable[0] {
-            self.wake.clear();
-        }
         let now = Instant::now();
         let mut st = self.state.lock();
+        // Taken under the lock: a call that finds a wake-up pending has
+        // queued its work before this round looks at it.
+        if d.readable[0] || st.wake_pending {
+            self.wake.clear();
+            st.wake_pending = false;
+        }
         if st.shutdown || st.failed {
             return false;
         }
@@ -577,18 +595,24 @@ impl Endpoint {
             }
             let mut n = 0;
             while n < BATCH {
-                match socket::recv_from(s, &mut d.rx_buf) {
-                    Ok(Some((len, from))) => {
-                        n += 1;
-                        let rx_loss = st.loss.rx;
-                        if st.loss.drop(rx_loss) {
-                            continue;
+                // Several datagrams per system call (recvmmsg).
+                match sys::recv_batch(s.as_raw_fd(), &mut d.rx_bufs, &mut d.rx_got) {
+                    Ok(0) => break,
+                    Ok(k) => {
+                        n += k;
+                        for (j, &(len, from)) in d.rx_got.iter().enumerate() {
+                            let rx_loss = st.loss.rx;
+                            if st.loss.drop(rx_loss) {
+                                continue;
+                            }
+                            if let Some(node) = st.node.as_mut() {
+                                node.handle(now, from, &d.rx_bufs[j][..len]);
+                            }
                         }
-                        if let Some(node) = st.node.as_mut() {
-                            node.handle(now, from, &d.rx_buf[..len]);
+                        if k < d.rx_bufs.len() {
+                            break;
                         }
                     }
-                    Ok(None) => break,
                     Err(e) => {
                         // ICMP errors (a TU asking a TO that is not up yet) land here.
                         log::debug!("recv: {e}");
@@ -596,7 +620,7 @@ impl Endpoint {
                     }
                 }
             }
-            busy |= n == BATCH;
+            busy |= n >= BATCH;
         }
         let tx = &mut d.tx;
         tx.clear();
@@ -621,17 +645,19 @@ impl Endpoint {
         let deadline = st.node.as_ref().and_then(Node::poll_timeout);
         drop(st);
         self.cond.notify_all();
-        for (dest, bytes) in tx.iter() {
-            let to = match dest {
-                Dest::Group => group,
-                Dest::Unicast(a) => Some(a),
-            };
-            if let (Some(to), false) = (to, bytes.is_empty())
-                && let Err(e) = self.primary.send_to(bytes, to)
-            {
-                log::debug!("send to {to}: {e}");
-            }
-        }
+        // Every datagram of the round in as few system calls as the kernel allows (sendmmsg).
+        let batch: Vec<(SocketAddr, &[u8])> = tx
+            .iter()
+            .filter(|(_, bytes)| !bytes.is_empty())
+            .filter_map(|(dest, bytes)| {
+                let to = match dest {
+                    Dest::Group => group,
+                    Dest::Unicast(a) => Some(a),
+                };
+                to.map(|to| (to, bytes))
+            })
+            .collect();
+        sys::send_batch(self.primary.as_raw_fd(), &batch);
         if let Some(h) = handler.as_mut() {
             for e in d.events.drain(..) {
                 h(e);
@@ -662,7 +688,9 @@ impl Drop for Endpoint {
 
 /// What the driver thread keeps from one round to the next.
 struct Rounds<'a> {
-    rx_buf: Vec<u8>,
+    /// recvmmsg's buffers, and what it wrote in them (length, source).
+    rx_bufs: Vec<Vec<u8>>,
+    rx_got: Vec<(usize, SocketAddr)>,
     tx: TxBatch,
     events: Vec<Event>,
     fds: Vec<RawFd>,
@@ -680,7 +708,8 @@ impl<'a> Rounds<'a> {
             socks.push(m);
         }
         Rounds {
-            rx_buf: vec![0u8; MAX_DATAGRAM],
+            rx_bufs: (0..RX_BATCH).map(|_| vec![0u8; MAX_DATAGRAM]).collect(),
+            rx_got: Vec::with_capacity(RX_BATCH),
             tx: TxBatch::new(),
             events: Vec::new(),
             fds,

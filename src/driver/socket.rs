@@ -128,11 +128,3 @@ pub fn setup_user(
     Ok(udp_m)
 }
 
-/// Receive one datagram without blocking: Ok(None) when there is none.
-pub fn recv_from(s: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
-    match s.recv_from(buf) {
-        Ok(r) => Ok(Some(r)),
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(None),
-        Err(e) => Err(e),
-    }
-}

@@ -254,3 +254,96 @@ mod tests {
         assert_ne!(random_seed(), random_seed());
     }
 }
+
+/// Send every datagram of `batch` (destination, bytes) on `fd` with as few
+/// `sendmmsg` calls as the kernel allows. A datagram the kernel refuses is
+/// skipped (logged), as a single `send_to` would have failed it.
+pub fn send_batch(fd: RawFd, batch: &[(std::net::SocketAddr, &[u8])]) {
+    const MAX: usize = 64;
+    for chunk in batch.chunks(MAX) {
+        let addrs: Vec<socket2::SockAddr> = chunk.iter().map(|(a, _)| socket2::SockAddr::from(*a)).collect();
+        let mut iov: Vec<libc::iovec> =
+            chunk.iter().map(|(_, b)| libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() }).collect();
+        // SAFETY: all-zero is a valid mmsghdr; the pointers are filled in below.
+        let mut msgs: Vec<libc::mmsghdr> = (0..chunk.len()).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for (i, m) in msgs.iter_mut().enumerate() {
+            m.msg_hdr.msg_name = addrs[i].as_ptr() as *mut libc::c_void;
+            m.msg_hdr.msg_namelen = addrs[i].len();
+            m.msg_hdr.msg_iov = &mut iov[i];
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        let mut done = 0;
+        while done < msgs.len() {
+            let rest = &mut msgs[done..];
+            // SAFETY: `rest` points at live mmsghdrs whose names and iovecs
+            // outlive the call; the kernel writes only msg_len.
+            let n = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as libc::c_uint, 0) };
+            if n > 0 {
+                done += n as usize;
+            } else {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::debug!("send to {}: {e}", chunk[done].0);
+                    done += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Up to `bufs.len()` datagrams at once from `fd` (non-blocking), with
+/// `recvmmsg`: their lengths and sources in `got`. Ok(0) when none waits.
+pub fn recv_batch(fd: RawFd, bufs: &mut [Vec<u8>], got: &mut Vec<(usize, std::net::SocketAddr)>) -> io::Result<usize> {
+    got.clear();
+    let n = bufs.len();
+    // SAFETY: all-zero sockaddr_storage values are valid.
+    let mut names: Vec<libc::sockaddr_storage> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+    let mut iov: Vec<libc::iovec> =
+        bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }).collect();
+    // SAFETY: all-zero is a valid mmsghdr; the pointers are filled in below.
+    let mut msgs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for (i, m) in msgs.iter_mut().enumerate() {
+        m.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+        m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        m.msg_hdr.msg_iov = &mut iov[i];
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: `msgs` points at live mmsghdrs whose names and buffers outlive
+    // the call; MSG_DONTWAIT makes it return at once when nothing waits.
+    let r = unsafe {
+        libc::recvmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+            _ => Err(e),
+        };
+    }
+    for (i, m) in msgs.iter().take(r as usize).enumerate() {
+        if let Some(a) = socket_addr(&names[i]) {
+            got.push(((m.msg_len as usize).min(bufs[i].len()), a));
+        }
+    }
+    Ok(got.len())
+}
+
+/// The IPv4 or IPv6 address in `s`, as recvmmsg wrote it.
+fn socket_addr(s: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
+    match i32::from(s.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(std::net::SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let a = std::net::SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), sin6.sin6_flowinfo, sin6.sin6_scope_id);
+            Some(std::net::SocketAddr::V6(a))
+        }
+        _ => None,
+    }
+}
