@@ -1466,6 +1466,8 @@ fn a_descriptor_closed_behind_the_librarys_back_is_detected_and_a_reused_number_
         assert_eq!(libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC), 0);
     }
     let reused = pipe.contains(&tu);
+    // The library checks that the number is still its own every 10 ms at most.
+    std::thread::sleep(std::time::Duration::from_millis(20));
     // The next call on the number: EBADF, and the endpoint is released.
     fails!(recv(tu, 64, libc::MSG_DONTWAIT).map(|_| 0).unwrap_or(-1), libc::EBADF);
     fails!(mleave(tu, 0), libc::EBADF);

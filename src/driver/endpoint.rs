@@ -4,6 +4,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,6 +23,17 @@ use crate::proto::{
 /// Most datagrams read from one socket, or written, in one round of the
 /// driver before it looks at the rest again.
 const BATCH: usize = 64;
+/// How long a check that the application's descriptor is still ours holds:
+/// a descriptor closed behind the library's back is detected at the first
+/// call after that (a system call per call would cost the data path dearly).
+const FD_CHECK: Duration = Duration::from_millis(10);
+
+/// Nanoseconds since the first call (a monotonic clock for [`Endpoint::owns_fd`]).
+fn clock() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
 /// Datagrams per recvmmsg.
 const RX_BATCH: usize = 16;
 /// How long `leave` waits for its ULR to go out.
@@ -102,6 +114,10 @@ pub struct Endpoint {
     /// the library at release only if it still refers to `ready`, so that a
     /// number the application closed and reused is never touched.
     app_fd: RawFd,
+    /// When `app_fd` was last found to be ours (ns since [`clock`]): checked
+    /// again only after [`FD_CHECK`], so that the data path makes no system
+    /// call for it.
+    fd_checked: AtomicU64,
     /// Wakes the driver thread after an application call.
     wake: EventFd,
     primary: UdpSocket,
@@ -131,6 +147,7 @@ impl Endpoint {
             cond: Condvar::new(),
             ready,
             app_fd,
+            fd_checked: AtomicU64::new(0),
             wake: EventFd::new()?,
             primary: socket::udp(domain)?,
             multicast: OnceLock::new(),
@@ -147,7 +164,16 @@ impl Endpoint {
     /// (false once the program closed it behind the library's back, whatever
     /// the number refers to now).
     pub fn owns_fd(&self) -> bool {
-        sys::same_file(self.app_fd, self.ready.raw()) != Some(false)
+        let now = clock();
+        let last = self.fd_checked.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < FD_CHECK.as_nanos() as u64 {
+            return true;
+        }
+        let ours = sys::same_file(self.app_fd, self.ready.raw()) != Some(false);
+        if ours {
+            self.fd_checked.store(now.max(1), Ordering::Relaxed);
+        }
+        ours
     }
 
     // ----- options -----

@@ -215,45 +215,6 @@ pub fn getsockopt(s: &impl AsRawFd, level: i32, name: i32, out: &mut [u8]) -> io
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(len as usize) }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn eventfd_is_a_level_flag() {
-        let e = EventFd::new().unwrap();
-        let mut r = [false];
-        poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r).unwrap();
-        assert!(!r[0]);
-        e.set();
-        e.set();
-        poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r).unwrap();
-        assert!(r[0]);
-        e.clear();
-        poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r).unwrap();
-        assert!(!r[0]);
-    }
-
-    #[test]
-    fn a_duplicate_is_the_same_file_until_closed_and_reused() {
-        let e = EventFd::new().unwrap();
-        let d = dup_cloexec(e.raw()).unwrap();
-        assert_eq!(same_file(e.raw(), d), Some(true));
-        close(d);
-        assert_eq!(same_file(e.raw(), d), Some(false), "closed");
-        let other = EventFd::new().unwrap();
-        let reused = dup_cloexec(other.raw()).unwrap();
-        assert_eq!(same_file(e.raw(), reused), Some(false), "another file");
-        close(reused);
-    }
-
-    #[test]
-    fn loopback_has_an_interface_index() {
-        assert!(interface_index_of("127.0.0.1".parse().unwrap()).is_some());
-        assert!(interface_index_of("192.0.2.77".parse().unwrap()).is_none());
-        assert_ne!(random_seed(), random_seed());
-    }
-}
 
 /// Send every datagram of `batch` (destination, bytes) on `fd` with as few
 /// `sendmmsg` calls as the kernel allows. A datagram the kernel refuses is
@@ -345,5 +306,45 @@ fn socket_addr(s: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
             Some(std::net::SocketAddr::V6(a))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eventfd_is_a_level_flag() {
+        let e = EventFd::new().unwrap();
+        let mut r = [false];
+        poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r).unwrap();
+        assert!(!r[0]);
+        e.set();
+        e.set();
+        poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r).unwrap();
+        assert!(r[0]);
+        e.clear();
+        poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r).unwrap();
+        assert!(!r[0]);
+    }
+
+    #[test]
+    fn a_duplicate_is_the_same_file_until_closed_and_reused() {
+        let e = EventFd::new().unwrap();
+        let d = dup_cloexec(e.raw()).unwrap();
+        assert_eq!(same_file(e.raw(), d), Some(true));
+        close(d);
+        assert_eq!(same_file(e.raw(), d), Some(false), "closed");
+        let other = EventFd::new().unwrap();
+        let reused = dup_cloexec(other.raw()).unwrap();
+        assert_eq!(same_file(e.raw(), reused), Some(false), "another file");
+        close(reused);
+    }
+
+    #[test]
+    fn loopback_has_an_interface_index() {
+        assert!(interface_index_of("127.0.0.1".parse().unwrap()).is_some());
+        assert!(interface_index_of("192.0.2.77".parse().unwrap()).is_none());
+        assert_ne!(random_seed(), random_seed());
     }
 }
