@@ -127,4 +127,3 @@ pub fn setup_user(
     }
     Ok(udp_m)
 }
-

@@ -215,7 +215,6 @@ pub fn getsockopt(s: &impl AsRawFd, level: i32, name: i32, out: &mut [u8]) -> io
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(len as usize) }
 }
 
-
 /// Send every datagram of `batch` (destination, bytes) on `fd` with as few
 /// `sendmmsg` calls as the kernel allows. A datagram the kernel refuses is
 /// skipped (logged), as a single `send_to` would have failed it.
@@ -223,8 +222,10 @@ pub fn send_batch(fd: RawFd, batch: &[(std::net::SocketAddr, &[u8])]) {
     const MAX: usize = 64;
     for chunk in batch.chunks(MAX) {
         let addrs: Vec<socket2::SockAddr> = chunk.iter().map(|(a, _)| socket2::SockAddr::from(*a)).collect();
-        let mut iov: Vec<libc::iovec> =
-            chunk.iter().map(|(_, b)| libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() }).collect();
+        let mut iov: Vec<libc::iovec> = chunk
+            .iter()
+            .map(|(_, b)| libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() })
+            .collect();
         // SAFETY: all-zero is a valid mmsghdr; the pointers are filled in below.
         let mut msgs: Vec<libc::mmsghdr> = (0..chunk.len()).map(|_| unsafe { std::mem::zeroed() }).collect();
         for (i, m) in msgs.iter_mut().enumerate() {
@@ -271,9 +272,8 @@ pub fn recv_batch(fd: RawFd, bufs: &mut [Vec<u8>], got: &mut Vec<(usize, std::ne
     }
     // SAFETY: `msgs` points at live mmsghdrs whose names and buffers outlive
     // the call; MSG_DONTWAIT makes it return at once when nothing waits.
-    let r = unsafe {
-        libc::recvmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
-    };
+    let r =
+        unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
     if r < 0 {
         let e = io::Error::last_os_error();
         return match e.kind() {
@@ -302,7 +302,8 @@ fn socket_addr(s: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
             // SAFETY: the family says the storage holds a sockaddr_in6.
             let sin6 = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            let a = std::net::SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), sin6.sin6_flowinfo, sin6.sin6_scope_id);
+            let a =
+                std::net::SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), sin6.sin6_flowinfo, sin6.sin6_scope_id);
             Some(std::net::SocketAddr::V6(a))
         }
         _ => None,
