@@ -12,7 +12,7 @@ use super::receiver::{Accept, Receiver};
 use super::stats::Outcome;
 use super::timer::Timer;
 use super::{Config, Ctl, Dest, Io, MAX_MESSAGE};
-use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro};
+use crate::wire::{Header, Membership, Packet, PacketType, Psn, RateReport, Ro};
 
 /// Who a TU is, as the packets it sends say, and where they go.
 #[derive(Clone, Copy, Debug)]
@@ -262,8 +262,22 @@ impl Child {
     /// ACK to the parent: LSN, the bitmap after it, ADN and Stable (draft:
     /// "ACK generation", "ACK Aggregation by RA").
     pub(crate) fn send_ack(&mut self, me: &Me, cfg: &Config, sub: Subtree, now: Instant, io: &mut Io) {
+        self.send_ack_with(me, cfg, sub, now, None, io);
+    }
+
+    /// [`Child::send_ack`], with a TFMCC report.
+    pub(crate) fn send_ack_with(
+        &mut self,
+        me: &Me,
+        cfg: &Config,
+        sub: Subtree,
+        now: Instant,
+        report: Option<RateReport>,
+        io: &mut Io,
+    ) {
         let mut ctl = me.ctl(me.parent, me.header(PacketType::Ack));
         ctl.elements.ack = Some(self.ack(sub));
+        ctl.elements.report = report;
         io.ctl.push_back(ctl);
         if self.rx.has_hole() && self.asked.is_none() {
             self.asked = Some((self.rx.lsn(), now));

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::Security;
+use super::{CcMode, Security};
 use crate::wire::{ConnectionParams, Ro, Tco};
 
 /// Largest message `Owner::send`/`User::send` accept, and a receiver reassembles.
@@ -69,6 +69,10 @@ pub struct Config {
     pub max_children: Option<u16>,
     /// ECTP_GROUP_KEY: every packet authenticated, user data encrypted.
     pub security: Option<Security>,
+    /// ECTP_CC: congestion control of the connection (TO; a TU follows the TO's).
+    pub cc: CcMode,
+    /// ECTP_MAX_RATE: bytes per second this node sends its data at most (0: no cap).
+    pub max_rate: u64,
 }
 
 impl Default for Config {
@@ -91,6 +95,8 @@ impl Default for Config {
             ra: false,
             max_children: None,
             security: None,
+            cc: CcMode::Tfmcc,
+            max_rate: 0,
         }
     }
 }
@@ -126,6 +132,7 @@ impl Config {
             mss: self.mss,
             hgt_ms: u32::try_from(self.hgt.as_millis()).unwrap_or(u32::MAX),
             window: self.window,
+            cc: self.cc == CcMode::Tfmcc,
         }
     }
 
@@ -139,6 +146,7 @@ impl Config {
         self.mss = p.mss.clamp(MSS_RANGE.0, MSS_RANGE.1);
         self.hgt = Duration::from_millis(u64::from(p.hgt_ms.max(10)));
         self.rx_window = p.window.clamp(16, MAX_WINDOW);
+        self.cc = if p.cc { CcMode::Tfmcc } else { CcMode::None };
         // Our own sending (as an SU) must fit what the TO receives.
         self.window = self.window.min(self.rx_window);
     }

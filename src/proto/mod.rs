@@ -16,6 +16,7 @@
 //! change the state directly; the driver must then run steps 2 to 4 again.
 
 mod ack;
+mod cc;
 mod child;
 mod config;
 mod crypto;
@@ -49,6 +50,7 @@ mod user;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+pub use cc::CcMode;
 pub use config::{
     Config, DEFAULT_MSS, DEFAULT_RA_CHILDREN, DEFAULT_TO_CHILDREN, MAX_CHILDREN, MAX_MESSAGE, MAX_WINDOW, MSS_RANGE,
 };

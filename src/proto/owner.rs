@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::cc::{RATE_LEN, RateControl};
 use super::keyring::Keyring;
 use super::members::{Member, MemberState, Members, TO};
 use super::parent::Parent;
@@ -24,7 +25,7 @@ use super::sender::{QueueError, Sender};
 use super::stats::Outcome;
 use super::timer::Timer;
 use super::tokens::Tokens;
-use super::{Config, Ctl, Dest, Event, Io, LeaveReason, MAX_CHILDREN, Rng, Stats, Transmit};
+use super::{CcMode, Config, Ctl, Dest, Event, Io, LeaveReason, MAX_CHILDREN, Rng, Stats, Transmit};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro, Tco};
 
 /// How often CTR is multicast at termination, at intervals that start at
@@ -143,6 +144,8 @@ pub struct Owner {
     /// Member ids are drawn from here: unpredictable, so that nobody can
     /// name a member it does not know.
     rng: Rng,
+    /// The forward channel's rate: TFMCC and the pacer (ECTP_CC, ECTP_MAX_RATE).
+    cc: RateControl,
     io: Io,
 }
 
@@ -170,6 +173,7 @@ impl Owner {
             ndata_interval: cfg.rxt,
             departed: HashMap::new(),
             rng: Rng::new(rng.next_u64()),
+            cc: RateControl::new(cfg.cc, cfg.max_rate, cfg.mss, None, now),
             io: Io::default(),
             cfg,
         };
@@ -451,17 +455,31 @@ impl Owner {
     /// [`super::MAX_DATAGRAM`] bytes). Control packets go first, then
     /// repairs, then new data.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.announce_rate(now);
         if let Some(t) = self.io.poll_ctl(buf) {
             return Some(t);
+        }
+        // Repairs and new data leave at the rate (TFMCC, ECTP_MAX_RATE).
+        if (self.parent.has_repair() || self.sender.has_unsent()) && !self.cc.ready(now) {
+            self.io.timers.set_opt(Timer::Pace, self.cc.next_send(now));
+            return None;
         }
         while let Some((psn, dest)) = self.parent.next_repair() {
             if let Some(seg) = self.parent.store.get(psn) {
                 self.io.stats.rdata_sent += 1;
-                return self.io.send(seg.packet(PacketType::Rdata, self.conn_id, 0), dest, buf);
+                let t = self.io.send(seg.packet(PacketType::Rdata, self.conn_id, 0), dest, buf);
+                self.cc.spend(t.map_or(0, |t| t.len));
+                return t;
             }
         }
         if let Some(seg) = self.sender.next_unsent() {
-            let t = self.io.send(seg.packet(PacketType::Data, self.conn_id, 0), Dest::Group, buf);
+            let mut packet = seg.packet(PacketType::Data, self.conn_id, 0);
+            // The Rate element rides on DATA with room for it.
+            if self.rate_fits_data(now) {
+                packet.elements.rate = Some(self.cc.info(now));
+            }
+            let t = self.io.send(packet, Dest::Group, buf);
+            self.cc.spend(t.map_or(0, |t| t.len));
             // Idle for two round trips: NDATA shows the tail, so that it
             // is acknowledged (and repaired) without waiting for RXT.
             self.ndata_interval = self.round_trips(2);
@@ -493,6 +511,57 @@ impl Owner {
             return self.poll_transmit(now, buf);
         }
         None
+    }
+
+    /// TFMCC: a new feedback round when one is over, and the Rate element
+    /// in an HB of its own to the group while data flows (at the start of
+    /// each round, after each report taken, every quarter round).
+    fn announce_rate(&mut self, now: Instant) {
+        if self.cc.mode() != CcMode::Tfmcc || !matches!(self.phase, Phase::Open | Phase::Draining) {
+            return;
+        }
+        self.cc.tick(now);
+        let flowing = self.sender.has_unsent() || !self.parent.store.is_empty();
+        if flowing && self.cc.announce_due(now) && !self.rate_fits_data(now) {
+            let lowest = self.parent.store.lowest().unwrap_or(self.sender.first_unsent());
+            let mut h = Header::new(PacketType::Hb, self.conn_id);
+            h.psn = lowest.0;
+            let mut ctl = Ctl::new(Dest::Group, h);
+            ctl.elements.rate = Some(self.cc.info(now));
+            self.io.ctl.push_back(ctl);
+            self.io.stats.rate_announcements += 1;
+        }
+        // Never in the past: what is due now goes out with the next packet.
+        let at = self.cc.announce_at().filter(|_| flowing).map(|t| t.max(now + Duration::from_micros(100)));
+        self.io.timers.set_opt(Timer::RateRound, at);
+    }
+
+    /// Whether the Rate element is due and the next DATA, about to leave,
+    /// has room for it within the MSS: then it rides there, not in an HB.
+    fn rate_fits_data(&self, now: Instant) -> bool {
+        self.cc.mode() == CcMode::Tfmcc
+            && self.cc.announce_due(now)
+            && self.sender.next_unsent_len().is_some_and(|n| n + RATE_LEN <= usize::from(self.cfg.mss))
+            && !self.parent.has_repair()
+    }
+
+    /// The forward sending rate now, bytes per second (ECTP_RATE; `u64::MAX`
+    /// without a limit).
+    pub fn rate(&self) -> u64 {
+        let r = self.cc.rate();
+        if r.is_finite() { r as u64 } else { u64::MAX }
+    }
+
+    /// ECTP_MAX_RATE: cap the forward rate (0: no cap).
+    pub fn set_max_rate(&mut self, max_rate: u64) {
+        self.cfg.max_rate = max_rate;
+        self.cc.set_max_rate(max_rate);
+    }
+
+    /// TFMCC's view, for tests and statistics: the CLR, whether in slow
+    /// start, the reports taken in all and the most in one round.
+    pub fn cc_state(&self) -> (Option<u32>, bool, u64, u32) {
+        (self.cc.clr(), self.cc.is_slow_start(), self.cc.reports, self.cc.max_round_reports)
     }
 
     /// The next application event (join and token requests, departures).
@@ -1050,6 +1119,9 @@ impl Owner {
         if !self.parent.on_ack(user_id, &ack, end, next, repair, now, self.cfg.rxt) {
             return Outcome::Range;
         }
+        if let Some(r) = packet.elements.report.filter(|_| self.cc.mode() == CcMode::Tfmcc) {
+            self.cc.on_report(now, r);
+        }
         self.update_stable();
         Outcome::Taken
     }
@@ -1063,7 +1135,10 @@ impl Owner {
     /// timestamp, and the child that must answer (draft: "Tree maintenance").
     fn heartbeat(&mut self, now: Instant) {
         let lowest = self.parent.store.lowest().unwrap_or(self.sender.first_unsent());
-        let ctl = self.parent.heartbeat(self.conn_id, lowest, Dest::Group, now);
+        let mut ctl = self.parent.heartbeat(self.conn_id, lowest, Dest::Group, now);
+        if self.cc.mode() == CcMode::Tfmcc {
+            ctl.elements.rate = Some(self.cc.info(now));
+        }
         self.io.ctl.push_back(ctl);
     }
 
@@ -1075,8 +1150,10 @@ impl Owner {
         if packet.elements.ack.is_some() && self.on_ack(now, from, packet) == Outcome::Range {
             return Outcome::Range;
         }
-        if let Some(ts) = packet.elements.timestamp {
-            self.parent.on_timestamp(id, ts, now);
+        if let Some(ts) = packet.elements.timestamp
+            && let Some(rtt) = self.parent.on_timestamp(id, ts, now)
+        {
+            self.cc.note_rtt(rtt);
         }
         Outcome::Taken
     }

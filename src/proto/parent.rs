@@ -321,6 +321,11 @@ impl Parent {
         self.rdata.pop_front()
     }
 
+    /// Whether a repair waits.
+    pub(crate) fn has_repair(&self) -> bool {
+        !self.rdata.is_empty()
+    }
+
     /// HB to `dest` (draft: "Tree maintenance"): `lowest`, the lowest PSN
     /// still repairable, a timestamp, and the active child that must answer
     /// (round robin).

@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use super::sim::{Direction, Sim, digest_of, messages};
-use super::{Config, JoinStatus, Rng};
+use super::{CcMode, Config, JoinStatus, Rng};
 use crate::wire::{Ro, Tco};
 
 /// What to run.
@@ -37,6 +37,8 @@ pub struct Params {
     pub ro: Ro,
     /// Seed of everything.
     pub seed: u64,
+    /// Congestion control (ECTP_CC).
+    pub cc: CcMode,
 }
 
 impl Default for Params {
@@ -50,6 +52,7 @@ impl Default for Params {
             gap: Duration::from_millis(1),
             ro: Ro::Reliable,
             seed: 1,
+            cc: CcMode::Tfmcc,
         }
     }
 }
@@ -81,13 +84,17 @@ pub struct Report {
     pub sim_s: f64,
     /// Wall-clock seconds of the whole run.
     pub wall_s: f64,
+    /// TFMCC: rate reports the TO took in all.
+    pub reports: u64,
+    /// TFMCC: the most reports the TO took in one feedback round.
+    pub max_round_reports: u32,
 }
 
 impl Report {
     /// The line `examples/scale.rs` prints last.
     pub fn line(&self) -> String {
         format!(
-            "scale: tus={} levels={} delivered={}/{} identical={} to_ctl_per_data={:.2} max_parent_ctl_per_data={:.2} wall_s={:.1}",
+            "scale: tus={} levels={} delivered={}/{} identical={} to_ctl_per_data={:.2} max_parent_ctl_per_data={:.2} rate_reports={} max_per_round={} sim_s={:.1} wall_s={:.1}",
             self.tus,
             self.levels,
             self.delivered,
@@ -95,6 +102,9 @@ impl Report {
             if self.identical { "yes" } else { "no" },
             self.to_ctl_per_data,
             self.max_parent_ctl_per_data,
+            self.reports,
+            self.max_round_reports,
+            self.sim_s,
             self.wall_s
         )
     }
@@ -133,6 +143,7 @@ pub fn run(p: &Params) -> Report {
         max_children: Some(fanout),
         mss: u16::try_from(p.message_len.clamp(64, 65000)).unwrap_or(1400),
         window: 4096,
+        cc: p.cc,
         ..Config::default()
     };
     let mut sim = Sim::new(p.seed);
@@ -210,5 +221,7 @@ pub fn run(p: &Params) -> Report {
         lost: sim.lost,
         sim_s,
         wall_s: t0.elapsed().as_secs_f64(),
+        reports: sim.owner().cc_state().2,
+        max_round_reports: sim.owner().cc_state().3,
     }
 }

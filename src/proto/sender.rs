@@ -105,6 +105,11 @@ impl Sender {
         self.unsent.len()
     }
 
+    /// Bytes of user data of the next segment to send for the first time.
+    pub fn next_unsent_len(&self) -> Option<usize> {
+        self.unsent.front().map(|s| s.data().len())
+    }
+
     /// The next segment to send for the first time.
     pub fn next_unsent(&mut self) -> Option<Segment> {
         self.unsent.pop_front()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::sim::{
     Answer, Direction, OWNER_ADDR, STRANGER_ADDR, Sim, keyed_run, message, message_id, messages, user_addr,
 };
-use super::{Config, Dest, End, Event, JoinStatus, Message, OwnerError, Rng, Stats, TokenStatus, UserError};
+use super::{CcMode, Config, Dest, End, Event, JoinStatus, Message, OwnerError, Rng, Stats, TokenStatus, UserError};
 use crate::wire::{ConnectionParams, HEADER_LEN, Header, Membership, Packet, PacketType, ParseError, Ro, Tco};
 
 const MS: Duration = Duration::from_millis(1);
@@ -794,6 +794,7 @@ fn hostile_input_is_counted_and_harmless() {
             mss: 1400,
             hgt_ms: 3000,
             window: 1024,
+            cc: false,
         });
         e.membership = Some(Membership { tree_level: 1, child_id: 1, member_id: 1, parent_id: 0 });
         e.address = Some(OWNER_ADDR);
@@ -852,6 +853,7 @@ fn hostile_input_is_counted_and_harmless() {
             mss: 64,
             hgt_ms: 10,
             window: 1024,
+            cc: false,
         });
         e.membership = Some(Membership { tree_level: 1, child_id: 9, member_id: 99, parent_id: 0 });
     });
@@ -939,6 +941,7 @@ fn forged_join_answers_do_not_hijack_a_joining_tu() {
             mss: 64,
             hgt_ms: 10,
             window: 1024,
+            cc: false,
         });
         e.membership = Some(Membership { tree_level: 1, child_id: 9, member_id: 99, parent_id: 0 });
         e.address = Some(STRANGER_ADDR);
@@ -1181,7 +1184,8 @@ fn the_repair_back_off_is_a_round_trip_and_a_half() {
 
 #[test]
 fn the_end_of_a_transfer_takes_round_trips_not_rxt() {
-    let cfg = Config::default();
+    // The end's timers, not the rate: no pacer in the way.
+    let cfg = Config { cc: CcMode::None, ..Config::default() };
     let mut sim = Sim::joined(cfg, 2, 62);
     sim.run_for(ms(20));
     let msgs = messages(&mut Rng::new(62), 0, 30, 100..=3000);
@@ -1228,7 +1232,8 @@ fn at_five_percent_loss_repairs_stay_close_to_what_was_lost() {
 
 #[test]
 fn a_loss_more_than_255_packets_past_the_lsn_is_reported_and_repaired_at_once() {
-    let cfg = Config { mss: 100, window: 2048, ..Config::default() };
+    // Repair timing, not rate: no pacer in the way.
+    let cfg = Config { mss: 100, window: 2048, cc: CcMode::None, ..Config::default() };
     let mut sim = Sim::joined(cfg, 1, 64);
     sim.run_for(ms(20));
     sim.owner_send_all(&messages(&mut Rng::new(64), 0, 5, 10..=90));

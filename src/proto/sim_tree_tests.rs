@@ -504,7 +504,15 @@ fn ectp_ra_is_ignored_in_a_flat_tree() {
 #[test]
 fn scale_small_case_cost_per_parent_is_bounded_by_the_fanout_not_by_n() {
     use super::scale::{Params, run};
-    let base = Params { fanout: 6, loss_pct: 2.0, messages: 100, message_len: 600, ..Params::default() };
+    // The cost of the tree's acknowledgements alone (TFMCC's reports: the next test).
+    let base = Params {
+        fanout: 6,
+        loss_pct: 2.0,
+        messages: 100,
+        message_len: 600,
+        cc: crate::proto::CcMode::None,
+        ..Params::default()
+    };
     let small = run(&Params { tus: 100, ..base });
     let large = run(&Params { tus: 400, ..base });
     for r in [&small, &large] {
@@ -542,4 +550,25 @@ fn nothing_lost_nothing_repaired_flat_or_tree() {
         }
         assert_eq!(sim.owner().in_window(), 0, "{tco:?}: everything acknowledged and released");
     }
+}
+
+#[test]
+fn tfmcc_reports_per_round_stay_few_whatever_the_group_size() {
+    use super::scale::{Params, run};
+    let base = Params { fanout: 6, loss_pct: 2.0, messages: 400, message_len: 600, ..Params::default() };
+    let small = run(&Params { tus: 50, ..base });
+    let large = run(&Params { tus: 400, ..base });
+    for r in [&small, &large] {
+        assert_eq!(r.delivered, r.tus, "{}", r.line());
+        assert!(r.identical, "{}", r.line());
+        assert!(r.reports > 0, "the TO hears reports: {}", r.line());
+    }
+    println!("{}\n{}", small.line(), large.line());
+    // Eight times the receivers: the TO's busiest round grows by a few reports at most.
+    assert!(
+        large.max_round_reports <= small.max_round_reports + 6 && large.max_round_reports <= 16,
+        "reports per round grew with N:\n{}\n{}",
+        small.line(),
+        large.line()
+    );
 }

@@ -46,6 +46,11 @@ pub struct Stats {
     pub retransmissions: u64,
     /// Datagrams dropped on purpose by the loss-injection testing aid.
     pub dropped_injected: u64,
+    /// TFMCC: HBs sent to announce the rate (TO).
+    pub rate_announcements: u64,
+    /// TFMCC: rate reports sent (a TU's own and those it passed up as a
+    /// repair agent; the TO's to an SU).
+    pub rate_reports: u64,
 }
 
 /// What became of one received, well-formed datagram: taken, or dropped for

@@ -33,11 +33,17 @@ pub(crate) enum Timer {
     OwnerSilence,
     /// SU: the next HB to the TO on the backward channel.
     SuHeartbeat,
+    /// Sender: the pacer lets the next packet go (TFMCC, ECTP_MAX_RATE).
+    Pace,
+    /// TO (TFMCC): the next Rate element, or the next feedback round.
+    RateRound,
+    /// Receiver (TFMCC): a report may be due.
+    RateReport,
 }
 
 impl Timer {
     /// Every timer, in the order `handle_timeout` fires the due ones.
-    pub(crate) const ALL: [Timer; 11] = [
+    pub(crate) const ALL: [Timer; 14] = [
         Timer::CreationEnd,
         Timer::Ccr,
         Timer::Heartbeat,
@@ -49,6 +55,9 @@ impl Timer {
         Timer::ParentSilence,
         Timer::OwnerSilence,
         Timer::SuHeartbeat,
+        Timer::Pace,
+        Timer::RateRound,
+        Timer::RateReport,
     ];
 }
 

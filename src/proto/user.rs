@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::cc::CcReceiver;
 use super::child::{Child, Me, Subtree};
 use super::keyring::Keyring;
 use super::ra::Ra;
@@ -21,7 +22,7 @@ use super::retry::Key;
 use super::stats::Outcome;
 use super::su::Su;
 use super::timer::Timer;
-use super::{Config, Ctl, Dest, Io, MSS_RANGE, Rng, Stats, Transmit};
+use super::{CcMode, Config, Ctl, Dest, Io, MSS_RANGE, Rng, Stats, Transmit};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Tco};
 
 /// DATA kept while the TU does not yet know where its data starts (it
@@ -120,6 +121,8 @@ pub struct User {
     ulr_pending: bool,
     /// When the TJR to the parent last went out: its TJC measures the round trip.
     tjr_sent: Option<Instant>,
+    /// TFMCC: what this TU measures of the forward channel, and its reports.
+    cc: Option<CcReceiver>,
     io: Io,
 }
 
@@ -150,6 +153,7 @@ impl User {
             rng,
             ulr_pending: false,
             tjr_sent: None,
+            cc: None,
             io: Io::default(),
         };
         if let Some(sec) = cfg.security {
@@ -358,9 +362,47 @@ impl User {
                 }
             }
             outcome = self.dispatch(now, from, from_owner, from_parent, child, &packet);
+            if outcome == Outcome::Taken {
+                self.on_rate_elements(now, from_owner, child.is_some(), &packet);
+            }
         }
         self.io.stats.record(outcome);
         self.check_broken();
+    }
+
+    /// TFMCC: the TO's Rate element (its round, CLR and rate, and the echo
+    /// of a report); a child's report, which a repair agent may pass up;
+    /// then this TU's own report if one is due.
+    fn on_rate_elements(&mut self, now: Instant, from_owner: bool, from_child: bool, p: &Packet<'_>) {
+        let me = self.member_id();
+        let Some(cc) = self.cc.as_mut() else { return };
+        if let Some(info) = p.elements.rate.filter(|_| from_owner && p.header.token_id == 0) {
+            cc.on_rate(now, info, me, 1.0 - self.rng.unit());
+        }
+        if let Some(r) = p.elements.report.filter(|_| from_child && self.ra.is_some()) {
+            cc.on_child_report(now, r);
+        }
+        self.poll_rate_report(now);
+    }
+
+    /// Send the report due, if any, in an ACK to the parent; set the timer
+    /// for the next.
+    fn poll_rate_report(&mut self, now: Instant) {
+        let me = self.member_id();
+        let acks = self.acks();
+        let sub = self.subtree();
+        let (Some(cc), Some(c)) = (self.cc.as_mut(), self.child.as_mut()) else { return };
+        if !acks {
+            // Rebinding or not joined: nothing goes up; the next packet re-arms it.
+            self.io.timers.stop(Timer::RateReport);
+            return;
+        }
+        if let Some(r) = cc.poll_report(now, me) {
+            c.send_ack_with(&self.me, &self.cfg, sub, now, Some(r), &mut self.io);
+            self.io.stats.rate_reports += 1;
+        }
+        let next = cc.deadline(me).map(|t| t.max(now + Duration::from_micros(100)));
+        self.io.timers.set_opt(Timer::RateReport, next);
     }
 
     /// Whether a packet of this type may come from this address (the exact
@@ -513,6 +555,7 @@ impl User {
                     self.io.timers.set(Timer::Heartbeat, now + self.cfg.hgt);
                 }
                 Timer::SuHeartbeat => self.su.heartbeat(&self.me, &self.cfg, now, &mut self.io),
+                Timer::RateReport => self.poll_rate_report(now),
                 _ => {}
             }
         }
@@ -854,7 +897,12 @@ impl User {
     /// TJR's answer is a first measure of the round trip to the parent.
     fn attached(&mut self, now: Instant) {
         if let (Some(at), Some(c)) = (self.tjr_sent.take(), self.child.as_mut()) {
-            c.set_round_trip(now.saturating_duration_since(at));
+            let rtt = now.saturating_duration_since(at);
+            c.set_round_trip(rtt);
+            if let Some(cc) = self.cc.as_mut() {
+                // The TO is at least as far as the parent: a first estimate.
+                cc.set_rtt_hint(rtt);
+            }
         }
         let t = now + self.failure_time();
         self.io.timers.set(Timer::ParentSilence, t);
@@ -892,6 +940,9 @@ impl User {
         }
         child.refresh(&self.cfg, now, &mut self.io);
         self.child = Some(child);
+        if self.cfg.cc == CcMode::Tfmcc {
+            self.cc = Some(CcReceiver::new(self.cfg.mss, None, now));
+        }
     }
 
     /// DATA/RDATA from the TO (or RDATA from the parent).
@@ -911,6 +962,11 @@ impl User {
             return Outcome::Taken;
         };
         let accept = child.on_data(&self.me, &self.cfg, sub, acks, now, p, &mut self.io);
+        if accept != Accept::TooFarAhead
+            && let Some(cc) = self.cc.as_mut()
+        {
+            cc.on_data(now, psn, p.data.len(), h.packet_type == PacketType::Data);
+        }
         if accept == Accept::New
             && let Some(ra) = self.ra.as_mut()
         {

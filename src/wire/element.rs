@@ -15,12 +15,15 @@
 //! | 6 | Address | 8 (IPv4) or 20 (IPv6) |
 //! | 7 | Key | 52 |
 //! | 8 | Authentication | 32, always the last |
+//! | 9 | Rate | 28 |
+//! | 10 | Rate Report | 32 |
 //!
 //! Code 5 is the QoS element, which the draft reserves for ECTP-4 and which ECTP-3 does not use: it
-//! is an unknown element here, as are 9..=15. Key and Authentication are the project's, for a
-//! connection with a group key (ECTP_GROUP_KEY). At most one element of each kind may appear. Parse
+//! is an unknown element here, as are 11..=15. Key and Authentication are the project's, for a
+//! connection with a group key (ECTP_GROUP_KEY); Rate and Rate Report are the project's too, for
+//! congestion control (ECTP_CC, TFMCC). At most one element of each kind may appear. Parse
 //! accepts them in any order, except that Authentication must be the last; emit writes them in
-//! code order. Reserved bytes and bits are sent as zero and ignored on receipt.
+//! code order, Authentication last. Reserved bytes and bits are sent as zero and ignored on receipt.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
@@ -37,6 +40,8 @@ const TIMESTAMP: u8 = 4;
 const ADDRESS: u8 = 6;
 const KEY: u8 = 7;
 const AUTH: u8 = 8;
+const RATE: u8 = 9;
+const REPORT: u8 = 10;
 
 /// Offset of the byte every element starts with: Next Element in its high 4 bits.
 const NEXT: usize = 0;
@@ -48,6 +53,9 @@ mod connection {
     pub const OPTIONS: usize = 0;
     pub const AGN: usize = 1;
     pub const FDN: usize = 2;
+    /// Bit 0: C, congestion control (TFMCC) on.
+    pub const FLAGS: usize = 3;
+    pub const CC: u8 = 0x01;
     pub const MSS: Range<usize> = 4..6;
     /// The window less one (1..=65536 in 16 bits).
     pub const WINDOW: Range<usize> = 6..8;
@@ -115,6 +123,55 @@ mod auth {
     pub const LEN: usize = 32;
 }
 
+/// Rate element layout.
+mod rate {
+    use core::ops::Range;
+    /// Low bits of byte 0: S (slow start), E (the echo fields are valid).
+    pub const SLOW_START: u8 = 0x01;
+    pub const ECHO: u8 = 0x02;
+    pub const ROUND: usize = 1;
+    pub const MAX_RTT: Range<usize> = 2..4;
+    pub const RATE: Range<usize> = 4..8;
+    pub const SUPPRESS: Range<usize> = 8..12;
+    pub const CLR: Range<usize> = 12..16;
+    pub const ECHO_ID: Range<usize> = 16..20;
+    pub const ECHO_TS: Range<usize> = 20..24;
+    pub const ECHO_DELAY: Range<usize> = 24..28;
+    pub const LEN: usize = 28;
+}
+
+/// Rate Report element layout.
+mod report {
+    use core::ops::Range;
+    /// Low bits of byte 0: L (a loss event was seen), M (the RTT was measured).
+    pub const LOSS: u8 = 0x01;
+    pub const MEASURED: u8 = 0x02;
+    pub const ROUND: usize = 1;
+    pub const MEMBER: Range<usize> = 4..8;
+    pub const CALC: Range<usize> = 8..12;
+    pub const RECV: Range<usize> = 12..16;
+    pub const P: Range<usize> = 16..20;
+    pub const RTT: Range<usize> = 20..24;
+    pub const TS: Range<usize> = 24..28;
+    pub const DELAY: Range<usize> = 28..32;
+    pub const LEN: usize = 32;
+}
+
+/// Rates travel in units of this many bytes per second (32 bits: up to 68 GB/s).
+pub const RATE_UNIT: u64 = 16;
+
+fn rate_to_wire(r: u64) -> u32 {
+    u32::try_from(r.div_ceil(RATE_UNIT)).unwrap_or(u32::MAX)
+}
+
+fn rate_from_wire(b: &[u8]) -> u64 {
+    u64::from(u32::from_be_bytes(array(b))) * RATE_UNIT
+}
+
+fn u32_at(b: &[u8]) -> u32 {
+    u32::from_be_bytes(array(b))
+}
+
 /// Length in bytes of the Authentication element.
 pub const AUTH_LEN: usize = auth::LEN;
 /// Length in bytes of the tag at the end of the Authentication element.
@@ -145,6 +202,83 @@ pub struct Elements {
     /// Authentication element (code 8, always the last): the tag and counter of a packet of a
     /// keyed connection.
     pub auth: Option<Auth>,
+    /// Rate element (code 9): the sender's congestion-control state, in the TO's HB and NDATA
+    /// and in an SU's HB (ECTP_CC_TFMCC).
+    pub rate: Option<RateInfo>,
+    /// Rate Report element (code 10): a receiver's TCP-friendly rate, in ACK and HBACK.
+    pub report: Option<RateReport>,
+}
+
+/// The echo of a receiver's report in a [`RateInfo`]: whose report, its timestamp, and how
+/// long the report was held on its way (at repair agents and at the sender) before this echo
+/// left; the receiver takes `now - timestamp - delay` as its round trip to the sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Echo {
+    /// The member whose report is echoed (0: the TO, in an SU's Rate element).
+    pub member: u32,
+    /// The report's timestamp (the receiver's clock, microseconds, low 32 bits).
+    pub timestamp: u32,
+    /// Microseconds the report was held before this echo was sent.
+    pub delay: u32,
+}
+
+/// The sender's side of TFMCC (RFC 4654), carried in the Rate element (code 9; the project's,
+/// see `docs/wire-format.md`).
+///
+/// Layout (28 bytes): `[0]` Next Element << 4 | E << 1 | S; `[1]` feedback round; `[2-3]` the
+/// largest RTT the sender knows, in units of 100 microseconds; `[4-7]` sending rate; `[8-11]`
+/// suppression rate (the lowest reported in this round, 0: none yet); `[12-15]` the current
+/// limiting receiver (CLR, 0: none); `[16-19]` echo member; `[20-23]` echo timestamp; `[24-27]`
+/// echo delay (microseconds). Rates in units of [`RATE_UNIT`] bytes per second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateInfo {
+    /// S: the sender is in slow start (receivers report their receive rate).
+    pub slow_start: bool,
+    /// Feedback round: a new number starts a round, in which receivers may report once.
+    pub round: u8,
+    /// The largest RTT the sender knows, in microseconds (a receiver without its own uses it).
+    pub max_rtt_us: u32,
+    /// The sending rate, bytes per second.
+    pub rate: u64,
+    /// The lowest rate reported in this round (0: none yet): a receiver whose rate is not
+    /// clearly lower keeps quiet.
+    pub suppress: u64,
+    /// The current limiting receiver's member id (0: none).
+    pub clr: u32,
+    /// The echo of the last report the sender took.
+    pub echo: Option<Echo>,
+}
+
+/// A receiver's report (TFMCC, RFC 4654), carried in the Rate Report element (code 10; the
+/// project's, see `docs/wire-format.md`).
+///
+/// Layout (32 bytes): `[0]` Next Element << 4 | M << 1 | L; `[1]` the feedback round it
+/// answers; `[2-3]` reserved; `[4-7]` the member it is about (a repair agent forwards its
+/// children's); `[8-11]` the TCP-friendly rate it calculated; `[12-15]` the rate it receives at;
+/// `[16-19]` loss event rate x 2^32; `[20-23]` the RTT used, microseconds; `[24-27]` timestamp
+/// (the member's clock, microseconds, low 32 bits); `[28-31]` delay so far, microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateReport {
+    /// L: a loss event was seen (else `calc` is meaningless and `recv` rules, slow start).
+    pub loss: bool,
+    /// M: the RTT was measured (echoed), not estimated.
+    pub measured: bool,
+    /// The feedback round answered.
+    pub round: u8,
+    /// The member the report is about.
+    pub member: u32,
+    /// The TCP-friendly rate calculated, bytes per second.
+    pub calc: u64,
+    /// The receive rate, bytes per second.
+    pub recv: u64,
+    /// The loss event rate, times 2^32.
+    pub p: u32,
+    /// The RTT used, microseconds.
+    pub rtt_us: u32,
+    /// The member's clock when it sent the report, microseconds (low 32 bits).
+    pub timestamp: u32,
+    /// Microseconds the report has been held so far (repair agents add theirs).
+    pub delay: u32,
 }
 
 /// A key share, carried in the Key element (code 7; the project's, see `docs/wire-format.md`).
@@ -219,7 +353,8 @@ impl Auth {
 /// §6.1).
 ///
 /// Layout (12 bytes): `[0]` Next Element << 4 | TCO << 2 | RO; `[1]` AGN; `[2]` FDN;
-/// `[3]` reserved; `[4-5]` MSS; `[6-7]` reserved; `[8-11]` HGT in milliseconds.
+/// `[3]` flags (bit 0: C, TFMCC); `[4-5]` MSS; `[6-7]` the window less one; `[8-11]` HGT in
+/// milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionParams {
     /// Tree configuration option.
@@ -238,6 +373,9 @@ pub struct ConnectionParams {
     /// many PSNs ahead of what a receiver lacks, so a receiver holds at most that many and takes
     /// any jump beyond it for a lie. Carried less one (0..=65535).
     pub window: u32,
+    /// C: the connection is congestion controlled (ECTP_CC_TFMCC): receivers report, and an SU
+    /// paces its backward data by the TO's reports.
+    pub cc: bool,
 }
 
 /// Tree configuration option, TCO (2 bits of the Connection element; draft-dykim-ectp-00 §6.1).
@@ -404,6 +542,8 @@ enum Item {
     Address(SocketAddr),
     Key(KeyShare),
     Auth(Auth),
+    Rate(RateInfo),
+    Report(RateReport),
 }
 
 impl Item {
@@ -416,6 +556,8 @@ impl Item {
             Item::Address(_) => ADDRESS,
             Item::Key(_) => KEY,
             Item::Auth(_) => AUTH,
+            Item::Rate(_) => RATE,
+            Item::Report(_) => REPORT,
         }
     }
 
@@ -429,6 +571,8 @@ impl Item {
             Item::Address(SocketAddr::V6(_)) => address::FIXED_LEN + 16,
             Item::Key(_) => key::LEN,
             Item::Auth(_) => auth::LEN,
+            Item::Rate(_) => rate::LEN,
+            Item::Report(_) => report::LEN,
         }
     }
 
@@ -449,6 +593,7 @@ impl Item {
                     mss: u16::from_be_bytes(array(&b[connection::MSS])),
                     hgt_ms: u32::from_be_bytes(array(&b[connection::HGT])),
                     window: u32::from(u16::from_be_bytes(array(&b[connection::WINDOW]))) + 1,
+                    cc: b[connection::FLAGS] & connection::CC != 0,
                 };
                 Ok((Item::Connection(params), rest))
             }
@@ -519,6 +664,41 @@ impl Item {
                 };
                 Ok((Item::Auth(a), rest))
             }
+            RATE => {
+                let (b, rest) = buf.split_first_chunk::<{ rate::LEN }>().ok_or(ParseError::Truncated)?;
+                let flags = b[NEXT] & 0x0F;
+                let r = RateInfo {
+                    slow_start: flags & rate::SLOW_START != 0,
+                    round: b[rate::ROUND],
+                    max_rtt_us: u32::from(u16::from_be_bytes(array(&b[rate::MAX_RTT]))) * 100,
+                    rate: rate_from_wire(&b[rate::RATE]),
+                    suppress: rate_from_wire(&b[rate::SUPPRESS]),
+                    clr: u32_at(&b[rate::CLR]),
+                    echo: (flags & rate::ECHO != 0).then(|| Echo {
+                        member: u32_at(&b[rate::ECHO_ID]),
+                        timestamp: u32_at(&b[rate::ECHO_TS]),
+                        delay: u32_at(&b[rate::ECHO_DELAY]),
+                    }),
+                };
+                Ok((Item::Rate(r), rest))
+            }
+            REPORT => {
+                let (b, rest) = buf.split_first_chunk::<{ report::LEN }>().ok_or(ParseError::Truncated)?;
+                let flags = b[NEXT] & 0x0F;
+                let r = RateReport {
+                    loss: flags & report::LOSS != 0,
+                    measured: flags & report::MEASURED != 0,
+                    round: b[report::ROUND],
+                    member: u32_at(&b[report::MEMBER]),
+                    calc: rate_from_wire(&b[report::CALC]),
+                    recv: rate_from_wire(&b[report::RECV]),
+                    p: u32_at(&b[report::P]),
+                    rtt_us: u32_at(&b[report::RTT]),
+                    timestamp: u32_at(&b[report::TS]),
+                    delay: u32_at(&b[report::DELAY]),
+                };
+                Ok((Item::Report(r), rest))
+            }
             _ => Err(ParseError::UnknownElement),
         }
     }
@@ -534,6 +714,7 @@ impl Item {
                 first |= (c.tco as u8) << 2 | c.ro as u8;
                 *b.get_mut(connection::AGN)? = c.agn;
                 *b.get_mut(connection::FDN)? = c.fdn;
+                *b.get_mut(connection::FLAGS)? = if c.cc { connection::CC } else { 0 };
                 put(b.get_mut(connection::MSS)?, &c.mss.to_be_bytes());
                 put(b.get_mut(connection::HGT)?, &c.hgt_ms.to_be_bytes());
                 let w = u16::try_from(c.window.clamp(1, 65536) - 1).unwrap_or(u16::MAX);
@@ -581,6 +762,32 @@ impl Item {
                 put(b.get_mut(auth::COUNTER)?, &a.counter.to_be_bytes());
                 put(b.get_mut(auth::TAG)?, &a.tag);
             }
+            Item::Rate(r) => {
+                first |=
+                    if r.slow_start { rate::SLOW_START } else { 0 } | if r.echo.is_some() { rate::ECHO } else { 0 };
+                *b.get_mut(rate::ROUND)? = r.round;
+                let max_rtt = u16::try_from(r.max_rtt_us.div_ceil(100)).unwrap_or(u16::MAX);
+                put(b.get_mut(rate::MAX_RTT)?, &max_rtt.to_be_bytes());
+                put(b.get_mut(rate::RATE)?, &rate_to_wire(r.rate).to_be_bytes());
+                put(b.get_mut(rate::SUPPRESS)?, &rate_to_wire(r.suppress).to_be_bytes());
+                put(b.get_mut(rate::CLR)?, &r.clr.to_be_bytes());
+                if let Some(e) = r.echo {
+                    put(b.get_mut(rate::ECHO_ID)?, &e.member.to_be_bytes());
+                    put(b.get_mut(rate::ECHO_TS)?, &e.timestamp.to_be_bytes());
+                    put(b.get_mut(rate::ECHO_DELAY)?, &e.delay.to_be_bytes());
+                }
+            }
+            Item::Report(r) => {
+                first |= if r.loss { report::LOSS } else { 0 } | if r.measured { report::MEASURED } else { 0 };
+                *b.get_mut(report::ROUND)? = r.round;
+                put(b.get_mut(report::MEMBER)?, &r.member.to_be_bytes());
+                put(b.get_mut(report::CALC)?, &rate_to_wire(r.calc).to_be_bytes());
+                put(b.get_mut(report::RECV)?, &rate_to_wire(r.recv).to_be_bytes());
+                put(b.get_mut(report::P)?, &r.p.to_be_bytes());
+                put(b.get_mut(report::RTT)?, &r.rtt_us.to_be_bytes());
+                put(b.get_mut(report::TS)?, &r.timestamp.to_be_bytes());
+                put(b.get_mut(report::DELAY)?, &r.delay.to_be_bytes());
+            }
         }
         *b.get_mut(NEXT)? = first;
         Some(rest)
@@ -603,6 +810,8 @@ impl Elements {
             self.timestamp.map(Item::Timestamp),
             self.address.map(Item::Address),
             self.key.map(Item::Key),
+            self.rate.map(Item::Rate),
+            self.report.map(Item::Report),
             self.auth.map(Item::Auth),
         ]
         .into_iter()
@@ -620,7 +829,7 @@ impl Elements {
         let mut elements = Elements::default();
         let mut code = first;
         let mut buf = buf;
-        // Each round fills one more of seven slots or fails, so the loop ends.
+        // Each round fills one more of nine slots or fails, so the loop ends.
         while code != END {
             if elements.has(code) {
                 return Err(ParseError::DuplicateElement);
@@ -636,6 +845,8 @@ impl Elements {
                 Item::Address(a) => elements.address = Some(a),
                 Item::Key(k) => elements.key = Some(k),
                 Item::Auth(a) => elements.auth = Some(a),
+                Item::Rate(r) => elements.rate = Some(r),
+                Item::Report(r) => elements.report = Some(r),
             }
         }
         Ok((elements, buf))
@@ -651,6 +862,8 @@ impl Elements {
             ADDRESS => self.address.is_some(),
             KEY => self.key.is_some(),
             AUTH => self.auth.is_some(),
+            RATE => self.rate.is_some(),
+            REPORT => self.report.is_some(),
             _ => false,
         }
     }

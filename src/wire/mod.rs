@@ -23,8 +23,8 @@ pub mod packet;
 pub mod seq;
 
 pub use element::{
-    ACK_BITMAP_BITS, AUTH_LEN, AckInfo, Auth, ConnectionParams, Elements, KeyKind, KeyShare, Membership, Ro, TAG_LEN,
-    Tco,
+    ACK_BITMAP_BITS, AUTH_LEN, AckInfo, Auth, ConnectionParams, Echo, Elements, KeyKind, KeyShare, Membership,
+    RATE_UNIT, RateInfo, RateReport, Ro, TAG_LEN, Tco,
 };
 pub use packet::{EmitError, HEADER_LEN, Header, Packet, PacketType, ParseError, sealed_parts};
 pub use seq::Psn;

@@ -4,7 +4,16 @@ use super::*;
 use std::net::SocketAddrV4;
 
 fn conn() -> ConnectionParams {
-    ConnectionParams { tco: Tco::Tree, ro: Ro::Reliable, agn: 4, fdn: 3, mss: 1400, hgt_ms: 3000, window: 1024 }
+    ConnectionParams {
+        tco: Tco::Tree,
+        ro: Ro::Reliable,
+        agn: 4,
+        fdn: 3,
+        mss: 1400,
+        hgt_ms: 3000,
+        window: 1024,
+        cc: true,
+    }
 }
 
 fn ack_info() -> AckInfo {
@@ -46,6 +55,69 @@ fn share() -> KeyShare {
 
 fn auth() -> Auth {
     Auth { kind: KeyKind::Link, sender: 0x0102_0304, counter: 0x1112_1314_1516_1718, tag: [0xEE; TAG_LEN] }
+}
+
+fn rate_info() -> RateInfo {
+    RateInfo {
+        slow_start: true,
+        round: 7,
+        max_rtt_us: 12_300,
+        rate: 20_000_000,
+        suppress: 1_600,
+        clr: 0x0A0B_0C0D,
+        echo: Some(Echo { member: 0x0102_0304, timestamp: 0xCAFE_F00D, delay: 250 }),
+    }
+}
+
+fn rate_report() -> RateReport {
+    RateReport {
+        loss: true,
+        measured: false,
+        round: 9,
+        member: 0x1122_3344,
+        calc: 3_200,
+        recv: 48_000_000_000,
+        p: 0x0100_0000,
+        rtt_us: 450,
+        timestamp: 0x0BAD_CAFE,
+        delay: 77,
+    }
+}
+
+#[test]
+fn rate_and_report_layouts() {
+    let e = Elements { rate: Some(rate_info()), report: Some(rate_report()), auth: Some(auth()), ..Default::default() };
+    let mut buf = [0u8; 92];
+    assert_eq!(e.emit(&mut buf), Ok(92));
+    assert_eq!(e.first_code(), RATE);
+    // Rate: NE = 10 (Report), E and S set; round; max RTT in 100 us; rates in 16 B/s.
+    assert_eq!(buf[..4], [0xA3, 7, 0, 123]);
+    assert_eq!(buf[4..8], (20_000_000u32 / 16).to_be_bytes());
+    assert_eq!(buf[8..12], 100u32.to_be_bytes());
+    assert_eq!(buf[12..16], 0x0A0B_0C0Du32.to_be_bytes());
+    assert_eq!(buf[16..28], [1, 2, 3, 4, 0xCA, 0xFE, 0xF0, 0x0D, 0, 0, 0, 250]);
+    // Report: NE = 8 (Authentication, last), L set, M clear.
+    let r = &buf[28..60];
+    assert_eq!(r[..8], [0x81, 9, 0, 0, 0x11, 0x22, 0x33, 0x44]);
+    assert_eq!(r[8..12], 200u32.to_be_bytes());
+    assert_eq!(r[12..16], 3_000_000_000u32.to_be_bytes());
+    assert_eq!(r[16..20], 0x0100_0000u32.to_be_bytes());
+    assert_eq!(r[20..32], [0, 0, 1, 0xC2, 0x0B, 0xAD, 0xCA, 0xFE, 0, 0, 0, 77]);
+    assert_eq!(buf[60] >> 4, END, "Authentication comes last");
+    let (back, _) = Elements::parse(RATE, &buf).unwrap();
+    assert_eq!(back.rate, Some(rate_info()));
+    assert_eq!(back.report, Some(rate_report()));
+    // A rate beyond 2^32 units saturates.
+    let fast = Elements { report: Some(RateReport { recv: 100_000_000_000, ..rate_report() }), ..Default::default() };
+    fast.emit(&mut buf).unwrap();
+    assert_eq!(buf[12..16], u32::MAX.to_be_bytes());
+    // No echo: the E bit is clear and the echo fields are zero.
+    let quiet = Elements { rate: Some(RateInfo { echo: None, ..rate_info() }), ..Default::default() };
+    quiet.emit(&mut buf).unwrap();
+    assert_eq!(buf[0], 0x01);
+    assert_eq!(buf[16..28], [0; 12]);
+    assert_eq!(parse(RATE, &buf[..27]), Err(ParseError::Truncated));
+    assert_eq!(parse(REPORT, &buf[..31]), Err(ParseError::Truncated));
 }
 
 #[test]
@@ -96,8 +168,8 @@ fn parse(first: u8, bytes: &[u8]) -> Result<Elements, ParseError> {
 #[test]
 fn every_combination_round_trips() {
     for addr in [v4(), v6()] {
-        for mask in 0u8..128 {
-            let bit = |i: u8| mask & (1 << i) != 0;
+        for mask in 0u16..512 {
+            let bit = |i: u16| mask & (1 << i) != 0;
             let e = Elements {
                 connection: bit(0).then(conn),
                 ack: bit(1).then(ack_info),
@@ -106,6 +178,8 @@ fn every_combination_round_trips() {
                 address: bit(4).then_some(addr),
                 key: bit(5).then(share),
                 auth: bit(6).then(auth),
+                rate: bit(7).then(rate_info),
+                report: bit(8).then(rate_report),
             };
             round_trip(&e);
         }
@@ -128,8 +202,8 @@ fn connection_layout() {
     let mut buf = [0u8; 24];
     assert_eq!(e.emit(&mut buf), Ok(24));
     assert_eq!(e.first_code(), CONNECTION);
-    // NE = 3 (membership), TCO = 1, RO = 2; AGN; FDN; rsvd; MSS 1400; window - 1 (1023); HGT 3000.
-    assert_eq!(buf[..12], [0x36, 4, 3, 0, 0x05, 0x78, 0x03, 0xFF, 0, 0, 0x0B, 0xB8]);
+    // NE = 3 (membership), TCO = 1, RO = 2; AGN; FDN; C (TFMCC); MSS 1400; window - 1 (1023); HGT 3000.
+    assert_eq!(buf[..12], [0x36, 4, 3, 1, 0x05, 0x78, 0x03, 0xFF, 0, 0, 0x0B, 0xB8]);
     // Membership: NE = 0; level 2; child 0x1234; member 0xDEADBEEF; parent 0x01020304.
     assert_eq!(buf[12..], [0x00, 2, 0x12, 0x34, 0xDE, 0xAD, 0xBE, 0xEF, 1, 2, 3, 4]);
 }
@@ -197,7 +271,8 @@ fn parse_accepts_any_order() {
             fdn: 3,
             mss: 512,
             hgt_ms: 1000,
-            window: 1
+            window: 1,
+            cc: false
         })
     );
 }
@@ -212,7 +287,7 @@ fn reserved_bits_are_ignored() {
 #[test]
 fn unknown_codes() {
     let zeros = [0u8; 24];
-    for code in [5, 9, 10, 15] {
+    for code in [5, 11, 15] {
         assert_eq!(parse(code, &zeros), Err(ParseError::UnknownElement), "code {code}");
     }
     // An unknown code as the Next Element of a valid element.
@@ -243,6 +318,8 @@ fn truncated_elements() {
         address: Some(v6()),
         key: Some(share()),
         auth: Some(auth()),
+        rate: Some(rate_info()),
+        report: Some(rate_report()),
     };
     let mut buf = [0u8; 256];
     let n = full.emit(&mut buf).unwrap();

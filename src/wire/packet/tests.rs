@@ -10,7 +10,16 @@ const CID: u32 = 0xC0FF_EE01;
 const DATA: &[u8] = b"ectp payload";
 
 fn conn() -> ConnectionParams {
-    ConnectionParams { tco: Tco::Flat, ro: Ro::SemiReliable, agn: 2, fdn: 3, mss: 1024, hgt_ms: 3000, window: 1024 }
+    ConnectionParams {
+        tco: Tco::Flat,
+        ro: Ro::SemiReliable,
+        agn: 2,
+        fdn: 3,
+        mss: 1024,
+        hgt_ms: 3000,
+        window: 1024,
+        cc: true,
+    }
 }
 
 fn member() -> Membership {
@@ -284,7 +293,7 @@ fn unknown_packet_type() {
 
 #[test]
 fn unknown_element() {
-    for code in [5u8, 9, 15] {
+    for code in [5u8, 11, 15] {
         let buf = raw(code, PacketType::Ack as u8, &[0; 24]);
         assert_eq!(Packet::parse(&buf), Err(ParseError::UnknownElement), "code {code}");
         // Named by a valid element's Next Element instead.

@@ -1,0 +1,825 @@
+//! Congestion control: TFMCC, TCP-friendly multicast congestion control
+//! (RFC 4654), as ECTP carries it (`docs/congestion.md`).
+//!
+//! Receivers measure their loss event rate `p` (RFC 5348 §5: losses within
+//! one RTT are one event; the weighted mean of the last eight intervals) and
+//! their round trip to the sender, and compute the TCP throughput equation
+//! (RFC 5348 §3.1). They report in feedback rounds the sender announces;
+//! a receiver that is not the current limiting receiver (CLR) waits a
+//! random, rate-biased time before it reports and keeps quiet if somebody
+//! reported a clearly lower rate meanwhile, so that the sender hears O(1)
+//! reports per round whatever the group size; in a tree, repair agents pass
+//! up only the lowest. The sender follows the CLR (at once down, at most one
+//! packet per RTT per RTT up), starts in slow start (doubling, at most twice
+//! the lowest receive rate reported, until a receiver sees loss), and paces
+//! its packets by a token bucket.
+//!
+//! The same pieces run the SU's backward channel: the TO is its only
+//! receiver and reports in the HBACKs it sends the SU.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::wire::{Echo, Psn, RateInfo, RateReport};
+
+/// Congestion control of a connection (ECTP_CC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CcMode {
+    /// As fast as the window allows, capped by ECTP_MAX_RATE only.
+    None = 0,
+    /// TFMCC (RFC 4654).
+    Tfmcc = 1,
+}
+
+/// Receivers a feedback round's timers are spread for (RFC 4654 §4.4: N).
+const FEEDBACK_N: f64 = 10_000.0;
+/// A receiver reports only if its rate is below this share of the lowest
+/// reported in the round (RFC 4654 §4.4).
+const SUPPRESS_SHARE: f64 = 0.9;
+/// The slowest the sender ever goes: one segment per second (see [`RateControl::floor`]).
+const MIN_SEGMENTS_PER_S: f64 = 1.0;
+/// A CLR silent for this many rounds is dropped.
+const CLR_ROUNDS: u32 = 6;
+/// Bytes of the Rate element.
+pub(crate) const RATE_LEN: usize = 28;
+/// Round trip assumed before anything is measured.
+pub(crate) const DEFAULT_RTT: Duration = Duration::from_millis(100);
+
+/// How long one feedback round lasts for a largest RTT `max_rtt`: receivers
+/// spread their reports over its first two thirds ([`feedback_window`]), so
+/// that the lowest report is echoed to all before most timers run out.
+pub(crate) fn round_length(max_rtt: Duration) -> Duration {
+    (max_rtt * 6).clamp(Duration::from_millis(6), Duration::from_secs(6))
+}
+
+/// The span receivers' feedback timers are drawn in.
+fn feedback_window(max_rtt: Duration) -> Duration {
+    round_length(max_rtt) * 2 / 3
+}
+
+/// The TCP throughput equation (RFC 5348 §3.1) in bytes per second, for
+/// segments of `s` bytes, a round trip `rtt` and a loss event rate `p`;
+/// t_RTO = 4 RTT, b = 1. Infinite without loss.
+pub(crate) fn tcp_rate(s: f64, rtt: Duration, p: f64) -> f64 {
+    if p <= 0.0 {
+        return f64::INFINITY;
+    }
+    let r = rtt.as_secs_f64().max(1e-6);
+    let denom = r * (2.0 * p / 3.0).sqrt() + 4.0 * r * (3.0 * (3.0 * p / 8.0).sqrt()) * p * (1.0 + 32.0 * p * p);
+    s / denom
+}
+
+/// The loss event rate for which [`tcp_rate`] gives `rate` (bisection): how
+/// the first loss interval is set (RFC 5348 §6.3.1).
+fn p_for_rate(s: f64, rtt: Duration, rate: f64) -> f64 {
+    let (mut lo, mut hi) = (1e-9f64, 1.0f64);
+    for _ in 0..60 {
+        let mid = (lo * hi).sqrt();
+        if tcp_rate(s, rtt, mid) > rate {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
+/// Microseconds since `epoch`, low 32 bits: the clock of timestamps.
+pub(crate) fn micros(epoch: Instant, now: Instant) -> u32 {
+    now.saturating_duration_since(epoch).as_micros() as u32
+}
+
+/// Loss intervals (RFC 5348 §5), in packets.
+#[derive(Debug, Default)]
+pub(crate) struct LossHistory {
+    highest: Option<Psn>,
+    /// When the current loss event began.
+    event_at: Option<Instant>,
+    /// Closed intervals, the most recent first, at most eight.
+    intervals: VecDeque<f64>,
+    /// Packets since the current event began (the open interval).
+    open: f64,
+}
+
+const WEIGHTS: [f64; 8] = [1.0, 1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2];
+
+impl LossHistory {
+    /// A packet first sent with `psn` arrived: PSNs skipped since the highest
+    /// are lost. Returns whether a new loss event began; `first` gives the
+    /// first interval then (from the receive rate, RFC 5348 §6.3.1).
+    pub(crate) fn on_packet(&mut self, psn: Psn, now: Instant, rtt: Duration, first: impl FnOnce() -> f64) -> bool {
+        let Some(h) = self.highest else {
+            self.highest = Some(psn);
+            self.open += 1.0;
+            return false;
+        };
+        if !h.is_before(psn) {
+            return false;
+        }
+        let lost = (psn.diff(h) - 1).max(0) as f64;
+        self.highest = Some(psn);
+        let mut new_event = false;
+        if lost > 0.0 && self.event_at.is_none_or(|t| now.saturating_duration_since(t) > rtt) {
+            if self.event_at.is_some() {
+                self.intervals.push_front(self.open.max(1.0));
+                self.intervals.truncate(WEIGHTS.len());
+            } else {
+                self.intervals.push_front(first().max(1.0));
+            }
+            self.event_at = Some(now);
+            self.open = 0.0;
+            new_event = true;
+        }
+        self.open += lost + 1.0;
+        new_event
+    }
+
+    /// Whether a loss event was seen.
+    pub(crate) fn has_loss(&self) -> bool {
+        !self.intervals.is_empty()
+    }
+
+    /// The loss event rate: 1 / the weighted mean interval, the open one
+    /// counted when that makes the mean longer; 0 without loss.
+    pub(crate) fn p(&self) -> f64 {
+        if self.intervals.is_empty() {
+            return 0.0;
+        }
+        let mean = |xs: &mut dyn Iterator<Item = f64>| {
+            let (mut sum, mut w) = (0.0, 0.0);
+            for (x, wt) in xs.zip(WEIGHTS) {
+                sum += x * wt;
+                w += wt;
+            }
+            if w > 0.0 { sum / w } else { 0.0 }
+        };
+        let closed = mean(&mut self.intervals.iter().copied());
+        let with_open = mean(&mut std::iter::once(self.open).chain(self.intervals.iter().copied()));
+        1.0 / closed.max(with_open).max(1.0)
+    }
+}
+
+/// The rate data arrives at, over the last interval of at least a round trip.
+#[derive(Debug)]
+struct RecvRate {
+    since: Instant,
+    bytes: f64,
+    rate: f64,
+}
+
+impl RecvRate {
+    fn new(now: Instant) -> RecvRate {
+        RecvRate { since: now, bytes: 0.0, rate: 0.0 }
+    }
+
+    fn on_bytes(&mut self, now: Instant, len: usize, rtt: Duration) {
+        self.bytes += len as f64;
+        let span = now.saturating_duration_since(self.since);
+        if span >= rtt.max(Duration::from_millis(2)) {
+            self.rate = self.bytes / span.as_secs_f64();
+            self.since = now;
+            self.bytes = 0.0;
+        }
+    }
+}
+
+/// A receiver's side: what it measures, and when it reports.
+#[derive(Debug)]
+pub(crate) struct CcReceiver {
+    loss: LossHistory,
+    recv: RecvRate,
+    /// Segment size, bytes.
+    s: f64,
+    /// The round trip to the sender, once an echo measured it.
+    rtt: Option<Duration>,
+    /// The estimate used before: a round trip to the parent, or the
+    /// sender's largest.
+    rtt_hint: Duration,
+    /// What the sender last announced.
+    sender: Option<RateInfo>,
+    /// The round this receiver reported in, and its feedback timer.
+    reported: Option<u8>,
+    timer: Option<Instant>,
+    last_report: Option<Instant>,
+    /// A report of a child to pass up at once (repair agents), with the
+    /// time it arrived.
+    forward: Option<(RateReport, Instant)>,
+    /// The lowest rate passed up in this round.
+    forwarded: f64,
+    /// Data packets since the last report: with none, nothing is reported.
+    fresh: u32,
+    epoch: Instant,
+}
+
+impl CcReceiver {
+    pub(crate) fn new(mss: u16, rtt_hint: Option<Duration>, now: Instant) -> CcReceiver {
+        CcReceiver {
+            loss: LossHistory::default(),
+            recv: RecvRate::new(now),
+            s: f64::from(mss.max(1)),
+            rtt: None,
+            rtt_hint: rtt_hint.unwrap_or(DEFAULT_RTT),
+            sender: None,
+            reported: None,
+            timer: None,
+            last_report: None,
+            forward: None,
+            forwarded: f64::INFINITY,
+            fresh: 0,
+            epoch: now,
+        }
+    }
+
+    /// A better estimate of the round trip before one is measured.
+    pub(crate) fn set_rtt_hint(&mut self, rtt: Duration) {
+        self.rtt_hint = rtt;
+    }
+
+    /// The round trip in use.
+    pub(crate) fn rtt(&self) -> Duration {
+        self.rtt.unwrap_or(match self.sender {
+            Some(s) => self.rtt_hint.max(Duration::from_micros(u64::from(s.max_rtt_us))),
+            None => self.rtt_hint,
+        })
+    }
+
+    /// Data arrived: `first` when it is a first transmission (DATA), whose
+    /// PSN shows losses.
+    pub(crate) fn on_data(&mut self, now: Instant, psn: Psn, len: usize, first: bool) {
+        let rtt = self.rtt();
+        self.fresh = self.fresh.saturating_add(1);
+        self.recv.on_bytes(now, len, rtt);
+        if first {
+            let (s, x_recv) = (self.s, self.recv.rate);
+            self.loss.on_packet(psn, now, rtt, || {
+                // The interval that gives the rate data came at (RFC 5348 §6.3.1).
+                if x_recv > 0.0 { 1.0 / p_for_rate(s, rtt, x_recv) } else { 100.0 }
+            });
+        }
+    }
+
+    /// The TCP-friendly rate now (infinite without loss).
+    pub(crate) fn calc_rate(&self) -> f64 {
+        tcp_rate(self.s, self.rtt(), self.loss.p())
+    }
+
+    /// The rate this receiver would report: its calculated rate once it saw
+    /// loss, its receive rate in the sender's slow start, else none.
+    fn my_rate(&self) -> Option<f64> {
+        if self.loss.has_loss() {
+            Some(self.calc_rate())
+        } else if self.sender.is_some_and(|s| s.slow_start) {
+            Some(self.recv.rate.max(1.0))
+        } else {
+            None
+        }
+    }
+
+    /// The sender's Rate element, from member `me`: an echo of our report
+    /// measures the round trip; a new round may start our feedback timer
+    /// (`coin` is a uniform draw in (0, 1]).
+    pub(crate) fn on_rate(&mut self, now: Instant, info: RateInfo, me: u32, coin: f64) {
+        if let Some(e) = info.echo.filter(|e| e.member == me) {
+            let sample = micros(self.epoch, now).wrapping_sub(e.timestamp).wrapping_sub(e.delay);
+            // A wrapped or absurd sample (more than a minute) is ignored.
+            if sample < 60_000_000 {
+                let sample = Duration::from_micros(u64::from(sample.max(1)));
+                self.rtt = Some(match self.rtt {
+                    Some(r) => (r * 7 + sample) / 8,
+                    None => sample,
+                });
+            }
+        }
+        let new_round = self.sender.is_none_or(|s| s.round != info.round);
+        self.sender = Some(info);
+        if new_round {
+            self.forwarded = f64::INFINITY;
+            self.timer = None;
+            if info.clr != me
+                && self.reported != Some(info.round)
+                && let Some(x) = self.my_rate().filter(|&x| x < info.rate as f64 || info.slow_start)
+            {
+                // Biased exponential timers (RFC 4654 §4.4): lower rates report earlier.
+                let t = feedback_window(Duration::from_micros(u64::from(info.max_rtt_us)));
+                let bias = (x / (info.rate as f64).max(1.0)).clamp(0.0, 1.0);
+                let spread = (1.0 + coin.clamp(1e-12, 1.0).ln() / FEEDBACK_N.ln()).max(0.0);
+                self.timer = Some(now + t.mul_f64(0.25 * bias + 0.75 * spread));
+            }
+        }
+    }
+
+    /// A child's report (repair agents): passed up at once if it is the
+    /// CLR's, or clearly the lowest this agent heard in the round.
+    pub(crate) fn on_child_report(&mut self, now: Instant, r: RateReport) {
+        let Some(info) = self.sender else { return };
+        let x = if r.loss { r.calc } else { r.recv } as f64;
+        let bar = if info.suppress > 0 { info.suppress as f64 * SUPPRESS_SHARE } else { info.rate as f64 };
+        if r.member == info.clr || (x < bar.min(self.forwarded) && (x < info.rate as f64 || info.slow_start)) {
+            self.forwarded = self.forwarded.min(x);
+            self.forward = Some((r, now));
+        }
+    }
+
+    /// When a report may be due (the feedback timer, the CLR's period).
+    pub(crate) fn deadline(&self, me: u32) -> Option<Instant> {
+        let clr =
+            (self.is_clr(me) && self.fresh > 0).then(|| self.last_report.map_or(self.epoch, |t| t + self.clr_period()));
+        match (self.timer, clr) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn is_clr(&self, me: u32) -> bool {
+        self.sender.is_some_and(|s| s.clr == me)
+    }
+
+    /// The CLR reports once per round trip (at least 2 ms apart).
+    fn clr_period(&self) -> Duration {
+        self.rtt().max(Duration::from_millis(2))
+    }
+
+    /// The report to send now, if one is due: a child's to pass up, the
+    /// CLR's periodic one, or ours when our timer ran out and nobody
+    /// reported a clearly lower rate meanwhile.
+    pub(crate) fn poll_report(&mut self, now: Instant, me: u32) -> Option<RateReport> {
+        if let Some((mut r, at)) = self.forward.take() {
+            r.delay = r.delay.saturating_add(micros(at, now));
+            return Some(r);
+        }
+        let info = self.sender?;
+        let due_clr =
+            self.is_clr(me) && self.fresh > 0 && self.last_report.is_none_or(|t| now >= t + self.clr_period());
+        let due_timer = self.timer.is_some_and(|t| now >= t);
+        if !(due_clr || due_timer) {
+            return None;
+        }
+        self.timer = None;
+        let x = self.my_rate();
+        if !due_clr {
+            let bar = if info.suppress > 0 { info.suppress as f64 * SUPPRESS_SHARE } else { f64::INFINITY };
+            if x.is_none_or(|x| x >= bar || x >= self.forwarded) {
+                return None;
+            }
+        }
+        self.reported = Some(info.round);
+        self.last_report = Some(now);
+        self.fresh = 0;
+        Some(self.report(now, me))
+    }
+
+    /// This receiver's report, as of now.
+    pub(crate) fn report(&self, now: Instant, me: u32) -> RateReport {
+        let calc = self.calc_rate();
+        RateReport {
+            loss: self.loss.has_loss(),
+            measured: self.rtt.is_some(),
+            round: self.sender.map_or(0, |s| s.round),
+            member: me,
+            calc: if calc.is_finite() { calc as u64 } else { u64::MAX },
+            recv: self.recv.rate as u64,
+            p: (self.loss.p() * 4_294_967_296.0).min(u32::MAX as f64) as u32,
+            rtt_us: self.rtt().as_micros().min(u128::from(u32::MAX)) as u32,
+            timestamp: micros(self.epoch, now),
+            delay: 0,
+        }
+    }
+}
+
+/// A token bucket: bytes may leave at `rate`, in bursts of about a
+/// millisecond's worth.
+#[derive(Debug)]
+struct Pacer {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Pacer {
+    fn burst(rate: f64, s: f64) -> f64 {
+        (rate / 1000.0).max(4.0 * s)
+    }
+
+    fn refill(&mut self, now: Instant, rate: f64, s: f64) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + rate * dt).min(Self::burst(rate, s));
+    }
+}
+
+/// The sender's side: the rate, the CLR, the rounds, and the pacer.
+#[derive(Debug)]
+pub(crate) struct RateControl {
+    mode: CcMode,
+    /// ECTP_MAX_RATE, bytes per second (0: none).
+    max_rate: u64,
+    rate: f64,
+    slow_start: bool,
+    s: f64,
+    /// The CLR, the rate it asks, and when it last reported.
+    clr: Option<(u32, Instant)>,
+    round: u8,
+    round_start: Instant,
+    /// Lowest rates reported in the current round: any, and receive rates (slow start).
+    round_low: f64,
+    round_low_recv: f64,
+    /// Reports taken in the current round and in all.
+    round_reports: u32,
+    /// The largest round trip known.
+    max_rtt: Duration,
+    /// The last report, to echo: member, timestamp, delay so far, arrival.
+    echo: Option<(u32, u32, u32, Instant)>,
+    /// When the Rate element was last sent, and whether an echo waits.
+    announced: Option<Instant>,
+    echo_waiting: bool,
+    /// Bytes sent in this round, and packets since the last announcement:
+    /// rounds and announcements follow the data, not the clock alone.
+    sent_in_round: u64,
+    sent_since_announce: u32,
+    pacer: Pacer,
+    /// Time of the last rate increase (bounds the increase per RTT).
+    last_increase: Instant,
+    pub(crate) reports: u64,
+    pub(crate) max_round_reports: u32,
+}
+
+impl RateControl {
+    /// A sender of `mss`-byte segments whose largest known round trip is
+    /// `rtt`, if any.
+    pub(crate) fn new(mode: CcMode, max_rate: u64, mss: u16, rtt: Option<Duration>, now: Instant) -> RateControl {
+        let s = f64::from(mss.max(1));
+        let max_rtt = rtt.unwrap_or(DEFAULT_RTT);
+        RateControl {
+            mode,
+            max_rate,
+            // RFC 5348 §4.2: four segments per round trip to start with.
+            rate: (4.0 * s / max_rtt.as_secs_f64().max(1e-6)).max(MIN_SEGMENTS_PER_S * s),
+            slow_start: true,
+            s,
+            clr: None,
+            round: 0,
+            round_start: now,
+            round_low: f64::INFINITY,
+            round_low_recv: f64::INFINITY,
+            round_reports: 0,
+            max_rtt,
+            echo: None,
+            announced: None,
+            echo_waiting: false,
+            sent_in_round: 0,
+            sent_since_announce: 0,
+            pacer: Pacer { tokens: 4.0 * s, last: now },
+            last_increase: now,
+            reports: 0,
+            max_round_reports: 0,
+        }
+    }
+
+    pub(crate) fn mode(&self) -> CcMode {
+        self.mode
+    }
+
+    pub(crate) fn set_max_rate(&mut self, max_rate: u64) {
+        self.max_rate = max_rate;
+    }
+
+    /// The rate packets leave at, bytes per second (infinite: no limit).
+    pub(crate) fn rate(&self) -> f64 {
+        let cap = if self.max_rate > 0 { self.max_rate as f64 } else { f64::INFINITY };
+        match self.mode {
+            CcMode::None => cap,
+            CcMode::Tfmcc => self.rate.min(cap),
+        }
+    }
+
+    /// The largest round trip known: reports and the parent role's probes
+    /// raise it; it decays slowly toward what is measured now.
+    pub(crate) fn note_rtt(&mut self, rtt: Duration) {
+        if self.max_rtt == DEFAULT_RTT && self.reports == 0 {
+            self.max_rtt = rtt;
+            self.rate = self.rate.max(4.0 * self.s / rtt.as_secs_f64().max(1e-6));
+        } else {
+            self.max_rtt = self.max_rtt.max(rtt);
+        }
+    }
+
+    /// A receiver's report (the CLR's, or one lower than the CLR's).
+    pub(crate) fn on_report(&mut self, now: Instant, r: RateReport) {
+        self.reports += 1;
+        self.round_reports += 1;
+        self.max_round_reports = self.max_round_reports.max(self.round_reports);
+        self.echo = Some((r.member, r.timestamp, r.delay, now));
+        self.echo_waiting = true;
+        let rtt = Duration::from_micros(u64::from(r.rtt_us.max(1)));
+        if r.measured {
+            self.max_rtt = self.max_rtt.max(rtt);
+        }
+        let recv = r.recv as f64;
+        let x = if r.loss { r.calc as f64 } else { recv };
+        self.round_low = self.round_low.min(x);
+        if !r.loss {
+            self.round_low_recv = self.round_low_recv.min(recv);
+        }
+        if self.slow_start {
+            if r.loss {
+                // The first loss ends slow start: the reporter's rate rules.
+                self.slow_start = false;
+                self.rate = self.rate.min(x).max(self.floor());
+                self.clr = Some((r.member, now));
+                self.last_increase = now;
+            }
+            return;
+        }
+        if !r.loss {
+            return;
+        }
+        let is_clr = self.clr.is_some_and(|(id, _)| id == r.member);
+        if is_clr || self.clr.is_none() || x < self.rate {
+            self.clr = Some((r.member, now));
+            // The CLR's rate rules (RFC 4654 §3.6; unlike TFRC, not bounded by
+            // its receive rate, so that a sender that pauses keeps its rate).
+            let target = x;
+            if target < self.rate {
+                self.rate = target;
+            } else {
+                // At most one segment per RTT, per RTT (RFC 4654 §3.6).
+                let dt = now.saturating_duration_since(self.last_increase).as_secs_f64();
+                let r = rtt.as_secs_f64().max(1e-6);
+                self.rate = target.min(self.rate + self.s * dt / (r * r));
+            }
+            self.last_increase = now;
+        }
+        self.rate = self.rate.max(self.floor());
+    }
+
+    /// The slowest the sender goes: one segment per largest round trip, as
+    /// TCP's window of one segment (at least one per second).
+    fn floor(&self) -> f64 {
+        (self.s / self.max_rtt.as_secs_f64().max(1e-6)).max(MIN_SEGMENTS_PER_S * self.s)
+    }
+
+    /// Start a new round when this one is over: slow start doubles (at most
+    /// twice the lowest receive rate reported); a silent CLR is dropped.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        let len = round_length(self.max_rtt);
+        if now < self.round_start + len || self.sent_in_round == 0 {
+            return;
+        }
+        if self.slow_start && self.round_low_recv.is_finite() {
+            self.rate = (2.0 * self.rate).min(2.0 * self.round_low_recv).max(self.rate);
+        }
+        if let Some((_, at)) = self.clr
+            && now.saturating_duration_since(at) > len * CLR_ROUNDS
+        {
+            self.clr = None;
+        }
+        self.round = self.round.wrapping_add(1);
+        self.round_start = now;
+        self.round_low = f64::INFINITY;
+        self.round_low_recv = f64::INFINITY;
+        self.round_reports = 0;
+        self.sent_in_round = 0;
+        // A new round is announced at once.
+        self.announced = None;
+    }
+
+    /// Whether the Rate element should go out now (a dedicated HB): at the
+    /// start of every round, after a report (its echo), and every quarter
+    /// round while data flows.
+    pub(crate) fn announce_due(&self, now: Instant) -> bool {
+        self.mode == CcMode::Tfmcc
+            && self.announced.is_none_or(|t| {
+                let since = now.saturating_duration_since(t);
+                (self.sent_since_announce > 0 && since >= round_length(self.max_rtt) / 4)
+                    || (self.echo_waiting && since >= Duration::from_micros(200))
+            })
+    }
+
+    /// When [`RateControl::announce_due`] next turns true.
+    pub(crate) fn announce_at(&self) -> Option<Instant> {
+        if self.mode != CcMode::Tfmcc {
+            return None;
+        }
+        let next_round = (self.sent_in_round > 0).then(|| self.round_start + round_length(self.max_rtt));
+        let quarter = self.announced.filter(|_| self.sent_since_announce > 0).map(|t| {
+            let gap = if self.echo_waiting { Duration::from_micros(200) } else { round_length(self.max_rtt) / 4 };
+            t + gap
+        });
+        match (quarter, next_round) {
+            (Some(q), Some(r)) => Some(q.min(r)),
+            (q, r) => q.or(r),
+        }
+    }
+
+    /// The Rate element as of now; marks it announced.
+    pub(crate) fn info(&mut self, now: Instant) -> RateInfo {
+        self.announced = Some(now);
+        self.echo_waiting = false;
+        self.sent_since_announce = 0;
+        RateInfo {
+            slow_start: self.slow_start,
+            round: self.round,
+            max_rtt_us: self.max_rtt.as_micros().min(u128::from(u32::MAX)) as u32,
+            rate: if self.rate().is_finite() { self.rate() as u64 } else { u64::MAX },
+            suppress: if self.round_low.is_finite() { self.round_low as u64 } else { 0 },
+            clr: self.clr.map_or(u32::MAX, |(id, _)| id),
+            echo: self.echo.map(|(member, timestamp, delay, at)| Echo {
+                member,
+                timestamp,
+                delay: delay.saturating_add(micros(at, now)),
+            }),
+        }
+    }
+
+    /// Whether a packet may leave now (the bucket is not in debt).
+    pub(crate) fn ready(&mut self, now: Instant) -> bool {
+        let rate = self.rate();
+        if !rate.is_finite() {
+            return true;
+        }
+        self.pacer.refill(now, rate, self.s);
+        self.pacer.tokens >= 0.0
+    }
+
+    /// `len` bytes left: a packet may overdraw the bucket, the debt is paid
+    /// before the next.
+    pub(crate) fn spend(&mut self, len: usize) {
+        self.sent_in_round += len as u64;
+        self.sent_since_announce = self.sent_since_announce.saturating_add(1);
+        if self.rate().is_finite() {
+            self.pacer.tokens -= len as f64;
+        }
+    }
+
+    /// [`RateControl::ready`], and if so [`RateControl::spend`].
+    #[cfg(test)]
+    fn try_send(&mut self, now: Instant, len: usize) -> bool {
+        let ok = self.ready(now);
+        if ok {
+            self.spend(len);
+        }
+        ok
+    }
+
+    /// When the next packet may leave, if the pacer holds it back now.
+    pub(crate) fn next_send(&self, now: Instant) -> Option<Instant> {
+        let rate = self.rate();
+        if !rate.is_finite() || self.pacer.tokens >= 0.0 {
+            return None;
+        }
+        let wait = Duration::from_secs_f64((-self.pacer.tokens / rate).min(10.0));
+        Some(self.pacer.last.max(now) + wait.max(Duration::from_micros(50)))
+    }
+
+    pub(crate) fn is_slow_start(&self) -> bool {
+        self.slow_start
+    }
+
+    pub(crate) fn clr(&self) -> Option<u32> {
+        self.clr.map(|(id, _)| id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equation_matches_rfc_5348() {
+        // s = 1460, R = 100 ms, p = 1%: 1460 / (0.1 sqrt(0.02 / 3) + 0.4 (3 sqrt(0.03 / 8)) 0.01 (1 + 0.0032)).
+        let x = tcp_rate(1460.0, Duration::from_millis(100), 0.01);
+        assert!((163_900.0..164_100.0).contains(&x), "{x}");
+        assert!(tcp_rate(1460.0, Duration::from_millis(100), 0.0).is_infinite());
+        // Halving the RTT doubles the rate; more loss, less rate.
+        let half = tcp_rate(1460.0, Duration::from_millis(50), 0.01);
+        assert!((half / x - 2.0).abs() < 1e-9);
+        assert!(tcp_rate(1460.0, Duration::from_millis(100), 0.05) < x / 2.0);
+        let p = p_for_rate(1460.0, Duration::from_millis(100), x);
+        assert!((p - 0.01).abs() < 1e-4, "{p}");
+    }
+
+    #[test]
+    fn losses_within_one_rtt_are_one_event() {
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(10);
+        let mut h = LossHistory::default();
+        let mut psn = Psn(1);
+        // 100 packets, then 3 lost in a row and 2 more lost within the RTT: one event.
+        for _ in 0..100 {
+            assert!(!h.on_packet(psn, t0, rtt, || 50.0));
+            psn = psn.next();
+        }
+        assert!(h.on_packet(psn.add(3), t0, rtt, || 50.0));
+        assert!(!h.on_packet(psn.add(6), t0 + Duration::from_millis(5), rtt, || 50.0));
+        assert_eq!(h.intervals.len(), 1);
+        assert_eq!(h.intervals[0], 50.0, "the first interval comes from the receive rate");
+        // Then a loss every 100 packets, each more than an RTT later: p tends to 1%.
+        let mut t = t0;
+        let mut psn = psn.add(6);
+        for _ in 0..20 {
+            t += Duration::from_millis(20);
+            psn = psn.add(100);
+            h.on_packet(psn, t, rtt, || 0.0);
+        }
+        assert!((h.p() - 0.01).abs() < 0.0005, "{}", h.p());
+        // A late packet (reordered) changes nothing.
+        assert!(!h.on_packet(Psn(5), t, rtt, || 0.0));
+    }
+
+    fn report(member: u32, calc: u64, recv: u64, loss: bool) -> RateReport {
+        RateReport { loss, measured: true, round: 0, member, calc, recv, p: 0, rtt_us: 1000, timestamp: 0, delay: 0 }
+    }
+
+    #[test]
+    fn slow_start_doubles_up_to_twice_the_receive_rate_then_follows_the_clr() {
+        let t0 = Instant::now();
+        let mut rc = RateControl::new(CcMode::Tfmcc, 0, 1000, Some(Duration::from_millis(1)), t0);
+        assert_eq!(rc.rate(), 4_000_000.0, "4 segments per RTT");
+        let round = round_length(Duration::from_millis(1));
+        rc.on_report(t0, report(7, u64::MAX, 3_000_000, false));
+        rc.spend(1000);
+        rc.tick(t0 + round);
+        assert_eq!(rc.rate(), 6_000_000.0, "twice the lowest receive rate");
+        rc.on_report(t0 + round, report(8, u64::MAX, 100_000_000, false));
+        rc.spend(1000);
+        rc.tick(t0 + round * 2);
+        assert_eq!(rc.rate(), 12_000_000.0, "doubling");
+        assert!(rc.is_slow_start());
+        // A loss ends slow start; the reporter becomes the CLR.
+        rc.on_report(t0 + round * 2, report(9, 5_000_000, 10_000_000, true));
+        assert!(!rc.is_slow_start());
+        assert_eq!((rc.rate(), rc.clr()), (5_000_000.0, Some(9)));
+        // A higher rate from somebody else changes nothing; a lower one takes over.
+        rc.on_report(t0 + round * 2, report(10, 8_000_000, 10_000_000, true));
+        assert_eq!((rc.rate(), rc.clr()), (5_000_000.0, Some(9)));
+        rc.on_report(t0 + round * 2, report(11, 2_000_000, 10_000_000, true));
+        assert_eq!((rc.rate(), rc.clr()), (2_000_000.0, Some(11)));
+        // The CLR asking more: at most one segment per RTT per RTT (1000 B per ms per ms).
+        rc.on_report(t0 + round * 2 + Duration::from_millis(1), report(11, 9_000_000, 10_000_000, true));
+        assert_eq!(rc.rate(), 3_000_000.0);
+        // ECTP_MAX_RATE caps it.
+        rc.set_max_rate(1_000_000);
+        assert_eq!(rc.rate(), 1_000_000.0);
+    }
+
+    #[test]
+    fn pacer_spreads_packets_at_the_rate() {
+        let t0 = Instant::now();
+        let mut rc = RateControl::new(CcMode::None, 1_000_000, 1000, None, t0);
+        // 1 MB/s: the burst is 4 segments, then one packet per millisecond.
+        let mut sent = 0;
+        let mut t = t0;
+        while t < t0 + Duration::from_millis(100) {
+            if rc.try_send(t, 1000) {
+                sent += 1;
+            } else {
+                let next = rc.next_send(t).unwrap();
+                assert!(next > t);
+            }
+            t += Duration::from_micros(100);
+        }
+        assert!((100..=106).contains(&sent), "{sent}");
+        let mut free = RateControl::new(CcMode::None, 0, 1000, None, t0);
+        assert!((0..10_000).all(|_| free.try_send(t0, 1000)), "no cap: never held");
+    }
+
+    #[test]
+    fn receivers_report_by_rate_and_keep_quiet_above_the_lowest() {
+        let t0 = Instant::now();
+        let mut slow = CcReceiver::new(1000, Some(Duration::from_millis(1)), t0);
+        let mut fast = CcReceiver::new(1000, Some(Duration::from_millis(1)), t0);
+        // The slow one loses one packet in 20, the fast one in 1000.
+        let mut t = t0;
+        for i in 1..=20_000u32 {
+            t += Duration::from_micros(100);
+            if i % 20 != 0 {
+                slow.on_data(t, Psn(i), 1000, true);
+            }
+            if i % 1000 != 0 {
+                fast.on_data(t, Psn(i), 1000, true);
+            }
+        }
+        assert!(slow.calc_rate() < fast.calc_rate() / 4.0);
+        let info = RateInfo {
+            slow_start: false,
+            round: 1,
+            max_rtt_us: 1000,
+            rate: 100_000_000,
+            suppress: 0,
+            clr: u32::MAX,
+            echo: None,
+        };
+        slow.on_rate(t, info, 1, 0.5);
+        fast.on_rate(t, info, 2, 0.5);
+        let (ts, tf) = (slow.deadline(1).unwrap(), fast.deadline(2).unwrap());
+        assert!(ts < tf, "the lower rate reports first");
+        let r = slow.poll_report(ts, 1).expect("slow reports");
+        assert!(r.loss && r.member == 1 && (r.calc as f64 - slow.calc_rate()).abs() < 16.0);
+        // The sender echoes the slow rate as the round's lowest: the fast one keeps quiet.
+        fast.on_rate(ts, RateInfo { suppress: r.calc, ..info }, 2, 0.5);
+        assert_eq!(fast.poll_report(tf, 2), None);
+        // The echo measures the slow receiver's round trip.
+        let echo = Echo { member: 1, timestamp: r.timestamp, delay: 300 };
+        slow.on_rate(ts + Duration::from_micros(800), RateInfo { echo: Some(echo), ..info }, 1, 0.5);
+        assert_eq!(slow.rtt(), Duration::from_micros(500));
+    }
+}
