@@ -162,6 +162,34 @@
 #define ECTP_GROUP_KEY 25
 
 /**
+ * TO, before mcreate: congestion control (int), ECTP_CC_TFMCC (default) or
+ * ECTP_CC_NONE; TUs follow the connection's choice.
+ */
+#define ECTP_CC 26
+
+/**
+ * TO or TU, at any time: the most bytes per second this endpoint sends its
+ * data at (int64; TO: forward, TU: backward as an SU); 0 = no cap (default).
+ */
+#define ECTP_MAX_RATE 27
+
+/**
+ * Read only, once created or joined: the current sending rate in bytes per
+ * second (int64; TO: forward, TU: backward); 0 when nothing limits it.
+ */
+#define ECTP_RATE 28
+
+/**
+ * ECTP_CC: as fast as the window allows, capped by ECTP_MAX_RATE.
+ */
+#define ECTP_CC_NONE 0
+
+/**
+ * ECTP_CC: TCP-friendly multicast congestion control (RFC 4654).
+ */
+#define ECTP_CC_TFMCC 1
+
+/**
  * ectp_leave_callback reason: the TU left (mleave).
  */
 #define ECTP_LEAVE_LEFT 1

@@ -461,6 +461,31 @@ impl Endpoint {
         Ok((u.member_id(), u.token_id()))
     }
 
+    /// ECTP_MAX_RATE, at any time: before `mcreate`/`mjoin` it is kept for
+    /// the node; after, the TO's forward rate or a TU's backward rate is
+    /// capped from its next packet on.
+    pub fn set_max_rate(&self, max_rate: u64) {
+        let mut st = self.state.lock();
+        st.cfg.max_rate = max_rate;
+        match st.node.as_mut() {
+            Some(Node::Owner(o)) => o.set_max_rate(max_rate),
+            Some(Node::User(u)) => u.set_max_rate(max_rate),
+            None => {}
+        }
+        self.wake_driver(&mut st);
+    }
+
+    /// ECTP_RATE: the current sending rate (TO: forward; TU: backward),
+    /// bytes per second; `u64::MAX` when nothing limits it.
+    pub fn rate(&self) -> Result<u64, Error> {
+        let st = self.state.lock();
+        match st.node.as_ref() {
+            Some(Node::Owner(o)) => Ok(o.rate()),
+            Some(Node::User(u)) => Ok(u.rate()),
+            None => Err(Error::NotConnected),
+        }
+    }
+
     /// What the core counted.
     pub fn stats(&self) -> Stats {
         let st = self.state.lock();

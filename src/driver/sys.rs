@@ -53,13 +53,16 @@ pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>, ready: &mut [bool
         p.fd = fd;
         p.events = libc::POLLIN;
     }
-    let ms = match timeout {
-        None => -1,
-        // Round up, so that a deadline is never missed by a sub-millisecond.
-        Some(d) => i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX),
-    };
-    // SAFETY: pfds is a live array of at least n pollfd structs.
-    let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, ms) };
+    // ppoll, not poll: microsecond deadlines, which the pacer needs (a
+    // packet every few microseconds at full rate).
+    let ts = timeout.map(|d| {
+        let d = d.min(Duration::from_secs(86_400));
+        libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: libc::c_long::from(d.subsec_nanos() as i32) }
+    });
+    let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: pfds is a live array of at least n pollfd structs; tsp is NULL
+    // or points at a live timespec; no signal mask is passed.
+    let r = unsafe { libc::ppoll(pfds.as_mut_ptr(), n as libc::nfds_t, tsp, std::ptr::null()) };
     if r < 0 {
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {

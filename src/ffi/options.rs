@@ -10,7 +10,7 @@ use super::error::{EFAULT, EINVAL, Errno};
 use super::table::Handle;
 use super::types::*;
 use crate::driver::Error;
-use crate::proto::{DEFAULT_RA_CHILDREN, DEFAULT_TO_CHILDREN, MAX_CHILDREN, MSS_RANGE, Security};
+use crate::proto::{CcMode, DEFAULT_RA_CHILDREN, DEFAULT_TO_CHILDREN, MAX_CHILDREN, MSS_RANGE, Security};
 use crate::wire::{Ro, Tco};
 
 const ENOPROTOOPT: Errno = Errno(libc::ENOPROTOOPT);
@@ -24,6 +24,17 @@ fn read_int(optval: *const c_void, optlen: socklen_t) -> Result<c_int, Errno> {
     }
     // SAFETY: optval is non-NULL and the caller says it holds an int.
     Ok(unsafe { optval.cast::<c_int>().read_unaligned() })
+}
+
+fn read_i64(optval: *const c_void, optlen: socklen_t) -> Result<i64, Errno> {
+    if optval.is_null() {
+        return Err(EFAULT);
+    }
+    if optlen as usize != size_of::<i64>() {
+        return Err(EINVAL);
+    }
+    // SAFETY: optval is non-NULL and the caller says it holds an int64.
+    Ok(unsafe { optval.cast::<i64>().read_unaligned() })
 }
 
 fn in_range(v: c_int, lo: c_int, hi: c_int) -> Result<c_int, Errno> {
@@ -79,6 +90,22 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
         let v = f64::from(in_range(read_int(optval, optlen)?, 0, 100)?) / 100.0;
         let (rx, tx) = if optname == ECTP_RX_LOSS { (Some(v), None) } else { (None, Some(v)) };
         h.ep.set_loss(rx, tx);
+        return Ok(());
+    }
+    if optname == ECTP_MAX_RATE {
+        let v = read_i64(optval, optlen)?;
+        h.ep.set_max_rate(u64::try_from(v).map_err(|_| EINVAL)?);
+        return Ok(());
+    }
+    if optname == ECTP_RATE {
+        return Err(ENOPROTOOPT); // read only
+    }
+    if optname == ECTP_CC {
+        let v = in_range(read_int(optval, optlen)?, ECTP_CC_NONE, ECTP_CC_TFMCC)?;
+        h.ep.configure(|c| {
+            c.cc = if v == ECTP_CC_TFMCC { CcMode::Tfmcc } else { CcMode::None };
+            Ok(())
+        })?;
         return Ok(());
     }
     if optname == ECTP_TX_CORRUPT {
@@ -154,6 +181,20 @@ pub fn get(h: &Handle, optname: c_int, optval: *mut c_void, optlen: *mut socklen
         }
         return Ok(());
     }
+    if matches!(optname, ECTP_MAX_RATE | ECTP_RATE) {
+        if room < size_of::<i64>() {
+            return Err(EINVAL);
+        }
+        let v = if optname == ECTP_MAX_RATE { h.ep.config().max_rate } else { h.ep.rate()? };
+        // No limit (u64::MAX) reads as 0, as ECTP_MAX_RATE's "no cap".
+        let v = if v == u64::MAX { 0 } else { i64::try_from(v).unwrap_or(i64::MAX) };
+        // SAFETY: optval has room for an int64 (checked above); optlen is valid.
+        unsafe {
+            optval.cast::<i64>().write_unaligned(v);
+            optlen.write_unaligned(size_of::<i64>() as socklen_t);
+        }
+        return Ok(());
+    }
     if room < size_of::<c_int>() {
         return Err(EINVAL);
     }
@@ -186,6 +227,7 @@ pub fn get(h: &Handle, optname: c_int, optval: *mut c_void, optlen: *mut socklen
         // The member id is a uint32: the same four bytes as an int.
         ECTP_PARENT => h.ep.tree_info()?.0 as c_int,
         ECTP_TREE_LEVEL => c_int::from(h.ep.tree_info()?.1),
+        ECTP_CC => c.cc as c_int,
         _ => return Err(ENOPROTOOPT),
     };
     // SAFETY: optval has room for an int (checked above); optlen is valid.

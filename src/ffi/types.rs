@@ -75,6 +75,20 @@ pub const ECTP_LEAVE_CALLBACK: c_int = 24;
 /// dropped_replay). A TU without the key, or with another one, cannot join
 /// (ETIMEDOUT). Reading it gives ENOPROTOOPT.
 pub const ECTP_GROUP_KEY: c_int = 25;
+/// TO, before mcreate: congestion control (int), ECTP_CC_TFMCC (default) or
+/// ECTP_CC_NONE; TUs follow the connection's choice.
+pub const ECTP_CC: c_int = 26;
+/// TO or TU, at any time: the most bytes per second this endpoint sends its
+/// data at (int64; TO: forward, TU: backward as an SU); 0 = no cap (default).
+pub const ECTP_MAX_RATE: c_int = 27;
+/// Read only, once created or joined: the current sending rate in bytes per
+/// second (int64; TO: forward, TU: backward); 0 when nothing limits it.
+pub const ECTP_RATE: c_int = 28;
+
+/// ECTP_CC: as fast as the window allows, capped by ECTP_MAX_RATE.
+pub const ECTP_CC_NONE: c_int = 0;
+/// ECTP_CC: TCP-friendly multicast congestion control (RFC 4654).
+pub const ECTP_CC_TFMCC: c_int = 1;
 
 /// ectp_leave_callback reason: the TU left (mleave).
 pub const ECTP_LEAVE_LEFT: c_int = 1;

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::ack::RepairLimiter;
+use super::cc::{CcMode, RateControl};
 use super::child::Me;
 use super::retry::Key;
 use super::sender::{QueueError, Sender};
@@ -55,6 +56,8 @@ pub(crate) struct Su {
     /// echoes them in its HBACK, which measures the round trip.
     epoch: Option<Instant>,
     rtt: Option<Duration>,
+    /// ECTP_MAX_RATE on the backward channel: its pacer.
+    pacer: Option<RateControl>,
 }
 
 impl Su {
@@ -69,6 +72,7 @@ impl Su {
             result: None,
             epoch: None,
             rtt: None,
+            pacer: None,
         }
     }
 
@@ -282,16 +286,32 @@ impl Su {
         let conn_id = me.conn_id?;
         let c = self.channel.as_mut()?;
         let token_id = c.sender.token_id();
+        if cfg.max_rate > 0 && (!self.rdata.is_empty() || c.sender.has_unsent()) {
+            let pacer =
+                self.pacer.get_or_insert_with(|| RateControl::new(CcMode::None, cfg.max_rate, cfg.mss, None, now));
+            pacer.set_max_rate(cfg.max_rate);
+            if !pacer.ready(now) {
+                io.timers.set_opt(Timer::Pace, pacer.next_send(now));
+                return None;
+            }
+        }
         let dest = Dest::Unicast(me.owner);
         while let Some(psn) = self.rdata.pop_front() {
             if let Some(s) = c.store.get(psn) {
                 io.stats.rdata_sent += 1;
-                return io.send(s.packet(PacketType::Rdata, conn_id, token_id), dest, buf);
+                let t = io.send(s.packet(PacketType::Rdata, conn_id, token_id), dest, buf);
+                if let Some(p) = self.pacer.as_mut() {
+                    p.spend(t.map_or(0, |t| t.len));
+                }
+                return t;
             }
         }
         let seg = c.sender.next_unsent()?;
         io.stats.data_sent += 1;
         let t = io.send(seg.packet(PacketType::Data, conn_id, token_id), dest, buf);
+        if let Some(p) = self.pacer.as_mut().filter(|_| cfg.max_rate > 0) {
+            p.spend(t.map_or(0, |t| t.len));
+        }
         if c.keep_sent {
             c.store.insert(seg);
         }

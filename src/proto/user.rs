@@ -228,6 +228,17 @@ impl User {
         &self.io.stats
     }
 
+    /// ECTP_MAX_RATE: cap the backward data (0: no cap).
+    pub fn set_max_rate(&mut self, max_rate: u64) {
+        self.cfg.max_rate = max_rate;
+    }
+
+    /// The backward sending rate in force, bytes per second (`u64::MAX`:
+    /// no limit).
+    pub fn rate(&self) -> u64 {
+        if self.cfg.max_rate > 0 { self.cfg.max_rate } else { u64::MAX }
+    }
+
     /// Where the token stands.
     pub fn token(&self) -> TokenStatus {
         self.su.status()
