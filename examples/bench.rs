@@ -62,12 +62,12 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 const USAGE: &str = "\
 usage: bench send --local IP --group IP:PORT --bytes N --size S --tus K [--tco flat|tree] [--fanout F]
-                 [--rxt MS] [--hgt MS] [--window PACKETS] [--key]
+                 [--rxt MS] [--hgt MS] [--window PACKETS] [--cc 0|1] [--key]
        bench recv --owner IP --group IP:PORT [--ra] [--fanout F] [--rx-loss PCT] [--bytes N] [--size S] [--key]
        bench udp-send --local IP --group IP:PORT --bytes N --size S
        bench udp-recv --group IP:PORT --local IP [--bytes N] [--size S]
        bench matrix [--net lo|ns] [--tus 1,4,16,32] [--tco flat,tree] [--loss 0] [--bytes 64M] [--size 1400]
-                    [--runs 1] [--fanout 8] [--timeout 120] [--rxt MS] [--hgt MS] [--window PACKETS]
+                    [--runs 1] [--fanout 8] [--timeout 120] [--rxt MS] [--hgt MS] [--window PACKETS] [--cc 0|1]
                     [--key off|on|both]
 sizes take a K, M or G suffix (powers of 1024); --key: a group key (ECTP_GROUP_KEY) on every node";
 
@@ -80,13 +80,13 @@ const BENCH_KEY: &[u8; 32] = b"libectp benchmark group key, 32B";
 type Mode = (&'static str, &'static str, &'static str, fn(&Args) -> Result<bool, String>);
 
 const MODES: &[Mode] = &[
-    ("send", "--local --group --bytes --size --tus --tco --fanout --rxt --hgt --window", "--key", role_send),
+    ("send", "--local --group --bytes --size --tus --tco --fanout --rxt --hgt --window --cc", "--key", role_send),
     ("recv", "--owner --group --fanout --rx-loss --bytes --size", "--ra --key", role_recv),
     ("udp-send", "--local --group --bytes --size", "", role_udp_send),
     ("udp-recv", "--group --local --bytes --size", "", role_udp_recv),
     (
         "matrix",
-        "--net --tus --tco --loss --bytes --size --runs --fanout --timeout --rxt --hgt --window --key",
+        "--net --tus --tco --loss --bytes --size --runs --fanout --timeout --rxt --hgt --window --cc --key",
         "",
         matrix,
     ),
@@ -432,6 +432,9 @@ fn send_stream(sd: c_int, a: &Args, local: IpAddr) -> Result<bool, String> {
     }
     if let Some(packets) = a.opt("--window")? {
         set_int(sd, ECTP_WINDOW, packets)?;
+    }
+    if let Some(cc) = a.opt("--cc")? {
+        set_int(sd, ECTP_CC, cc)?;
     }
     set_key(sd, a)?;
     let (l, ll) = c_addr(SocketAddr::new(local, 0));
@@ -1285,7 +1288,7 @@ fn show(x: f64, decimals: usize) -> String {
 
 fn plan(a: &Args) -> Result<Plan, String> {
     let mut to_extra = vec![];
-    for flag in ["--rxt", "--hgt", "--window"] {
+    for flag in ["--rxt", "--hgt", "--window", "--cc"] {
         if let Some(v) = a.opt::<u32>(flag)? {
             to_extra.extend([flag.to_string(), v.to_string()]);
         }

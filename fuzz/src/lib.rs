@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use ectp::proto::{Config, MAX_DATAGRAM, Node, Owner, Rng, Security, User};
 use ectp::wire::{
-    AckInfo, Auth, ConnectionParams, Elements, Header, KeyKind, KeyShare, Membership, Packet, PacketType, Psn, Ro,
-    Tco, sealed_parts,
+    AckInfo, Auth, ConnectionParams, Echo, Elements, Header, KeyKind, KeyShare, Membership, Packet, PacketType, Psn,
+    RateInfo, RateReport, Ro, Tco, sealed_parts,
 };
 
 /// Most datagrams a node may emit after one input step: far more than any
@@ -182,6 +182,7 @@ fn packet(inp: &mut Input<'_>, seen: &Seen) -> Vec<u8> {
             mss: inp.u16(),
             hgt_ms: u32::from(inp.u16()),
             window: u32::from(inp.u16()) + 1,
+            cc: b & 8 != 0,
         });
     }
     if bits & 2 != 0 {
@@ -195,8 +196,12 @@ fn packet(inp: &mut Input<'_>, seen: &Seen) -> Vec<u8> {
         e.ack = Some(a);
     }
     if bits & 4 != 0 {
-        e.membership =
-            Some(Membership { tree_level: inp.byte(), child_id: inp.u16(), member_id: seen.id(inp), parent_id: seen.id(inp) });
+        e.membership = Some(Membership {
+            tree_level: inp.byte(),
+            child_id: inp.u16(),
+            member_id: seen.id(inp),
+            parent_id: seen.id(inp),
+        });
     }
     if bits & 8 != 0 {
         e.timestamp = Some(u64::from(inp.u32()));
@@ -212,6 +217,36 @@ fn packet(inp: &mut Input<'_>, seen: &Seen) -> Vec<u8> {
     if bits & 64 != 0 {
         let kind = KeyKind::from_u8(inp.byte() % 4 + 1).unwrap_or(KeyKind::Group);
         e.auth = Some(Auth { kind, sender: seen.id(inp), counter: u64::from(inp.u32()), tag: [inp.byte(); 16] });
+    }
+    if bits & 128 != 0 {
+        // TFMCC: the TO's Rate element, a receiver's report, or both.
+        let which = inp.byte();
+        if which & 1 != 0 {
+            let echo = (which & 4 != 0).then(|| Echo { member: seen.id(inp), timestamp: inp.u32(), delay: inp.u32() });
+            e.rate = Some(RateInfo {
+                slow_start: which & 8 != 0,
+                round: inp.byte(),
+                max_rtt_us: u32::from(inp.u16()) * 100,
+                rate: u64::from(inp.u32()) * 16,
+                suppress: u64::from(inp.u32()) * 16,
+                clr: seen.id(inp),
+                echo,
+            });
+        }
+        if which & 2 != 0 {
+            e.report = Some(RateReport {
+                loss: which & 16 != 0,
+                measured: which & 32 != 0,
+                round: inp.byte(),
+                member: seen.id(inp),
+                calc: u64::from(inp.u32()) * 16,
+                recv: u64::from(inp.u32()) * 16,
+                p: inp.u32(),
+                rtt_us: inp.u32(),
+                timestamp: inp.u32(),
+                delay: inp.u32(),
+            });
+        }
     }
     let len = match inp.byte() % 4 {
         0 => 0,
