@@ -1,6 +1,9 @@
 //! Congestion control on a real bottleneck: a TO and a TU in two network
-//! namespaces on a bridge, the TO's link limited by a token bucket (`tc qdisc
-//! ... tbf rate 80mbit`, 10 MB/s, a 50 ms queue). The TO streams 16 MB, once
+//! namespaces on a bridge, the bridge's port towards the TU limited by a
+//! token bucket (`tc qdisc ... tbf rate 80mbit`, 10 MB/s, a 50 ms queue): a
+//! bottleneck in the network, which the TO's socket does not feel (a bucket
+//! on the TO's own link backs up into its socket, and the driver then waits
+//! for POLLOUT, congestion control or not). The TO streams 16 MB, once
 //! with TFMCC (the default) and once with ECTP_CC_NONE. With TFMCC the TU's
 //! goodput must reach 80% of the bottleneck while the bucket drops at most 5%
 //! of what the TO sent; without it the bucket drops far more. Every byte is
@@ -70,9 +73,9 @@ fn role_cc_tu() {
     tell(&format!("goodput {:.0}", (COUNT * MSG) as f64 / secs));
 }
 
-/// Packets the TO's bucket dropped so far.
-fn tbf_drops(ns: &str) -> u64 {
-    let out = run(&["ip", "netns", "exec", ns, "tc", "-s", "qdisc", "show", "dev", "eth0"]).unwrap();
+/// Packets the bottleneck's bucket dropped so far.
+fn tbf_drops(net: &Net) -> u64 {
+    let out = run(&["ip", "netns", "exec", net.switch(), "tc", "-s", "qdisc", "show", "dev", "p1"]).unwrap();
     out.split("dropped ")
         .nth(1)
         .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
@@ -83,7 +86,7 @@ fn tbf_drops(ns: &str) -> u64 {
 /// One run: (goodput at the TU, packets dropped by the bucket, DATA and
 /// RDATA the TO sent).
 fn one_run(net: &Net, cc: i32, port: u16) -> (f64, u64, u64, u64) {
-    let drops_before = tbf_drops(&net.hosts[0]);
+    let drops_before = tbf_drops(net);
     let env = [("ECTP_PORT", port.to_string()), ("ECTP_CC_MODE", cc.to_string())];
     let mut to = ChildRole::spawn(Some(&net.hosts[0]), "cc_to", &env);
     to.expect_line("ready", 20);
@@ -94,7 +97,7 @@ fn one_run(net: &Net, cc: i32, port: u16) -> (f64, u64, u64, u64) {
     let sent: Vec<u64> = sent.split_whitespace().skip(1).filter_map(|v| v.parse::<u64>().ok()).collect();
     assert!(to.wait(30).is_some_and(|s| s.success()), "the TO role failed");
     assert!(tu.wait(30).is_some_and(|s| s.success()), "the TU role failed");
-    (goodput, tbf_drops(&net.hosts[0]) - drops_before, sent[0], sent[1])
+    (goodput, tbf_drops(net) - drops_before, sent[0], sent[1])
 }
 
 #[test]
@@ -111,35 +114,49 @@ fn netns_tfmcc_fills_a_bottleneck_without_flooding_it() {
         }
     };
     let tbf = ["tbf", "rate", "80mbit", "burst", "32kb", "latency", "50ms"];
-    let mut cmd = vec!["ip", "netns", "exec", &net.hosts[0], "tc", "qdisc", "add", "dev", "eth0", "root"];
+    let mut cmd = vec!["ip", "netns", "exec", net.switch(), "tc", "qdisc", "add", "dev", "p1", "root"];
     cmd.extend_from_slice(&tbf);
     run(&cmd).expect("tc tbf");
     let port = 7900 + (std::process::id() % 100) as u16;
     let t0 = Instant::now();
-    let (good_cc, drops_cc, data_cc, rdata_cc) = one_run(&net, ECTP_CC_TFMCC, port);
-    let (good_none, drops_none, data_none, rdata_none) = one_run(&net, ECTP_CC_NONE, port + 1);
-    // What the path lost: dropped by the bucket, or refused by the TO's own
-    // full socket queue (which the bucket backs up into); each was repaired.
+    // Three TFMCC runs (this 2-core machine is shared: a run may lose CPU,
+    // never gain bandwidth), then one without congestion control.
+    let cc: Vec<(f64, u64, u64, u64)> = (0..3).map(|k| one_run(&net, ECTP_CC_TFMCC, port + k)).collect();
+    let (good_none, drops_none, data_none, rdata_none) = one_run(&net, ECTP_CC_NONE, port + 3);
+    // What the path lost was repaired: RDATA per DATA.
     let share = |r: u64, d: u64| r as f64 / d.max(1) as f64;
+    for (k, &(good, drops, data, rdata)) in cc.iter().enumerate() {
+        eprintln!(
+            "bottleneck {:.1} MB/s: TFMCC run {k}: goodput {:.2} MB/s ({:.0}%), {rdata} repairs for {data} DATA \
+             ({:.1}%), bucket drops {drops} ({:.1}% of all sent)",
+            BOTTLENECK / 1e6,
+            good / 1e6,
+            100.0 * good / BOTTLENECK,
+            100.0 * share(rdata, data),
+            100.0 * drops as f64 / (data + rdata).max(1) as f64,
+        );
+    }
     eprintln!(
-        "bottleneck {:.1} MB/s: TFMCC goodput {:.2} MB/s ({:.0}%), {rdata_cc} repairs for {data_cc} DATA ({:.1}%), \
-         bucket drops {drops_cc}; CC_NONE goodput {:.2} MB/s ({:.0}%), {rdata_none} repairs for {data_none} DATA \
-         ({:.1}%), bucket drops {drops_none}; {:?} in all",
+        "bottleneck {:.1} MB/s: CC_NONE goodput {:.2} MB/s ({:.0}%), {rdata_none} repairs for {data_none} DATA \
+         ({:.1}%), bucket drops {drops_none} ({:.1}% of all sent); {:?} in all",
         BOTTLENECK / 1e6,
-        good_cc / 1e6,
-        100.0 * good_cc / BOTTLENECK,
-        100.0 * share(rdata_cc, data_cc),
         good_none / 1e6,
         100.0 * good_none / BOTTLENECK,
         100.0 * share(rdata_none, data_none),
+        100.0 * drops_none as f64 / (data_none + rdata_none).max(1) as f64,
         t0.elapsed()
     );
-    // Measured here: TFMCC 72% of the bottleneck with 11% repairs; without it
-    // 77% with 600% (issue 8's targets, 80% and 5%, are not reached yet: see
-    // docs/congestion.md).
-    assert!(good_cc >= 0.6 * BOTTLENECK, "TFMCC goodput {good_cc:.0} B/s, below 60% of the bottleneck");
+    // The path's loss: what the bucket dropped, of all the TO sent.
+    let loss = |c: &(f64, u64, u64, u64)| c.1 as f64 / (c.2 + c.3).max(1) as f64;
+    let mut goodputs: Vec<f64> = cc.iter().map(|c| c.0).collect();
+    goodputs.sort_by(f64::total_cmp);
+    let median = goodputs[1];
+    assert!(median >= 0.8 * BOTTLENECK, "TFMCC goodput (median of 3) {median:.0} B/s, below 80% of the bottleneck");
+    let worst = cc.iter().map(loss).fold(0.0, f64::max);
+    assert!(worst <= 0.05, "TFMCC lost more than 5% at the bottleneck: {cc:?}");
+    let none = (good_none, drops_none, data_none, rdata_none);
     assert!(
-        share(rdata_none, data_none) > 3.0 * share(rdata_cc, data_cc),
-        "without congestion control the path should lose far more: {rdata_none}/{data_none} vs {rdata_cc}/{data_cc}"
+        loss(&none) > (3.0 * worst).max(0.2),
+        "without congestion control the bottleneck should drop far more: {none:?} vs {cc:?}"
     );
 }

@@ -1,6 +1,7 @@
 //! One ECTP endpoint: its sockets, its protocol core behind a lock, and the
 //! driver thread that runs the core.
 
+use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -621,9 +622,15 @@ impl Endpoint {
     /// the core; send what it returns; call the event handler. Returns false
     /// once the endpoint shuts down.
     fn round(&self, d: &mut Rounds<'_>, handler: &mut Option<EventHandler>) -> bool {
-        if let Err(e) = sys::poll_readable(&d.fds, d.timeout, &mut d.readable) {
-            log::error!("poll: {e}");
-            std::thread::sleep(Duration::from_millis(10));
+        // Datagrams the kernel could not take last round: wait until it can.
+        let write = (!d.pending.is_empty()).then_some(1);
+        match sys::poll_readable(&d.fds, d.timeout, &mut d.readable, write) {
+            Ok(true) => self.flush_pending(d),
+            Ok(false) => {}
+            Err(e) => {
+                log::error!("poll: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         let now = Instant::now();
         let mut st = self.state.lock();
@@ -678,7 +685,11 @@ impl Endpoint {
         let group = st.group;
         if let Some(node) = st.node.as_mut() {
             node.handle_timeout(now);
-            while let Some(t) = tx.slot().and_then(|b| node.poll_transmit(now, b)) {
+            // Backpressure: while the socket's queue is full, the core keeps
+            // its packets (and its pacer, its window, what waits).
+            while d.pending.is_empty()
+                && let Some(t) = tx.slot().and_then(|b| node.poll_transmit(now, b))
+            {
                 tx.commit(t);
             }
             d.events.extend(std::iter::from_fn(|| node.poll_event()));
@@ -708,16 +719,28 @@ impl Endpoint {
                 to.map(|to| (to, bytes))
             })
             .collect();
-        sys::send_batch(self.primary.as_raw_fd(), &batch);
+        let sent = sys::send_batch(self.primary.as_raw_fd(), &batch);
+        // What the kernel could not take now waits for POLLOUT, in order.
+        d.pending.extend(batch[sent..].iter().map(|&(to, bytes)| (to, bytes.to_vec())));
         if let Some(h) = handler.as_mut() {
             for e in d.events.drain(..) {
                 h(e);
             }
         }
         d.events.clear();
-        d.timeout =
-            if busy { Some(Duration::ZERO) } else { deadline.map(|t| t.saturating_duration_since(Instant::now())) };
+        d.timeout = if busy && d.pending.is_empty() {
+            Some(Duration::ZERO)
+        } else {
+            deadline.map(|t| t.saturating_duration_since(Instant::now()))
+        };
         true
+    }
+
+    /// Send what waited for the socket's queue, as far as it takes it now.
+    fn flush_pending(&self, d: &mut Rounds<'_>) {
+        let batch: Vec<(SocketAddr, &[u8])> = d.pending.iter().map(|(to, b)| (*to, &b[..])).collect();
+        let sent = sys::send_batch(self.primary.as_raw_fd(), &batch);
+        d.pending.drain(..sent);
     }
 
     /// Testing aid: make the driver thread panic in its next round, to check
@@ -748,6 +771,8 @@ struct Rounds<'a> {
     socks: Vec<&'a UdpSocket>,
     readable: [bool; 4],
     timeout: Option<Duration>,
+    /// Datagrams the socket could not take (EAGAIN), sent first when it can.
+    pending: VecDeque<(SocketAddr, Vec<u8>)>,
 }
 
 impl<'a> Rounds<'a> {
@@ -767,6 +792,7 @@ impl<'a> Rounds<'a> {
             socks,
             readable: [false; 4],
             timeout: Some(Duration::ZERO),
+            pending: VecDeque::new(),
         }
     }
 }

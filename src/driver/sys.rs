@@ -46,12 +46,19 @@ impl EventFd {
 
 /// Wait until one of `fds` is readable or `timeout` passes (None: forever).
 /// Returns, for each descriptor, whether it is readable.
-pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>, ready: &mut [bool]) -> io::Result<()> {
+/// With `write` = Some(i), also until `fds[i]` is writable, which the
+/// returned flag tells.
+pub fn poll_readable(
+    fds: &[RawFd],
+    timeout: Option<Duration>,
+    ready: &mut [bool],
+    write: Option<usize>,
+) -> io::Result<bool> {
     let mut pfds: [libc::pollfd; 4] = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 4];
     let n = fds.len().min(pfds.len());
-    for (p, &fd) in pfds.iter_mut().zip(fds) {
+    for (i, (p, &fd)) in pfds.iter_mut().zip(fds).enumerate() {
         p.fd = fd;
-        p.events = libc::POLLIN;
+        p.events = if write == Some(i) { libc::POLLIN | libc::POLLOUT } else { libc::POLLIN };
     }
     // ppoll, not poll: microsecond deadlines, which the pacer needs (a
     // packet every few microseconds at full rate).
@@ -72,7 +79,7 @@ pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>, ready: &mut [bool
     for (r, p) in ready.iter_mut().zip(&pfds[..n]) {
         *r = r_ok(p.revents);
     }
-    Ok(())
+    Ok(write.and_then(|i| pfds.get(i)).is_some_and(|p| p.revents & (libc::POLLOUT | libc::POLLERR) != 0))
 }
 
 fn r_ok(revents: libc::c_short) -> bool {
@@ -218,11 +225,15 @@ pub fn getsockopt(s: &impl AsRawFd, level: i32, name: i32, out: &mut [u8]) -> io
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(len as usize) }
 }
 
-/// Send every datagram of `batch` (destination, bytes) on `fd` with as few
-/// `sendmmsg` calls as the kernel allows. A datagram the kernel refuses is
-/// skipped (logged), as a single `send_to` would have failed it.
-pub fn send_batch(fd: RawFd, batch: &[(std::net::SocketAddr, &[u8])]) {
+/// Send the datagrams of `batch` (destination, bytes) on `fd` with as few
+/// `sendmmsg` calls as the kernel allows, in order; returns how many left.
+/// It stops at the first the kernel cannot take now (EAGAIN: the socket's
+/// queue is full, e.g. behind a slow qdisc): the caller keeps the rest and
+/// waits for POLLOUT. A datagram refused for another reason is skipped
+/// (logged), as a single `send_to` would have failed it.
+pub fn send_batch(fd: RawFd, batch: &[(std::net::SocketAddr, &[u8])]) -> usize {
     const MAX: usize = 64;
+    let mut sent = 0;
     for chunk in batch.chunks(MAX) {
         let addrs: Vec<socket2::SockAddr> = chunk.iter().map(|(a, _)| socket2::SockAddr::from(*a)).collect();
         let mut iov: Vec<libc::iovec> = chunk
@@ -247,13 +258,19 @@ pub fn send_batch(fd: RawFd, batch: &[(std::net::SocketAddr, &[u8])]) {
                 done += n as usize;
             } else {
                 let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    log::debug!("send to {}: {e}", chunk[done].0);
-                    done += 1;
+                match e.kind() {
+                    io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::WouldBlock => return sent + done,
+                    _ => {
+                        log::debug!("send to {}: {e}", chunk[done].0);
+                        done += 1;
+                    }
                 }
             }
         }
+        sent += done;
     }
+    sent
 }
 
 /// Up to `bufs.len()` datagrams at once from `fd` (non-blocking), with
@@ -321,14 +338,14 @@ mod tests {
     fn eventfd_is_a_level_flag() {
         let e = EventFd::new().unwrap();
         let mut r = [false];
-        poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r).unwrap();
+        poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r, None).unwrap();
         assert!(!r[0]);
         e.set();
         e.set();
-        poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r).unwrap();
+        poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r, None).unwrap();
         assert!(r[0]);
         e.clear();
-        poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r).unwrap();
+        poll_readable(&[e.raw()], Some(Duration::ZERO), &mut r, None).unwrap();
         assert!(!r[0]);
     }
 

@@ -40,10 +40,26 @@ const SUPPRESS_SHARE: f64 = 0.9;
 const MIN_SEGMENTS_PER_S: f64 = 1.0;
 /// A CLR silent for this many rounds is dropped.
 const CLR_ROUNDS: u32 = 6;
+/// The shortest span a receive rate is measured over.
+const RECV_SPAN: Duration = Duration::from_millis(10);
+/// Weights of a new RTT sample in the smoothed RTT, above and below it.
+const RTT_WEIGHT_UP: f64 = 0.1;
+const RTT_WEIGHT_DOWN: f64 = 0.5;
 /// Bytes of the Rate element.
 pub(crate) const RATE_LEN: usize = 28;
 /// Round trip assumed before anything is measured.
 pub(crate) const DEFAULT_RTT: Duration = Duration::from_millis(100);
+
+/// Slow start ends when the round trip grows by this much (and doubles).
+const SLOW_START_QUEUE: Duration = Duration::from_millis(4);
+/// Slow start begins at most this fast, however short the round trip.
+const MAX_INITIAL_RATE: f64 = 1_000_000.0;
+
+/// The first rate: four segments per round trip (RFC 5348 §4.2), at most
+/// [`MAX_INITIAL_RATE`], at least one segment per second.
+fn initial_rate(s: f64, rtt: Duration) -> f64 {
+    (4.0 * s / rtt.as_secs_f64().max(1e-6)).min(MAX_INITIAL_RATE).max(MIN_SEGMENTS_PER_S * s)
+}
 
 /// How long one feedback round lasts for a largest RTT `max_rtt`: receivers
 /// spread their reports over its first two thirds ([`feedback_window`]), so
@@ -175,7 +191,7 @@ impl RecvRate {
     fn on_bytes(&mut self, now: Instant, len: usize, rtt: Duration) {
         self.bytes += len as f64;
         let span = now.saturating_duration_since(self.since);
-        if span >= rtt.max(Duration::from_millis(2)) {
+        if span >= rtt.max(RECV_SPAN) {
             self.rate = self.bytes / span.as_secs_f64();
             self.since = now;
             self.bytes = 0.0;
@@ -192,6 +208,7 @@ pub(crate) struct CcReceiver {
     s: f64,
     /// The round trip to the sender, once an echo measured it.
     rtt: Option<Duration>,
+
     /// The estimate used before: a round trip to the parent, or the
     /// sender's largest.
     rtt_hint: Duration,
@@ -284,8 +301,14 @@ impl CcReceiver {
             // A wrapped or absurd sample (more than a minute) is ignored.
             if sample < 60_000_000 {
                 let sample = Duration::from_micros(u64::from(sample.max(1)));
+                // Smoothed: slowly up (a queue building), fast down (a queue
+                // drained: the rate may rise again at once).
                 self.rtt = Some(match self.rtt {
-                    Some(r) => (r * 7 + sample) / 8,
+                    Some(r) => {
+                        // In slow start a queue must show within a sample or two.
+                        let w = if sample < r || info.slow_start { RTT_WEIGHT_DOWN } else { RTT_WEIGHT_UP };
+                        r.mul_f64(1.0 - w) + sample.mul_f64(w)
+                    }
                     None => sample,
                 });
             }
@@ -438,6 +461,13 @@ pub(crate) struct RateControl {
     pacer: Pacer,
     /// Time of the last rate increase (bounds the increase per RTT).
     last_increase: Instant,
+    /// The least round trip reported in slow start.
+    min_rtt: Duration,
+    /// The CLR's last three receive rates.
+    clr_recv: [f64; 3],
+    /// Slow start: the best receive rate reported, and reports since it grew.
+    ss_best_recv: f64,
+    ss_flat: u32,
     pub(crate) reports: u64,
     pub(crate) max_round_reports: u32,
 }
@@ -451,8 +481,7 @@ impl RateControl {
         RateControl {
             mode,
             max_rate,
-            // RFC 5348 §4.2: four segments per round trip to start with.
-            rate: (4.0 * s / max_rtt.as_secs_f64().max(1e-6)).max(MIN_SEGMENTS_PER_S * s),
+            rate: initial_rate(s, max_rtt),
             slow_start: true,
             s,
             clr: None,
@@ -469,6 +498,10 @@ impl RateControl {
             sent_since_announce: 0,
             pacer: Pacer { tokens: 4.0 * s, last: now },
             last_increase: now,
+            min_rtt: Duration::MAX,
+            clr_recv: [0.0; 3],
+            ss_best_recv: 0.0,
+            ss_flat: 0,
             reports: 0,
             max_round_reports: 0,
         }
@@ -496,7 +529,7 @@ impl RateControl {
     pub(crate) fn note_rtt(&mut self, rtt: Duration) {
         if self.max_rtt == DEFAULT_RTT && self.reports == 0 {
             self.max_rtt = rtt;
-            self.rate = self.rate.max(4.0 * self.s / rtt.as_secs_f64().max(1e-6));
+            self.rate = self.rate.max(initial_rate(self.s, rtt));
         } else {
             self.max_rtt = self.max_rtt.max(rtt);
         }
@@ -520,24 +553,48 @@ impl RateControl {
             self.round_low_recv = self.round_low_recv.min(recv);
         }
         if self.slow_start {
-            if r.loss {
-                // The first loss ends slow start: the reporter's rate rules.
+            if r.measured {
+                self.min_rtt = self.min_rtt.min(rtt);
+            }
+            // A queue building up ends slow start as a loss does (as TCP's
+            // HyStart): the round trip well above the least seen.
+            let queue = r.measured && rtt > (self.min_rtt * 2).max(self.min_rtt + SLOW_START_QUEUE);
+            // Or the receive rate stopped growing while the rate doubled (a
+            // bottleneck without loss yet): three reports without 25% more.
+            if !r.loss && recv > 1.25 * self.ss_best_recv {
+                self.ss_best_recv = recv;
+                self.ss_flat = 0;
+            } else if !r.loss {
+                self.ss_flat += 1;
+            }
+            let plateau = self.ss_flat >= 3 && self.rate > 1.5 * self.ss_best_recv;
+            if r.loss || queue || plateau {
+                // The reporter's rate rules (its receive rate, for a queue).
                 self.slow_start = false;
+                let x = if r.loss { x } else { recv.max(self.ss_best_recv) };
                 self.rate = self.rate.min(x).max(self.floor());
                 self.clr = Some((r.member, now));
                 self.last_increase = now;
             }
             return;
         }
-        if !r.loss {
-            return;
-        }
+        // A receiver that saw no loss (slow start ended by a queue) asks for
+        // nothing but what its receive rate allows: only the CLR's counts.
+        let x = if r.loss { x } else { f64::INFINITY };
         let is_clr = self.clr.is_some_and(|(id, _)| id == r.member);
         if is_clr || self.clr.is_none() || x < self.rate {
+            if !is_clr {
+                self.clr_recv = [0.0; 3];
+            }
             self.clr = Some((r.member, now));
-            // The CLR's rate rules (RFC 4654 §3.6; unlike TFRC, not bounded by
-            // its receive rate, so that a sender that pauses keeps its rate).
-            let target = x;
+            // The CLR's rate rules (RFC 4654 §3.6), never above twice what it
+            // received lately (RFC 5348 §4.3: the largest of its last three
+            // receive rates, so that a sender that paused is not held back).
+            self.clr_recv.rotate_right(1);
+            self.clr_recv[0] = recv;
+            let lately = self.clr_recv.iter().copied().fold(0.0, f64::max);
+            let cap = (2.0 * lately).max(initial_rate(self.s, rtt));
+            let target = x.min(cap);
             if target < self.rate {
                 self.rate = target;
             } else {
@@ -732,33 +789,68 @@ mod tests {
     #[test]
     fn slow_start_doubles_up_to_twice_the_receive_rate_then_follows_the_clr() {
         let t0 = Instant::now();
-        let mut rc = RateControl::new(CcMode::Tfmcc, 0, 1000, Some(Duration::from_millis(1)), t0);
-        assert_eq!(rc.rate(), 4_000_000.0, "4 segments per RTT");
-        let round = round_length(Duration::from_millis(1));
-        rc.on_report(t0, report(7, u64::MAX, 3_000_000, false));
+        let rtt = Duration::from_millis(10);
+        let mut rc = RateControl::new(CcMode::Tfmcc, 0, 1000, Some(rtt), t0);
+        assert_eq!(rc.rate(), 400_000.0, "4 segments per RTT");
+        assert_eq!(RateControl::new(CcMode::Tfmcc, 0, 1000, Some(rtt / 100), t0).rate(), 1_000_000.0, "at most 1 MB/s");
+        let round = round_length(rtt);
+        rc.on_report(t0, report(7, u64::MAX, 300_000, false));
         rc.spend(1000);
         rc.tick(t0 + round);
-        assert_eq!(rc.rate(), 6_000_000.0, "twice the lowest receive rate");
+        assert_eq!(rc.rate(), 600_000.0, "twice the lowest receive rate");
         rc.on_report(t0 + round, report(8, u64::MAX, 100_000_000, false));
         rc.spend(1000);
         rc.tick(t0 + round * 2);
-        assert_eq!(rc.rate(), 12_000_000.0, "doubling");
+        assert_eq!(rc.rate(), 1_200_000.0, "doubling");
         assert!(rc.is_slow_start());
         // A loss ends slow start; the reporter becomes the CLR.
-        rc.on_report(t0 + round * 2, report(9, 5_000_000, 10_000_000, true));
+        let t = t0 + round * 2;
+        rc.on_report(t, report(9, 500_000, 10_000_000, true));
         assert!(!rc.is_slow_start());
-        assert_eq!((rc.rate(), rc.clr()), (5_000_000.0, Some(9)));
+        assert_eq!((rc.rate(), rc.clr()), (500_000.0, Some(9)));
         // A higher rate from somebody else changes nothing; a lower one takes over.
-        rc.on_report(t0 + round * 2, report(10, 8_000_000, 10_000_000, true));
-        assert_eq!((rc.rate(), rc.clr()), (5_000_000.0, Some(9)));
-        rc.on_report(t0 + round * 2, report(11, 2_000_000, 10_000_000, true));
-        assert_eq!((rc.rate(), rc.clr()), (2_000_000.0, Some(11)));
-        // The CLR asking more: at most one segment per RTT per RTT (1000 B per ms per ms).
-        rc.on_report(t0 + round * 2 + Duration::from_millis(1), report(11, 9_000_000, 10_000_000, true));
-        assert_eq!(rc.rate(), 3_000_000.0);
+        rc.on_report(t, report(10, 800_000, 10_000_000, true));
+        assert_eq!((rc.rate(), rc.clr()), (500_000.0, Some(9)));
+        rc.on_report(t, report(11, 200_000, 10_000_000, true));
+        assert_eq!((rc.rate(), rc.clr()), (200_000.0, Some(11)));
+        // The CLR asking more: at most one segment per RTT per RTT (its RTT 1 ms: 1000 B per ms per ms).
+        rc.on_report(t + Duration::from_millis(1), report(11, 9_000_000, 10_000_000, true));
+        assert_eq!(rc.rate(), 1_200_000.0);
+        // Never more than twice what the CLR received lately.
+        rc.on_report(t + Duration::from_secs(1), report(11, 90_000_000, 1_000_000, true));
+        assert_eq!(rc.rate(), 20_000_000.0, "twice the best of its last three receive rates");
+        for k in 2..4 {
+            rc.on_report(t + Duration::from_secs(k), report(11, 90_000_000, 1_000_000, true));
+        }
+        assert_eq!(rc.rate(), 2_000_000.0);
         // ECTP_MAX_RATE caps it.
         rc.set_max_rate(1_000_000);
         assert_eq!(rc.rate(), 1_000_000.0);
+    }
+
+    #[test]
+    fn slow_start_ends_when_the_receive_rate_stops_growing_or_a_queue_builds() {
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(10);
+        let round = round_length(rtt);
+        let mut rc = RateControl::new(CcMode::Tfmcc, 0, 1000, Some(rtt), t0);
+        rc.on_report(t0, report(7, u64::MAX, 300_000, false));
+        rc.spend(1000);
+        rc.tick(t0 + round);
+        assert_eq!(rc.rate(), 600_000.0);
+        for _ in 0..3 {
+            assert!(rc.is_slow_start());
+            rc.on_report(t0 + round, report(7, u64::MAX, 300_000, false));
+        }
+        assert!(!rc.is_slow_start(), "three reports without growth");
+        assert_eq!((rc.rate(), rc.clr()), (300_000.0, Some(7)));
+        // A round trip doubled (and 4 ms more) ends it too.
+        let mut rc = RateControl::new(CcMode::Tfmcc, 0, 1000, Some(rtt), t0);
+        rc.on_report(t0, report(7, u64::MAX, 300_000, false));
+        let queued = RateReport { rtt_us: 6000, ..report(7, u64::MAX, 350_000, false) };
+        rc.on_report(t0, queued);
+        assert!(!rc.is_slow_start());
+        assert_eq!(rc.rate(), 350_000.0);
     }
 
     #[test]

@@ -1121,6 +1121,9 @@ impl Owner {
         }
         if let Some(r) = packet.elements.report.filter(|_| self.cc.mode() == CcMode::Tfmcc) {
             self.cc.on_report(now, r);
+            if r.measured && r.member == user_id {
+                self.parent.note_rtt(user_id, Duration::from_micros(u64::from(r.rtt_us)));
+            }
         }
         self.update_stable();
         Outcome::Taken

@@ -268,6 +268,15 @@ impl Parent {
         c.rtt
     }
 
+    /// A round trip to child `id` measured by other means (its TFMCC
+    /// reports): repairs are then backed off by the path as it is now, a
+    /// queue included.
+    pub(crate) fn note_rtt(&mut self, id: u32, rtt: Duration) {
+        if let Some(c) = self.children.get_mut(&id) {
+            c.rtt = Some(rtt);
+        }
+    }
+
     /// Keep everything from `psn` on for member `key` until `until` (or
     /// [`Parent::unpin`]).
     pub(crate) fn pin(&mut self, key: u32, psn: Psn, until: Instant) {

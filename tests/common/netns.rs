@@ -95,6 +95,13 @@ impl Net {
         Ok(net)
     }
 
+    /// The namespace of the bridge; host k's link is its port `p<k>` there,
+    /// whose egress is the traffic towards host k.
+    #[allow(dead_code)]
+    pub fn switch(&self) -> &str {
+        self.all.last().map_or("", |s| s.as_str())
+    }
+
     /// Host `k`'s address.
     pub fn addr(&self, k: usize) -> IpAddr {
         if self.v6 {
