@@ -40,6 +40,16 @@ const SUPPRESS_SHARE: f64 = 0.9;
 const MIN_SEGMENTS_PER_S: f64 = 1.0;
 /// A CLR silent for this many rounds is dropped.
 const CLR_ROUNDS: u32 = 6;
+/// With a standing queue, the rate is at most this many times the CLR's
+/// receive rate (else twice it).
+const QUEUE_CAP: f64 = 1.25;
+/// Segments the pacer lets go together once it held packets back.
+const PACE_BATCH: f64 = 16.0;
+/// How far back the CLR's best receive rate counts for the cap (at least
+/// its last three reports).
+const RECV_HORIZON: Duration = Duration::from_millis(100);
+/// The shortest span a receive rate is measured over in slow start.
+const RECV_SPAN_SLOW_START: Duration = Duration::from_millis(2);
 /// The shortest span a receive rate is measured over.
 const RECV_SPAN: Duration = Duration::from_millis(10);
 /// Weights of a new RTT sample in the smoothed RTT, above and below it.
@@ -50,10 +60,12 @@ pub(crate) const RATE_LEN: usize = 28;
 /// Round trip assumed before anything is measured.
 pub(crate) const DEFAULT_RTT: Duration = Duration::from_millis(100);
 
+/// The shortest feedback round: slow start doubles at most this often.
+const MIN_ROUND: Duration = Duration::from_millis(3);
 /// Slow start ends when the round trip grows by this much (and doubles).
-const SLOW_START_QUEUE: Duration = Duration::from_millis(4);
+const SLOW_START_QUEUE: Duration = Duration::from_millis(2);
 /// Slow start begins at most this fast, however short the round trip.
-const MAX_INITIAL_RATE: f64 = 1_000_000.0;
+const MAX_INITIAL_RATE: f64 = 4_000_000.0;
 
 /// The first rate: four segments per round trip (RFC 5348 §4.2), at most
 /// [`MAX_INITIAL_RATE`], at least one segment per second.
@@ -65,7 +77,7 @@ fn initial_rate(s: f64, rtt: Duration) -> f64 {
 /// spread their reports over its first two thirds ([`feedback_window`]), so
 /// that the lowest report is echoed to all before most timers run out.
 pub(crate) fn round_length(max_rtt: Duration) -> Duration {
-    (max_rtt * 6).clamp(Duration::from_millis(6), Duration::from_secs(6))
+    (max_rtt * 6).clamp(MIN_ROUND, Duration::from_secs(6))
 }
 
 /// The span receivers' feedback timers are drawn in.
@@ -188,10 +200,11 @@ impl RecvRate {
         RecvRate { since: now, bytes: 0.0, rate: 0.0 }
     }
 
-    fn on_bytes(&mut self, now: Instant, len: usize, rtt: Duration) {
+    /// `span`: the shortest interval measured over.
+    fn on_bytes(&mut self, now: Instant, len: usize, rtt: Duration, span_min: Duration) {
         self.bytes += len as f64;
         let span = now.saturating_duration_since(self.since);
-        if span >= rtt.max(RECV_SPAN) {
+        if span >= rtt.max(span_min) {
             self.rate = self.bytes / span.as_secs_f64();
             self.since = now;
             self.bytes = 0.0;
@@ -265,7 +278,10 @@ impl CcReceiver {
     pub(crate) fn on_data(&mut self, now: Instant, psn: Psn, len: usize, first: bool) {
         let rtt = self.rtt();
         self.fresh = self.fresh.saturating_add(1);
-        self.recv.on_bytes(now, len, rtt);
+        // Short spans in slow start (the rate doubles every round), longer
+        // ones after (a steadier measure for the sender's cap).
+        let span = if self.sender.is_none_or(|s| s.slow_start) { RECV_SPAN_SLOW_START } else { RECV_SPAN };
+        self.recv.on_bytes(now, len, rtt, span);
         if first {
             let (s, x_recv) = (self.s, self.recv.rate);
             self.loss.on_packet(psn, now, rtt, || {
@@ -419,7 +435,7 @@ struct Pacer {
 
 impl Pacer {
     fn burst(rate: f64, s: f64) -> f64 {
-        (rate / 1000.0).max(4.0 * s)
+        (rate / 1000.0).max(PACE_BATCH * s)
     }
 
     fn refill(&mut self, now: Instant, rate: f64, s: f64) {
@@ -463,11 +479,12 @@ pub(crate) struct RateControl {
     last_increase: Instant,
     /// The least round trip reported in slow start.
     min_rtt: Duration,
-    /// The CLR's last three receive rates.
-    clr_recv: [f64; 3],
+    /// The CLR's receive rates lately, and when each came.
+    clr_recv: VecDeque<(f64, Instant)>,
     /// Slow start: the best receive rate reported, and reports since it grew.
     ss_best_recv: f64,
     ss_flat: u32,
+    ss_last_recv: f64,
     pub(crate) reports: u64,
     pub(crate) max_round_reports: u32,
 }
@@ -499,9 +516,10 @@ impl RateControl {
             pacer: Pacer { tokens: 4.0 * s, last: now },
             last_increase: now,
             min_rtt: Duration::MAX,
-            clr_recv: [0.0; 3],
+            clr_recv: VecDeque::new(),
             ss_best_recv: 0.0,
             ss_flat: 0,
+            ss_last_recv: -1.0,
             reports: 0,
             max_round_reports: 0,
         }
@@ -561,12 +579,14 @@ impl RateControl {
             let queue = r.measured && rtt > (self.min_rtt * 2).max(self.min_rtt + SLOW_START_QUEUE);
             // Or the receive rate stopped growing while the rate doubled (a
             // bottleneck without loss yet): three reports without 25% more.
+            // (A report repeating the last measure counts for nothing.)
             if !r.loss && recv > 1.25 * self.ss_best_recv {
                 self.ss_best_recv = recv;
                 self.ss_flat = 0;
-            } else if !r.loss {
+            } else if !r.loss && recv != self.ss_last_recv {
                 self.ss_flat += 1;
             }
+            self.ss_last_recv = recv;
             let plateau = self.ss_flat >= 3 && self.rate > 1.5 * self.ss_best_recv;
             if r.loss || queue || plateau {
                 // The reporter's rate rules (its receive rate, for a queue).
@@ -584,16 +604,31 @@ impl RateControl {
         let is_clr = self.clr.is_some_and(|(id, _)| id == r.member);
         if is_clr || self.clr.is_none() || x < self.rate {
             if !is_clr {
-                self.clr_recv = [0.0; 3];
+                self.clr_recv.clear();
             }
             self.clr = Some((r.member, now));
             // The CLR's rate rules (RFC 4654 §3.6), never above twice what it
-            // received lately (RFC 5348 §4.3: the largest of its last three
-            // receive rates, so that a sender that paused is not held back).
-            self.clr_recv.rotate_right(1);
-            self.clr_recv[0] = recv;
-            let lately = self.clr_recv.iter().copied().fold(0.0, f64::max);
-            let cap = (2.0 * lately).max(initial_rate(self.s, rtt));
+            // received lately (RFC 5348 §4.3: the best of its receive rates
+            // of the last 100 ms or 8 RTTs, at least its last three, so that
+            // a sender that paused, or a dip in one measure, does not hold
+            // the rate back).
+            self.clr_recv.push_back((recv, now));
+            let horizon = (self.max_rtt * 8).max(RECV_HORIZON);
+            while self.clr_recv.len() > 3 && self.clr_recv.front().is_some_and(|&(_, t)| now - t > horizon) {
+                self.clr_recv.pop_front();
+            }
+            while self.clr_recv.len() > 64 {
+                self.clr_recv.pop_front();
+            }
+            let lately = self.clr_recv.iter().map(|&(r, _)| r).fold(0.0, f64::max);
+            // A standing queue (the round trip well above the least seen):
+            // little more than what arrives, so that it grows slowly, if at
+            // all, while the rate still probes upward.
+            if r.measured {
+                self.min_rtt = self.min_rtt.min(rtt);
+            }
+            let queue = r.measured && rtt > (self.min_rtt * 2).max(self.min_rtt + SLOW_START_QUEUE);
+            let cap = (if queue { QUEUE_CAP * lately } else { 2.0 * lately }).max(initial_rate(self.s, rtt));
             let target = x.min(cap);
             if target < self.rate {
                 self.rate = target;
@@ -723,7 +758,11 @@ impl RateControl {
         if !rate.is_finite() || self.pacer.tokens >= 0.0 {
             return None;
         }
-        let wait = Duration::from_secs_f64((-self.pacer.tokens / rate).min(10.0));
+        // Woken when a batch's worth is due (at most a millisecond's worth):
+        // the driver then sends it in one system call, and the receivers
+        // take it in one, instead of a packet per wake-up.
+        let batch = (PACE_BATCH * self.s).min(Pacer::burst(rate, self.s));
+        let wait = Duration::from_secs_f64(((batch - self.pacer.tokens) / rate).min(10.0));
         Some(self.pacer.last.max(now) + wait.max(Duration::from_micros(50)))
     }
 
@@ -792,7 +831,7 @@ mod tests {
         let rtt = Duration::from_millis(10);
         let mut rc = RateControl::new(CcMode::Tfmcc, 0, 1000, Some(rtt), t0);
         assert_eq!(rc.rate(), 400_000.0, "4 segments per RTT");
-        assert_eq!(RateControl::new(CcMode::Tfmcc, 0, 1000, Some(rtt / 100), t0).rate(), 1_000_000.0, "at most 1 MB/s");
+        assert_eq!(RateControl::new(CcMode::Tfmcc, 0, 1000, Some(rtt / 100), t0).rate(), 4_000_000.0, "at most 4 MB/s");
         let round = round_length(rtt);
         rc.on_report(t0, report(7, u64::MAX, 300_000, false));
         rc.spend(1000);
@@ -817,12 +856,16 @@ mod tests {
         rc.on_report(t + Duration::from_millis(1), report(11, 9_000_000, 10_000_000, true));
         assert_eq!(rc.rate(), 1_200_000.0);
         // Never more than twice what the CLR received lately.
-        rc.on_report(t + Duration::from_secs(1), report(11, 90_000_000, 1_000_000, true));
-        assert_eq!(rc.rate(), 20_000_000.0, "twice the best of its last three receive rates");
+        rc.on_report(t + Duration::from_secs(1), report(11, 90_000_000, 3_000_000, true));
+        assert_eq!(rc.rate(), 20_000_000.0, "twice the best receive rate of the last 100 ms (or last three)");
         for k in 2..4 {
-            rc.on_report(t + Duration::from_secs(k), report(11, 90_000_000, 1_000_000, true));
+            rc.on_report(t + Duration::from_secs(k), report(11, 90_000_000, 3_000_000, true));
         }
-        assert_eq!(rc.rate(), 2_000_000.0);
+        assert_eq!(rc.rate(), 6_000_000.0);
+        // A standing queue (RTT doubled and 2 ms more): 1.25 times what arrives.
+        let queued = RateReport { rtt_us: 4000, ..report(11, 90_000_000, 3_000_000, true) };
+        rc.on_report(t + Duration::from_secs(5), queued);
+        assert_eq!(rc.rate(), 3_750_000.0);
         // ECTP_MAX_RATE caps it.
         rc.set_max_rate(1_000_000);
         assert_eq!(rc.rate(), 1_000_000.0);
@@ -838,16 +881,16 @@ mod tests {
         rc.spend(1000);
         rc.tick(t0 + round);
         assert_eq!(rc.rate(), 600_000.0);
-        for _ in 0..3 {
-            assert!(rc.is_slow_start());
-            rc.on_report(t0 + round, report(7, u64::MAX, 300_000, false));
+        for recv in [310_000, 310_000, 305_000, 320_000] {
+            assert!(rc.is_slow_start(), "a repeated measure counts for nothing");
+            rc.on_report(t0 + round, report(7, u64::MAX, recv, false));
         }
-        assert!(!rc.is_slow_start(), "three reports without growth");
-        assert_eq!((rc.rate(), rc.clr()), (300_000.0, Some(7)));
-        // A round trip doubled (and 4 ms more) ends it too.
+        assert!(!rc.is_slow_start(), "three new measures without growth");
+        assert_eq!((rc.rate(), rc.clr()), (320_000.0, Some(7)));
+        // A round trip doubled (and 2 ms more) ends it too.
         let mut rc = RateControl::new(CcMode::Tfmcc, 0, 1000, Some(rtt), t0);
         rc.on_report(t0, report(7, u64::MAX, 300_000, false));
-        let queued = RateReport { rtt_us: 6000, ..report(7, u64::MAX, 350_000, false) };
+        let queued = RateReport { rtt_us: 3100, ..report(7, u64::MAX, 350_000, false) };
         rc.on_report(t0, queued);
         assert!(!rc.is_slow_start());
         assert_eq!(rc.rate(), 350_000.0);
