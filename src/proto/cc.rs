@@ -53,7 +53,7 @@ const RECV_SPAN_SLOW_START: Duration = Duration::from_millis(2);
 /// The shortest span a receive rate is measured over.
 const RECV_SPAN: Duration = Duration::from_millis(10);
 /// Weights of a new RTT sample in the smoothed RTT, above and below it.
-const RTT_WEIGHT_UP: f64 = 0.1;
+const RTT_WEIGHT_UP: f64 = 0.25;
 const RTT_WEIGHT_DOWN: f64 = 0.5;
 /// Bytes of the Rate element.
 pub(crate) const RATE_LEN: usize = 28;
