@@ -304,31 +304,17 @@ fn bottleneck_net(tag: &str, subnet: u8) -> Option<Net> {
             return None;
         }
     };
-    set_bucket(&net, "add", "80mbit");
+    set_bucket(&net, "p1", "80mbit");
     Some(net)
 }
 
-fn set_bucket(net: &Net, verb: &str, rate: &str) {
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        net.switch(),
-        "tc",
-        "qdisc",
-        verb,
-        "dev",
-        "p1",
-        "root",
-        "tbf",
-        "rate",
-        rate,
-        "burst",
-        "32kb",
-        "latency",
-        "50ms",
-    ])
-    .unwrap_or_else(|e| panic!("tc {verb}: {e}"));
+/// A 50 ms token bucket at `rate` on the bridge's port `dev` (egress: the
+/// traffic towards that port's host).
+fn set_bucket(net: &Net, dev: &str, rate: &str) {
+    let args = ["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate, "burst", "32kb", "latency", "50ms"];
+    let mut cmd = vec!["ip", "netns", "exec", net.switch()];
+    cmd.extend_from_slice(&args);
+    run(&cmd).unwrap_or_else(|e| panic!("tc: {e}"));
 }
 
 /// The measuring tests of this file run one at a time: they share the CPU.
@@ -429,4 +415,118 @@ fn netns_tfmcc_follows_a_bottleneck_that_changes() {
     for (&(_, _, cap), &r) in phases.iter().zip(&rates) {
         assert!(r >= 0.6 * cap && r <= 1.05 * cap, "{r:.0} B/s on a {cap:.0} B/s bottleneck");
     }
+}
+
+// ----- the SU's backward channel through a bottleneck -----
+
+/// The TO of a backward transfer: takes COUNT messages from the SU, checks
+/// them, and says the goodput from the first to the last.
+#[test]
+#[ignore = "helper: a child process role, run by netns_tfmcc_paces_the_backward_channel"]
+fn role_back_to() {
+    if !is_role("back_to") {
+        return;
+    }
+    let (local, group) = addrs(env_num("ECTP_PORT"));
+    let cc: u16 = env_num("ECTP_CC_MODE");
+    let to = owner(local, group, &[(ECTP_HGT, 500), (ECTP_CC, i32::from(cc))]);
+    tell("ready");
+    let mut start = None;
+    for i in 0..COUNT {
+        let (got, info) = recv(to, 1 << 16, 0).unwrap_or_else(|e| panic!("recv {i}: errno {e}"));
+        start.get_or_insert_with(Instant::now);
+        assert!(info.token_id > 0 && got == pattern(MSG, i as u32), "backward message {i}");
+    }
+    tell(&format!("goodput {:.0}", (COUNT * MSG) as f64 / start.unwrap().elapsed().as_secs_f64()));
+    assert_eq!(hear(), "terminate");
+    assert_eq!(mterminate(to), 0);
+}
+
+/// The SU: joins, takes the token, sends COUNT messages back, says what it
+/// sent (DATA, RDATA), returns the token.
+#[test]
+#[ignore = "helper: a child process role, run by netns_tfmcc_paces_the_backward_channel"]
+fn role_back_su() {
+    if !is_role("back_su") {
+        return;
+    }
+    let (owner_a, group) = addrs(env_num("ECTP_PORT"));
+    let tu = user(owner_a, group, &[]).unwrap_or_else(|(_, e)| panic!("mjoin: errno {e}"));
+    assert!(mtoken_get(tu) > 0, "mtoken_get: errno {}", errno());
+    tell("token");
+    for i in 0..COUNT {
+        assert_eq!(send_su(tu, &pattern(MSG, i as u32)), MSG as isize, "msendmsg {i}: errno {}", errno());
+    }
+    let rate = {
+        let mut v: i64 = 0;
+        let mut len = std::mem::size_of::<i64>() as libc::socklen_t;
+        assert_eq!(mgetsockopt(tu, SOL_ECTP, ECTP_RATE, (&mut v as *mut i64).cast(), &mut len), 0);
+        v
+    };
+    assert_eq!(mtoken_return(tu), 0, "mtoken_return: errno {}", errno());
+    let s = stats(tu);
+    tell(&format!("sent {} {} {rate}", s.data_sent, s.rdata_sent));
+    let (end, _) = recv(tu, 16, 0).unwrap_or_else(|e| panic!("end: errno {e}"));
+    assert!(end.is_empty());
+}
+
+#[test]
+fn netns_tfmcc_paces_the_backward_channel() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_build() || !have("tc") {
+        println!("skipped: needs root, ip netns, iptables and tc");
+        return;
+    }
+    let net = match Net::new("B", 2, 79, false, "0") {
+        Ok(n) => n,
+        Err(e) => {
+            println!("skipped: needs root, ip netns and iptables ({e})");
+            return;
+        }
+    };
+    // The bottleneck on the way to the TO.
+    set_bucket(&net, "p0", "80mbit");
+    let drops = |net: &Net| -> u64 {
+        let out = run(&["ip", "netns", "exec", net.switch(), "tc", "-s", "qdisc", "show", "dev", "p0"]).unwrap();
+        out.split("dropped ")
+            .nth(1)
+            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    };
+    let port = 7960 + (std::process::id() % 20) as u16;
+    let mut results = vec![];
+    for (k, cc) in [ECTP_CC_TFMCC, ECTP_CC_NONE].into_iter().enumerate() {
+        let before = drops(&net);
+        let env = [("ECTP_PORT", (port + k as u16).to_string()), ("ECTP_CC_MODE", cc.to_string())];
+        let mut to = ChildRole::spawn(Some(&net.hosts[0]), "back_to", &env);
+        to.expect_line("ready", 20);
+        let mut su = ChildRole::spawn(Some(&net.hosts[1]), "back_su", &env);
+        su.expect_line("token", 30);
+        let goodput: f64 = to.expect_line("goodput", 120)["goodput ".len()..].parse().unwrap();
+        let sent: Vec<u64> =
+            su.expect_line("sent", 60).split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect();
+        to.say("terminate");
+        assert!(to.wait(30).is_some_and(|s| s.success()), "the TO role failed");
+        assert!(su.wait(30).is_some_and(|s| s.success()), "the SU role failed");
+        let loss = (drops(&net) - before) as f64 / (sent[0] + sent[1]).max(1) as f64;
+        eprintln!(
+            "backward, bottleneck 10.0 MB/s, {}: goodput {:.2} MB/s ({:.0}%), {} repairs for {} DATA, loss {:.1}%, ECTP_RATE at the end {:.2} MB/s",
+            if cc == ECTP_CC_TFMCC { "TFMCC" } else { "CC_NONE" },
+            goodput / 1e6,
+            100.0 * goodput / BOTTLENECK,
+            sent[1],
+            sent[0],
+            100.0 * loss,
+            sent[2] as f64 / 1e6
+        );
+        results.push((goodput, loss));
+    }
+    let (tfmcc, none) = (results[0], results[1]);
+    assert!(tfmcc.0 >= 0.7 * BOTTLENECK, "the SU's goodput {:.0} B/s", tfmcc.0);
+    assert!(tfmcc.1 <= 0.05, "the SU lost {:.1}%", 100.0 * tfmcc.1);
+    assert!(
+        none.1 > (3.0 * tfmcc.1).max(0.2),
+        "without congestion control the SU should lose far more: {none:?} vs {tfmcc:?}"
+    );
 }

@@ -421,11 +421,11 @@ impl Owner {
             PacketType::Ccc => self.on_ccc(from, packet).into(),
             PacketType::Tgr => self.on_tgr(from, Psn(h.psn)).into(),
             PacketType::Trr => self.on_trr(from, h.token_id).into(),
-            PacketType::Data | PacketType::Rdata => self.on_backward(from, packet),
+            PacketType::Data | PacketType::Rdata => self.on_backward(now, from, packet),
             PacketType::Ulr if h.flag => self.on_ulr(now, from, packet).into(),
             PacketType::Ack => self.on_ack(now, from, packet),
             PacketType::Hback => self.on_hback(now, from, packet),
-            PacketType::Hb => self.on_su_heartbeat(from, packet),
+            PacketType::Hb => self.on_su_heartbeat(now, from, packet),
             _ => Outcome::Unexpected,
         }
     }
@@ -1061,18 +1061,19 @@ impl Owner {
     }
 
     /// DATA/RDATA from an SU, tagged with its token id.
-    fn on_backward(&mut self, from: SocketAddr, packet: &Packet<'_>) -> Outcome {
+    fn on_backward(&mut self, now: Instant, from: SocketAddr, packet: &Packet<'_>) -> Outcome {
         let Some(user_id) = self.member_at(from) else { return Outcome::Source };
-        let outcome = self.tokens.on_data(user_id, packet, &mut self.io.stats);
+        let rtt = self.rtt(user_id);
+        let outcome = self.tokens.on_data(&self.cfg, now, user_id, rtt, packet, &mut self.io.stats);
         self.refresh_holes();
         outcome
     }
 
     /// HB from an SU (see [`Tokens::on_heartbeat`]).
-    fn on_su_heartbeat(&mut self, from: SocketAddr, packet: &Packet<'_>) -> Outcome {
+    fn on_su_heartbeat(&mut self, now: Instant, from: SocketAddr, packet: &Packet<'_>) -> Outcome {
         let Some(user_id) = self.member_at(from) else { return Outcome::Source };
         let io = &mut self.io;
-        self.tokens.on_heartbeat(&self.cfg, self.conn_id, user_id, packet, &mut io.ctl, &mut io.stats)
+        self.tokens.on_heartbeat(&self.cfg, now, self.conn_id, user_id, packet, &mut io.ctl, &mut io.stats)
     }
 
     /// ULR with F=1: a child of the TO leaves, or a repair agent reports

@@ -56,8 +56,11 @@ pub(crate) struct Su {
     /// echoes them in its HBACK, which measures the round trip.
     epoch: Option<Instant>,
     rtt: Option<Duration>,
-    /// ECTP_MAX_RATE on the backward channel: its pacer.
-    pacer: Option<RateControl>,
+    /// When the last TGR went out.
+    asked_at: Option<Instant>,
+    /// The backward channel's rate: TFMCC (from the TO's reports) and
+    /// ECTP_MAX_RATE, and the pacer.
+    cc: Option<RateControl>,
 }
 
 impl Su {
@@ -72,7 +75,8 @@ impl Su {
             result: None,
             epoch: None,
             rtt: None,
-            pacer: None,
+            cc: None,
+            asked_at: None,
         }
     }
 
@@ -90,6 +94,11 @@ impl Su {
     }
 
     /// The token held or being returned (0 if none).
+    /// The backward rate in force, bytes per second (infinite: no limit).
+    pub(crate) fn rate(&self) -> f64 {
+        self.cc.as_ref().map_or(f64::INFINITY, |c| c.rate())
+    }
+
     fn token_id_any(&self) -> u8 {
         match self.status {
             TokenStatus::Held(id) | TokenStatus::Returning(id) => id,
@@ -122,6 +131,7 @@ impl Su {
         let ctl = me.ctl(me.owner, h);
         self.status = TokenStatus::Requesting;
         self.result = None;
+        self.asked_at = Some(now);
         io.repeat(Key::Token, ctl, cfg.retries, cfg.rxt, now);
         Ok(())
     }
@@ -188,12 +198,20 @@ impl Su {
         if self.status != TokenStatus::Requesting || h.psn != self.isn.0 {
             return false;
         }
+        // The TGC answers the TGR: a first round trip (a resent TGR makes it
+        // longer, never shorter), until the HBs' timestamps measure it.
+        if let Some(at) = self.asked_at.take()
+            && self.rtt.is_none()
+        {
+            self.rtt = Some(now.saturating_duration_since(at));
+        }
         io.stop_repeat(Key::Token);
         if h.flag && h.token_id != 0 {
             self.status = TokenStatus::Held(h.token_id);
             let keep_sent = cfg.ro != Ro::Unreliable;
             let sender = Sender::new(self.isn, cfg.mss, cfg.window, h.token_id);
             self.channel = Some(Channel { sender, store: RepairStore::new(self.isn, usize::MAX), keep_sent });
+            self.cc = None;
             io.timers.set(Timer::SuHeartbeat, now + cfg.hgt);
             self.result = Some(Ok(h.token_id));
         } else {
@@ -227,7 +245,23 @@ impl Su {
             let sent = epoch + Duration::from_micros(ts);
             if sent <= now {
                 self.rtt = Some(now - sent);
+                if let Some(cc) = self.cc.as_mut() {
+                    cc.note_rtt(now - sent);
+                }
             }
+        }
+        // TFMCC: the TO's report of what it receives; the rate follows from
+        // its loss event rate and this SU's own round trip.
+        if let (Some(mut r), Some(cc)) = (p.elements.report, self.cc.as_mut())
+            && cfg.cc == CcMode::Tfmcc
+        {
+            if let Some(rtt) = self.rtt {
+                let x = super::cc::tcp_rate(f64::from(cfg.mss), rtt, f64::from(r.p) / 4_294_967_296.0);
+                r.calc = if x.is_finite() { x as u64 } else { u64::MAX };
+                r.rtt_us = rtt.as_micros().min(u128::from(u32::MAX)) as u32;
+                r.measured = true;
+            }
+            cc.on_report(now, r);
         }
         let backoff = super::parent::repair_backoff(self.rtt, cfg.rxt);
         let (Some(mut ack), Some(c)) = (p.elements.ack, self.channel.as_mut()) else { return false };
@@ -286,32 +320,27 @@ impl Su {
         let conn_id = me.conn_id?;
         let c = self.channel.as_mut()?;
         let token_id = c.sender.token_id();
-        if cfg.max_rate > 0 && (!self.rdata.is_empty() || c.sender.has_unsent()) {
-            let pacer =
-                self.pacer.get_or_insert_with(|| RateControl::new(CcMode::None, cfg.max_rate, cfg.mss, None, now));
-            pacer.set_max_rate(cfg.max_rate);
-            if !pacer.ready(now) {
-                io.timers.set_opt(Timer::Pace, pacer.next_send(now));
-                return None;
-            }
+        let rtt = self.rtt;
+        let cc = self.cc.get_or_insert_with(|| RateControl::new(cfg.cc, cfg.max_rate, cfg.mss, rtt, now));
+        cc.set_max_rate(cfg.max_rate);
+        cc.tick(now);
+        if (!self.rdata.is_empty() || c.sender.has_unsent()) && !cc.ready(now) {
+            io.timers.set_opt(Timer::Pace, cc.next_send(now));
+            return None;
         }
         let dest = Dest::Unicast(me.owner);
         while let Some(psn) = self.rdata.pop_front() {
             if let Some(s) = c.store.get(psn) {
                 io.stats.rdata_sent += 1;
                 let t = io.send(s.packet(PacketType::Rdata, conn_id, token_id), dest, buf);
-                if let Some(p) = self.pacer.as_mut() {
-                    p.spend(t.map_or(0, |t| t.len));
-                }
+                cc.spend(t.map_or(0, |t| t.len));
                 return t;
             }
         }
         let seg = c.sender.next_unsent()?;
         io.stats.data_sent += 1;
         let t = io.send(seg.packet(PacketType::Data, conn_id, token_id), dest, buf);
-        if let Some(p) = self.pacer.as_mut().filter(|_| cfg.max_rate > 0) {
-            p.spend(t.map_or(0, |t| t.len));
-        }
+        cc.spend(t.map_or(0, |t| t.len));
         if c.keep_sent {
             c.store.insert(seg);
         }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::ack::{ack_block, ack_of, blocks_with_holes};
+use super::cc::{CcMode, CcReceiver};
 use super::owner::{Incoming, OwnerError};
 use super::receiver::{Accept, Receiver};
 use super::stats::Outcome;
@@ -31,13 +32,21 @@ pub(crate) struct Tokens {
     /// Where each member's token stands (absent: holds none, asked none).
     state: HashMap<u32, TokenState>,
     backward: BTreeMap<u8, Receiver>,
+    /// TFMCC: what the TO measures of each SU's stream, reported in its HBACKs.
+    cc: BTreeMap<u8, CcReceiver>,
     /// Whole messages received from SUs, for `recv`.
     pub inbox: VecDeque<Incoming>,
 }
 
 impl Tokens {
     pub(crate) fn new() -> Tokens {
-        Tokens { holders: vec![None; 256], state: HashMap::new(), backward: BTreeMap::new(), inbox: VecDeque::new() }
+        Tokens {
+            holders: vec![None; 256],
+            state: HashMap::new(),
+            backward: BTreeMap::new(),
+            cc: BTreeMap::new(),
+            inbox: VecDeque::new(),
+        }
     }
 
     /// The token member `user_id` holds, or 0.
@@ -176,6 +185,7 @@ impl Tokens {
     /// every whole message; in the reliable mode only those before the first
     /// hole (no gap flag ever), the rest is lost with the SU's departure.
     fn release(&mut self, user_id: u32, token_id: u8, stats: &mut Stats) {
+        self.cc.remove(&token_id);
         if let Some(mut rx) = self.backward.remove(&token_id) {
             let end = rx.known_end();
             rx.give_up_before(end, true);
@@ -187,8 +197,17 @@ impl Tokens {
         self.state.remove(&user_id);
     }
 
-    /// DATA/RDATA from member `user_id`, tagged with its token id.
-    pub(crate) fn on_data(&mut self, user_id: u32, p: &Packet<'_>, stats: &mut Stats) -> Outcome {
+    /// DATA/RDATA from member `user_id`, tagged with its token id; `rtt`:
+    /// the TO's round trip to it, if known.
+    pub(crate) fn on_data(
+        &mut self,
+        cfg: &Config,
+        now: Instant,
+        user_id: u32,
+        rtt: Option<Duration>,
+        p: &Packet<'_>,
+        stats: &mut Stats,
+    ) -> Outcome {
         let h = p.header;
         if !self.holds(user_id, h.token_id) {
             return Outcome::Unexpected;
@@ -199,6 +218,10 @@ impl Tokens {
             Accept::Duplicate => stats.duplicates += 1,
             Accept::TooFarAhead => return Outcome::Range,
         }
+        if cfg.cc == CcMode::Tfmcc {
+            let cc = self.cc.entry(h.token_id).or_insert_with(|| CcReceiver::new(cfg.mss, rtt, now));
+            cc.on_data(now, Psn(h.psn), p.data.len(), h.packet_type == PacketType::Data);
+        }
         if let Some((_, addr)) = self.holders[usize::from(h.token_id)] {
             collect(rx, user_id, h.token_id, addr, &mut self.inbox, stats);
         }
@@ -208,9 +231,11 @@ impl Tokens {
     /// HB from an SU: its PSN is the lowest it still keeps; the answer is an
     /// HBACK with the Acknowledgement element of its backward stream
     /// (draft: "Backward data").
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_heartbeat(
         &mut self,
         cfg: &Config,
+        now: Instant,
         conn_id: u32,
         user_id: u32,
         p: &Packet<'_>,
@@ -235,6 +260,12 @@ impl Tokens {
         let mut ctl = Ctl::new(Dest::Unicast(addr), reply);
         ctl.elements.timestamp = p.elements.timestamp;
         ctl.elements.ack = Some(ack_of(rx, 1));
+        // TFMCC on the backward channel: the loss event rate and receive
+        // rate the TO measures; the SU computes its rate with its own RTT.
+        if let Some(cc) = self.cc.get(&h.token_id) {
+            ctl.elements.report = Some(cc.report(now, 0));
+            stats.rate_reports += 1;
+        }
         out.push_back(ctl);
         // And every hole further on, a block of 255 PSNs per HBACK.
         for k in blocks_with_holes(rx) {

@@ -234,9 +234,11 @@ impl User {
     }
 
     /// The backward sending rate in force, bytes per second (`u64::MAX`:
-    /// no limit).
+    /// no limit): TFMCC's once a token was held, else the cap.
     pub fn rate(&self) -> u64 {
-        if self.cfg.max_rate > 0 { self.cfg.max_rate } else { u64::MAX }
+        let cap = if self.cfg.max_rate > 0 { self.cfg.max_rate as f64 } else { f64::INFINITY };
+        let r = self.su.rate().min(cap);
+        if r.is_finite() { r as u64 } else { u64::MAX }
     }
 
     /// Where the token stands.
