@@ -180,6 +180,14 @@
 #define ECTP_RATE 28
 
 /**
+ * TO, before mcreate: milliseconds (int, 0..3600000) a member may
+ * acknowledge nothing new while data waits for it (its application stopped
+ * reading, or it is stuck) before it is ejected, so that it does not stall
+ * everyone; 0 (default) means FDN x HGT. Checked once per HGT.
+ */
+#define ECTP_SLOW_TIMEOUT 29
+
+/**
  * ECTP_CC: as fast as the window allows, capped by ECTP_MAX_RATE.
  */
 #define ECTP_CC_NONE 0

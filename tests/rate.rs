@@ -1,13 +1,14 @@
 //! Rate and congestion control at the C API (API.md, "Rate and congestion
 //! control"): ECTP_CC, ECTP_MAX_RATE and ECTP_RATE, their errors, and a cap
-//! that holds on a real transfer over IPv4 loopback.
+//! that holds on a real transfer over IPv4 loopback; ECTP_SLOW_TIMEOUT and a
+//! TU whose application stops reading.
 #![allow(unsafe_code)]
 
 mod common;
 
 use std::mem::size_of;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::*;
 use ectp::ffi::*;
@@ -119,4 +120,65 @@ fn max_rate_caps_the_forward_data_and_rate_reports_it() {
     let (secs, rate) = transfer(&[(ECTP_HGT, 500)], 2_000_000, 1_000_000, 3);
     assert!(rate > 0 && rate <= 2_000_000, "ECTP_RATE {rate}");
     assert!(secs >= 0.4, "1 MB capped at 2 MB/s took {secs:.3} s");
+}
+
+#[test]
+fn slow_timeout_has_its_default_range_and_ejects_a_tu_that_stops_reading() {
+    let sd = msocket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+    assert!(sd >= 0);
+    // Default: FDN x HGT (3 x 3000 ms).
+    assert_eq!(get_int(sd, ECTP_SLOW_TIMEOUT), Ok(9000));
+    assert_eq!(set_int(sd, ECTP_SLOW_TIMEOUT, -1), -1);
+    assert_eq!(errno(), libc::EINVAL);
+    assert_eq!(set_int(sd, ECTP_SLOW_TIMEOUT, 3_600_001), -1);
+    assert_eq!(errno(), libc::EINVAL);
+    assert_eq!(set_int(sd, ECTP_SLOW_TIMEOUT, 500), 0);
+    assert_eq!(get_int(sd, ECTP_SLOW_TIMEOUT), Ok(500));
+    mterminate(sd);
+
+    // A TO, a TU that reads and one that never does: 4 MB, more than the
+    // stalled TU's queue (about 1.4 MB) and the window.
+    let g = group(4);
+    let to = owner("127.0.0.1:0".parse().unwrap(), g, &[(ECTP_HGT, 200), (ECTP_SLOW_TIMEOUT, 500)]);
+    let reader = user("127.0.0.1:0".parse().unwrap(), g, &[]).expect("join");
+    let stalled = user("127.0.0.1:0".parse().unwrap(), g, &[]).expect("join");
+    assert!(wait_for(5, || get_int(to, ECTP_MEMBERS) == Ok(2)));
+    const N: usize = 4000;
+    let reading = std::thread::spawn(move || {
+        for i in 0..N {
+            let (got, _) = recv(reader, 2000, 0).unwrap_or_else(|e| panic!("message {i}: errno {e}"));
+            assert_eq!(got, pattern(1000, i as u32), "message {i}");
+        }
+        reader
+    });
+    let t0 = Instant::now();
+    for i in 0..N {
+        assert_eq!(send(to, &pattern(1000, i as u32)), 1000, "msendm {i}: errno {}", errno());
+    }
+    let stalled_for = t0.elapsed();
+    let reader = reading.join().unwrap();
+    assert!(wait_for(5, || get_int(to, ECTP_MEMBERS) == Ok(1)), "the stalled TU was not ejected");
+    let s = stats(stalled);
+    assert!(s.messages_delivered == 0, "its application read nothing");
+    // What it queued is still there, whole and in order; then the reset.
+    let mut k = 0;
+    loop {
+        match recv(stalled, 2000, 0) {
+            Ok((got, _)) => {
+                assert_eq!(got, pattern(1000, k), "queued message {k}");
+                k += 1;
+            }
+            Err(e) => {
+                assert_eq!(e, libc::ECONNRESET);
+                break;
+            }
+        }
+    }
+    assert!(k > 500 && (k as usize) < N, "{k} messages were queued for the stalled TU");
+    eprintln!(
+        "the stalled TU queued {k} messages; the TO was held {stalled_for:?} (ECTP_SLOW_TIMEOUT 500 ms, HGT 200 ms)"
+    );
+    assert!(stalled_for < Duration::from_secs(20), "held {stalled_for:?}");
+    mleave(reader, 0);
+    mterminate(to);
 }

@@ -112,7 +112,8 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
         h.ep.set_corruption(f64::from(in_range(read_int(optval, optlen)?, 0, 100)?) / 100.0);
         return Ok(());
     }
-    if !(ECTP_TCO..=ECTP_MAX_TOKENS).contains(&optname) && !matches!(optname, ECTP_WINDOW | ECTP_RA | ECTP_MAX_CHILDREN)
+    if !(ECTP_TCO..=ECTP_MAX_TOKENS).contains(&optname)
+        && !matches!(optname, ECTP_WINDOW | ECTP_RA | ECTP_MAX_CHILDREN | ECTP_SLOW_TIMEOUT)
     {
         return Err(ENOPROTOOPT);
     }
@@ -131,6 +132,7 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
         ECTP_WINDOW => in_range(v, 16, 65536)?,
         ECTP_RA => in_range(v, 0, 1)?,
         ECTP_MAX_CHILDREN => in_range(v, 1, c_int::from(MAX_CHILDREN))?,
+        ECTP_SLOW_TIMEOUT => in_range(v, 0, 3_600_000)?,
         _ => return Err(ENOPROTOOPT),
     };
     h.ep.configure(|c| {
@@ -148,6 +150,7 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
             ECTP_WINDOW => c.window = v as u32,
             ECTP_RA => c.ra = v == 1,
             ECTP_MAX_CHILDREN => c.max_children = Some(v as u16),
+            ECTP_SLOW_TIMEOUT => c.slow_timeout = (v > 0).then(|| ms(v)),
             _ => return Err(Error::Invalid),
         }
         Ok(())
@@ -228,6 +231,7 @@ pub fn get(h: &Handle, optname: c_int, optval: *mut c_void, optlen: *mut socklen
         ECTP_PARENT => h.ep.tree_info()?.0 as c_int,
         ECTP_TREE_LEVEL => c_int::from(h.ep.tree_info()?.1),
         ECTP_CC => c.cc as c_int,
+        ECTP_SLOW_TIMEOUT => ms(c.slow_time()),
         _ => return Err(ENOPROTOOPT),
     };
     // SAFETY: optval has room for an int (checked above); optlen is valid.

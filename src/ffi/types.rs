@@ -84,6 +84,11 @@ pub const ECTP_MAX_RATE: c_int = 27;
 /// Read only, once created or joined: the current sending rate in bytes per
 /// second (int64; TO: forward, TU: backward); 0 when nothing limits it.
 pub const ECTP_RATE: c_int = 28;
+/// TO, before mcreate: milliseconds (int, 0..3600000) a member may
+/// acknowledge nothing new while data waits for it (its application stopped
+/// reading, or it is stuck) before it is ejected, so that it does not stall
+/// everyone; 0 (default) means FDN x HGT. Checked once per HGT.
+pub const ECTP_SLOW_TIMEOUT: c_int = 29;
 
 /// ECTP_CC: as fast as the window allows, capped by ECTP_MAX_RATE.
 pub const ECTP_CC_NONE: c_int = 0;

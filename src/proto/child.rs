@@ -78,8 +78,8 @@ pub(crate) struct Child {
 impl Child {
     /// A child that delivers from `start`, which begins a message; in the
     /// reliable mode it never gives data up.
-    pub(crate) fn new(start: Psn, reliable: bool, capacity: usize) -> Child {
-        let rx = Receiver::new(start, capacity, MAX_MESSAGE);
+    pub(crate) fn new(start: Psn, reliable: bool, capacity: usize, queue_limit: usize) -> Child {
+        let rx = Receiver::new(start, capacity, MAX_MESSAGE).with_queue_limit(queue_limit);
         Child {
             rx: if reliable { rx.reliable() } else { rx },
             highest: None,
@@ -107,12 +107,18 @@ impl Child {
         // A PSN past the next expected one shows a loss: reported at once,
         // in the ACK whose bitmap block holds the first PSN now missing.
         let first_missing = self.highest.map_or(before, |h| h.next());
-        let gap = psn.diff(first_missing) > 0;
+        let gap = psn.diff(first_missing) > 0 && !self.rx.is_app_full();
         let accept = self.rx.on_segment(psn, p.header.flag, p.data);
         match accept {
             Accept::New => io.stats.data_received += 1,
             Accept::Duplicate => io.stats.duplicates += 1,
             Accept::TooFarAhead => return accept,
+            // The application's queue is full: nothing is acknowledged or
+            // asked for until it reads (the TO's ECTP_SLOW_TIMEOUT bounds how long).
+            Accept::Full => {
+                io.stats.dropped_full += 1;
+                return accept;
+            }
         }
         self.repaired(now);
         if cfg.ro == Ro::Unreliable {
@@ -193,7 +199,7 @@ impl Child {
             Timer::HoleExpiry => self.rx.expire_holes(now, cfg.rxt),
             // Reliable modes: ACKs every two repair times while a hole stays open, so that
             // a loss at the tail of a burst, a lost ACK or a lost RDATA is asked again.
-            Timer::AckRepeat if self.rx.has_hole() => {
+            Timer::AckRepeat if self.rx.has_hole() && !self.rx.is_app_full() => {
                 // Asked again: the first request is no measure of the repair any more.
                 self.asked = None;
                 self.send_ack(me, cfg, sub, now, io);
@@ -215,7 +221,7 @@ impl Child {
     pub(crate) fn refresh(&mut self, cfg: &Config, now: Instant, io: &mut Io) {
         match cfg.ro {
             Ro::Unreliable => io.timers.set_opt(Timer::HoleExpiry, self.rx.hole_deadline(cfg.rxt)),
-            _ if self.rx.has_hole() => {
+            _ if self.rx.has_hole() && !self.rx.is_app_full() => {
                 if io.timers.get(Timer::AckRepeat).is_none() {
                     io.timers.set(Timer::AckRepeat, now + self.repeat_interval(cfg));
                 }

@@ -73,6 +73,9 @@ pub struct Config {
     pub cc: CcMode,
     /// ECTP_MAX_RATE: bytes per second this node sends its data at most (0: no cap).
     pub max_rate: u64,
+    /// ECTP_SLOW_TIMEOUT (TO): a member that acknowledges nothing new while
+    /// data waits for it this long is ejected (None: FDN x HGT).
+    pub slow_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -97,6 +100,7 @@ impl Default for Config {
             security: None,
             cc: CcMode::Tfmcc,
             max_rate: 0,
+            slow_timeout: None,
         }
     }
 }
@@ -149,6 +153,18 @@ impl Config {
         self.cc = if p.cc { CcMode::Tfmcc } else { CcMode::None };
         // Our own sending (as an SU) must fit what the TO receives.
         self.window = self.window.min(self.rx_window);
+    }
+
+    /// How long a member may make no progress while data waits for it
+    /// before it is ejected (ECTP_SLOW_TIMEOUT; FDN x HGT by default).
+    pub fn slow_time(&self) -> Duration {
+        self.slow_timeout.unwrap_or_else(|| self.failure_time())
+    }
+
+    /// The most bytes of whole messages a TU keeps for its application
+    /// before it stops taking data: the window's worth (at least 1 MiB).
+    pub fn app_queue_bytes(&self) -> usize {
+        (self.rx_window as usize).saturating_mul(usize::from(self.mss)).max(1 << 20)
     }
 
     /// How far ahead of its LSN a receiver holds data: the connection's

@@ -1168,8 +1168,13 @@ impl Owner {
     fn detect_failures(&mut self, now: Instant) {
         let limit = self.failure_time();
         let silent = self.parent.silent(now, limit);
-        let stuck = self.parent.stuck(now, self.sender.first_unsent(), limit);
-        for (id, why) in silent.into_iter().map(|id| (id, "silent")).chain(stuck.into_iter().map(|id| (id, "stuck"))) {
+        // A member that makes no progress (a dead one that still talks, or
+        // one whose application stopped reading): ECTP_SLOW_TIMEOUT.
+        let slow = self.cfg.slow_time();
+        let stuck = self.parent.stuck(now, self.sender.first_unsent(), slow);
+        let why =
+            silent.into_iter().map(|id| (id, "silent", limit)).chain(stuck.into_iter().map(|id| (id, "stuck", slow)));
+        for (id, why, limit) in why {
             log::info!("member {id} {why} for {limit:?}: ejected");
             if let Some(m) = self.depart(id, LeaveReason::Failed, now) {
                 self.send_ejection(id, &m, now);

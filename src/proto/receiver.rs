@@ -36,6 +36,9 @@ pub enum Accept {
     Duplicate,
     /// Too far ahead of the window: dropped (the sender ignored flow control).
     TooFarAhead,
+    /// The next segment in order, but the application's queue is full: not
+    /// taken (it is asked for again once the application has read).
+    Full,
 }
 
 #[derive(Debug)]
@@ -61,6 +64,10 @@ pub struct Receiver {
     /// The next message gets the gap flag.
     gap: bool,
     ready: VecDeque<Message>,
+    /// Bytes in `ready`, and the most it holds before it takes nothing more
+    /// in order (at least one message always fits).
+    ready_bytes: usize,
+    queue_limit: usize,
     /// One past the highest PSN known to exist (from DATA, NDATA, CTR).
     known_end: Psn,
     /// `known_end` begins a message (it follows a segment with F=1, or was
@@ -89,6 +96,8 @@ impl Receiver {
             syncing: false,
             gap: false,
             ready: VecDeque::new(),
+            ready_bytes: 0,
+            queue_limit: usize::MAX,
             known_end: start,
             end_is_boundary: true,
             hole_since: None,
@@ -104,6 +113,24 @@ impl Receiver {
     pub fn reliable(mut self) -> Receiver {
         self.reliable = true;
         self
+    }
+
+    /// Bound the application's queue to about `bytes` (whole messages
+    /// waiting to be read): once it holds that much, the next segment in
+    /// order is not taken, so the LSN stops where the application stopped.
+    pub fn with_queue_limit(mut self, bytes: usize) -> Receiver {
+        self.queue_limit = bytes.max(1);
+        self
+    }
+
+    /// Whether the application's queue is full (see [`Receiver::with_queue_limit`]).
+    pub fn is_app_full(&self) -> bool {
+        self.ready_bytes >= self.queue_limit
+    }
+
+    /// Bytes of whole messages waiting for the application.
+    pub fn queued_bytes(&self) -> usize {
+        self.ready_bytes
     }
 
     /// How far ahead of the LSN it holds data.
@@ -183,6 +210,9 @@ impl Receiver {
             return self.on_segment(psn, last, data);
         }
         self.note_end(psn.next(), last);
+        if d == 0 && self.is_app_full() {
+            return Accept::Full;
+        }
         if d == 0 {
             self.ahead.pop_front();
             self.consume(last, data);
@@ -205,7 +235,9 @@ impl Receiver {
 
     /// Deliver the stored segments that now follow in order.
     fn drain_ahead(&mut self) {
-        while let Some(Some(_)) = self.ahead.front() {
+        while !self.is_app_full()
+            && let Some(Some(_)) = self.ahead.front()
+        {
             if let Some(Some(s)) = self.ahead.pop_front() {
                 self.consume(s.last, &s.data);
                 self.expected = self.expected.next();
@@ -326,6 +358,7 @@ impl Receiver {
         self.partial.extend_from_slice(data);
         if last {
             let data = std::mem::take(&mut self.partial);
+            self.ready_bytes += data.len();
             self.ready.push_back(Message { data, gap: std::mem::take(&mut self.gap) });
         }
     }
@@ -333,7 +366,11 @@ impl Receiver {
     /// The next whole message, in order (a broken reliable receiver still
     /// delivers the whole messages before the break).
     pub fn pop_message(&mut self) -> Option<Message> {
-        self.ready.pop_front()
+        let m = self.ready.pop_front()?;
+        self.ready_bytes -= m.data.len();
+        // Room again: what waited ahead moves on.
+        self.drain_ahead();
+        Some(m)
     }
 
     /// Whether a whole message is ready.

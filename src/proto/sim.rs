@@ -184,6 +184,8 @@ pub struct SimNode {
     pub delivered_digest: u64,
     /// Control packets (not DATA or RDATA) handed to this node.
     pub ctl_received: u64,
+    /// Its application reads what the node delivers (false: it stopped).
+    pub reading: bool,
     /// Its deadline as the harness last registered it.
     deadline: Option<Instant>,
 }
@@ -196,6 +198,7 @@ impl SimNode {
             in_group,
             alive: true,
             delivered: Vec::new(),
+            reading: true,
             delivered_count: 0,
             delivered_digest: FNV_OFFSET,
             ctl_received: 0,
@@ -760,7 +763,7 @@ impl Sim {
             }
             NodeId::User(i) => {
                 let n = &mut self.users[i];
-                if let Some(u) = n.node.user_mut() {
+                if let Some(u) = n.node.user_mut().filter(|_| n.reading) {
                     while let Some(m) = u.recv() {
                         let mut h = fnv(trace, b"delivered");
                         h = fnv(h, &(i as u64).to_be_bytes());

@@ -1270,3 +1270,40 @@ fn a_loss_more_than_255_packets_past_the_lsn_is_reported_and_repaired_at_once() 
     assert!(for_far[0] < for_x[3], "x + 500 repaired while x was still missing: {for_far:?} {for_x:?}");
     assert_exactly("TU", &sim.users[0].delivered[5..], &msgs);
 }
+
+#[test]
+fn a_tu_whose_application_stops_reading_is_bounded_and_ejected_after_the_slow_timeout() {
+    let cfg = Config {
+        window: 64,
+        mss: 500,
+        hgt: ms(200),
+        slow_timeout: Some(ms(600)),
+        cc: CcMode::None,
+        ..Config::default()
+    };
+    let mut sim = Sim::joined(cfg, 2, 71);
+    sim.users[1].reading = false;
+    let limit = sim.user(1).config().app_queue_bytes();
+    // 1.4 MB: more than the stalled TU's queue holds, and than the window.
+    let msgs = messages(&mut Rng::new(71), 0, 3200, 400..=500);
+    let t0 = sim.now;
+    sim.owner_send_all(&msgs);
+    sim.run_until_delivered(&[0], msgs.len(), 30 * SEC);
+    assert_exactly("the reading TU", &sim.users[0].delivered, &msgs);
+    // The stalled TU held what it could and no more, then it was ejected:
+    // everybody waited for it ECTP_SLOW_TIMEOUT (plus a heartbeat), not forever.
+    let stalled = sim.user(1);
+    assert!(stalled.queued_bytes() <= limit + 500, "{} bytes queued, limit {limit}", stalled.queued_bytes());
+    assert!(stalled.queued_bytes() >= limit - 500, "it took what it could: {}", stalled.queued_bytes());
+    assert!(stalled.stats().dropped_full > 0, "in-order data was refused while full");
+    assert_eq!(stalled.end(), Some(End::Reset), "ejected");
+    assert_eq!(sim.owner().active_members(), 1);
+    let took = sim.now - t0;
+    assert!(took >= ms(600) && took < ms(600) + cfg.hgt * 4, "the transfer took {took:?}");
+    // What it had queued is still readable, whole and in order.
+    let mut got = vec![];
+    while let Some(m) = sim.user_mut(1).recv() {
+        got.push(m);
+    }
+    assert_exactly("the stalled TU's queue", &got, &msgs[..got.len()]);
+}

@@ -46,6 +46,9 @@ pub struct Stats {
     pub retransmissions: u64,
     /// Datagrams dropped on purpose by the loss-injection testing aid.
     pub dropped_injected: u64,
+    /// In-order DATA or RDATA not taken because the application's queue was
+    /// full (a TU whose application does not read).
+    pub dropped_full: u64,
     /// TFMCC: HBs sent to announce the rate (TO).
     pub rate_announcements: u64,
     /// TFMCC: rate reports sent (a TU's own and those it passed up as a

@@ -217,6 +217,7 @@ impl Tokens {
             Accept::New => stats.data_received += 1,
             Accept::Duplicate => stats.duplicates += 1,
             Accept::TooFarAhead => return Outcome::Range,
+            Accept::Full => return Outcome::Taken, // the TO's inbox is not bounded
         }
         if cfg.cc == CcMode::Tfmcc {
             let cc = self.cc.entry(h.token_id).or_insert_with(|| CcReceiver::new(cfg.mss, rtt, now));

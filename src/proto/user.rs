@@ -123,6 +123,8 @@ pub struct User {
     tjr_sent: Option<Instant>,
     /// TFMCC: what this TU measures of the forward channel, and its reports.
     cc: Option<CcReceiver>,
+    /// The application read from a full queue: acknowledge at once.
+    ack_after_read: bool,
     io: Io,
 }
 
@@ -154,6 +156,7 @@ impl User {
             ulr_pending: false,
             tjr_sent: None,
             cc: None,
+            ack_after_read: false,
             io: Io::default(),
         };
         if let Some(sec) = cfg.security {
@@ -241,6 +244,12 @@ impl User {
         if r.is_finite() { r as u64 } else { u64::MAX }
     }
 
+    /// Bytes of whole messages waiting for the application (bounded by
+    /// [`Config::app_queue_bytes`] and one message).
+    pub fn queued_bytes(&self) -> usize {
+        self.child.as_ref().map_or(0, |c| c.rx.queued_bytes())
+    }
+
     /// Where the token stands.
     pub fn token(&self) -> TokenStatus {
         self.su.status()
@@ -255,7 +264,12 @@ impl User {
 
     /// The next whole message from the TO, in order.
     pub fn recv(&mut self) -> Option<Message> {
-        let m = self.child.as_mut()?.rx.pop_message()?;
+        let c = self.child.as_mut()?;
+        let was_full = c.rx.is_app_full();
+        let m = c.rx.pop_message()?;
+        // The application read after its queue filled: the LSN moves again,
+        // and the parent hears it with the next poll_transmit.
+        self.ack_after_read |= was_full;
         self.io.stats.messages_delivered += 1;
         self.io.stats.gaps += u64::from(m.gap);
         Some(m)
@@ -505,6 +519,13 @@ impl User {
     /// repair agent's repairs, then backward data.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.progress(now);
+        if std::mem::take(&mut self.ack_after_read) && self.acks() {
+            let sub = self.subtree();
+            if let Some(c) = self.child.as_mut() {
+                c.send_ack(&self.me, &self.cfg, sub, now, &mut self.io);
+                c.refresh(&self.cfg, now, &mut self.io);
+            }
+        }
         if let Some(t) = self.io.poll_ctl(buf) {
             return Some(t);
         }
@@ -937,7 +958,12 @@ impl User {
     /// it receives from here on.
     fn set_start(&mut self, start: Psn, now: Instant) {
         self.start = Some(start);
-        let mut child = Child::new(start, self.cfg.ro == crate::wire::Ro::Reliable, self.cfg.rx_capacity());
+        let mut child = Child::new(
+            start,
+            self.cfg.ro == crate::wire::Ro::Reliable,
+            self.cfg.rx_capacity(),
+            self.cfg.app_queue_bytes(),
+        );
         let conn_id = self.me.conn_id;
         if self.cfg.ra && self.cfg.tco == Tco::Tree {
             self.ra = Some(Ra::new(start, now));
@@ -975,7 +1001,7 @@ impl User {
             return Outcome::Taken;
         };
         let accept = child.on_data(&self.me, &self.cfg, sub, acks, now, p, &mut self.io);
-        if accept != Accept::TooFarAhead
+        if !matches!(accept, Accept::TooFarAhead | Accept::Full)
             && let Some(cc) = self.cc.as_mut()
         {
             cc.on_data(now, psn, p.data.len(), h.packet_type == PacketType::Data);
