@@ -15,26 +15,26 @@ use crate::wire::{Ro, Tco};
 
 const ENOPROTOOPT: Errno = Errno(libc::ENOPROTOOPT);
 
-fn read_int(optval: *const c_void, optlen: socklen_t) -> Result<c_int, Errno> {
+/// The option value of type `T` (an int or an int64) at `optval`, which
+/// must be exactly `size_of::<T>()` bytes long.
+fn read_value<T: Copy>(optval: *const c_void, optlen: socklen_t) -> Result<T, Errno> {
     if optval.is_null() {
         return Err(EFAULT);
     }
-    if optlen as usize != size_of::<c_int>() {
+    if optlen as usize != size_of::<T>() {
         return Err(EINVAL);
     }
-    // SAFETY: optval is non-NULL and the caller says it holds an int.
-    Ok(unsafe { optval.cast::<c_int>().read_unaligned() })
+    // SAFETY: optval is non-NULL and the caller says it holds a T (its
+    // length was checked); T is a plain integer, valid for any bytes.
+    Ok(unsafe { optval.cast::<T>().read_unaligned() })
+}
+
+fn read_int(optval: *const c_void, optlen: socklen_t) -> Result<c_int, Errno> {
+    read_value::<c_int>(optval, optlen)
 }
 
 fn read_i64(optval: *const c_void, optlen: socklen_t) -> Result<i64, Errno> {
-    if optval.is_null() {
-        return Err(EFAULT);
-    }
-    if optlen as usize != size_of::<i64>() {
-        return Err(EINVAL);
-    }
-    // SAFETY: optval is non-NULL and the caller says it holds an int64.
-    Ok(unsafe { optval.cast::<i64>().read_unaligned() })
+    read_value::<i64>(optval, optlen)
 }
 
 fn in_range(v: c_int, lo: c_int, hi: c_int) -> Result<c_int, Errno> {
