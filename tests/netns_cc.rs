@@ -5,9 +5,9 @@
 //! on the TO's own link backs up into its socket, and the driver then waits
 //! for POLLOUT, congestion control or not). The TO streams 42 MB, three
 //! times with TFMCC (the default) and once with ECTP_CC_NONE. With TFMCC the
-//! TU's goodput must reach 80% of the bottleneck while the bucket drops at
-//! most 5% of what the TO sent (medians of the three: this 2-core machine is
-//! shared, and a run may lose CPU); without it the bucket drops far more.
+//! TU's goodput must reach 80% of the bottleneck while at most 5% of the data
+//! is lost (sent again as RDATA; medians of the three: this 2-core machine is
+//! shared, and a run may lose CPU); without it far more is lost.
 //! Every byte is checked in every run.
 //!
 //! Needs root, `ip`, `tc` and `iptables` (the namespaces' helper); skips
@@ -116,26 +116,27 @@ fn netns_tfmcc_fills_a_bottleneck_without_flooding_it() {
     for (k, &(good, drops, data, rdata)) in cc.iter().enumerate() {
         eprintln!(
             "bottleneck {:.1} MB/s: TFMCC run {k}: goodput {:.2} MB/s ({:.0}%), {rdata} repairs for {data} DATA \
-             ({:.1}%), bucket drops {drops} ({:.1}% of all sent)",
+             ({:.1}%), the bucket dropped {drops} (GSO bursts)",
             BOTTLENECK / 1e6,
             good / 1e6,
             100.0 * good / BOTTLENECK,
             100.0 * share(rdata, data),
-            100.0 * drops as f64 / (data + rdata).max(1) as f64,
         );
     }
     eprintln!(
         "bottleneck {:.1} MB/s: CC_NONE goodput {:.2} MB/s ({:.0}%), {rdata_none} repairs for {data_none} DATA \
-         ({:.1}%), bucket drops {drops_none} ({:.1}% of all sent); {:?} in all",
+         ({:.1}%), the bucket dropped {drops_none} (GSO bursts); {:?} in all",
         BOTTLENECK / 1e6,
         good_none / 1e6,
         100.0 * good_none / BOTTLENECK,
         100.0 * share(rdata_none, data_none),
-        100.0 * drops_none as f64 / (data_none + rdata_none).max(1) as f64,
         t0.elapsed()
     );
     // The path's loss: what the bucket dropped, of all the TO sent.
-    let loss = |c: &(f64, u64, u64, u64)| c.1 as f64 / (c.2 + c.3).max(1) as f64;
+    // What the path lost, as the data sent again for it: RDATA per DATA.
+    // (The bucket's own drop count counts what it was handed, and with UDP
+    // GSO that is a segmented burst of up to 64 datagrams, not a datagram.)
+    let loss = |c: &(f64, u64, u64, u64)| c.3 as f64 / c.2.max(1) as f64;
     let mut goodputs: Vec<f64> = cc.iter().map(|c| c.0).collect();
     goodputs.sort_by(f64::total_cmp);
     let median = goodputs[1];
@@ -146,7 +147,7 @@ fn netns_tfmcc_fills_a_bottleneck_without_flooding_it() {
     let none = (good_none, drops_none, data_none, rdata_none);
     assert!(
         loss(&none) > (3.0 * losses[1]).max(0.2),
-        "without congestion control the bottleneck should drop far more: {none:?} vs {cc:?}"
+        "without congestion control the path should lose far more: {none:?} vs {cc:?}"
     );
 }
 
@@ -496,7 +497,8 @@ fn netns_tfmcc_paces_the_backward_channel() {
     };
     let port = 7960 + (std::process::id() % 20) as u16;
     let mut results = vec![];
-    for (k, cc) in [ECTP_CC_TFMCC, ECTP_CC_NONE].into_iter().enumerate() {
+    // Three TFMCC runs (medians: the machine is shared), then CC_NONE.
+    for (k, cc) in [ECTP_CC_TFMCC, ECTP_CC_TFMCC, ECTP_CC_TFMCC, ECTP_CC_NONE].into_iter().enumerate() {
         let before = drops(&net);
         let env = [("ECTP_PORT", (port + k as u16).to_string()), ("ECTP_CC_MODE", cc.to_string())];
         let mut to = ChildRole::spawn(Some(&net.hosts[0]), "back_to", &env);
@@ -509,7 +511,9 @@ fn netns_tfmcc_paces_the_backward_channel() {
         to.say("terminate");
         assert!(to.wait(30).is_some_and(|s| s.success()), "the TO role failed");
         assert!(su.wait(30).is_some_and(|s| s.success()), "the SU role failed");
-        let loss = (drops(&net) - before) as f64 / (sent[0] + sent[1]).max(1) as f64;
+        let _dropped = drops(&net) - before;
+        // Loss as the data sent again for it (the bucket counts GSO bursts).
+        let loss = sent[1] as f64 / sent[0].max(1) as f64;
         eprintln!(
             "backward, bottleneck 10.0 MB/s, {}: goodput {:.2} MB/s ({:.0}%), {} repairs for {} DATA, loss {:.1}%, ECTP_RATE at the end {:.2} MB/s",
             if cc == ECTP_CC_TFMCC { "TFMCC" } else { "CC_NONE" },
@@ -522,11 +526,19 @@ fn netns_tfmcc_paces_the_backward_channel() {
         );
         results.push((goodput, loss));
     }
-    let (tfmcc, none) = (results[0], results[1]);
-    assert!(tfmcc.0 >= 0.7 * BOTTLENECK, "the SU's goodput {:.0} B/s", tfmcc.0);
-    assert!(tfmcc.1 <= 0.05, "the SU lost {:.1}%", 100.0 * tfmcc.1);
+    let none = results[3];
+    let median = |f: fn(&(f64, f64)) -> f64| {
+        let mut v: Vec<f64> = results[..3].iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[1]
+    };
+    let (goodput, loss) = (median(|r| r.0), median(|r| r.1));
+    // Measured here: medians of 76-80% (the forward channel reaches 95%);
+    // the assertion keeps a margin for this shared machine.
+    assert!(goodput >= 0.7 * BOTTLENECK, "the SU's goodput (median of 3) {goodput:.0} B/s");
+    assert!(loss <= 0.05, "the SU lost {:.1}% (median of 3)", 100.0 * loss);
     assert!(
-        none.1 > (3.0 * tfmcc.1).max(0.2),
-        "without congestion control the SU should lose far more: {none:?} vs {tfmcc:?}"
+        none.1 > (3.0 * loss).max(0.2),
+        "without congestion control the SU should lose far more: {none:?} vs {results:?}"
     );
 }

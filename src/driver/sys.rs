@@ -225,50 +225,117 @@ pub fn getsockopt(s: &impl AsRawFd, level: i32, name: i32, out: &mut [u8]) -> io
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(len as usize) }
 }
 
-/// Send the datagrams of `batch` (destination, bytes) on `fd` with as few
-/// `sendmmsg` calls as the kernel allows, in order; returns how many left.
-/// It stops at the first the kernel cannot take now (EAGAIN: the socket's
-/// queue is full, e.g. behind a slow qdisc): the caller keeps the rest and
-/// waits for POLLOUT. A datagram refused for another reason is skipped
-/// (logged), as a single `send_to` would have failed it.
-pub fn send_batch(fd: RawFd, batch: &[(std::net::SocketAddr, &[u8])]) -> usize {
-    const MAX: usize = 64;
-    let mut sent = 0;
-    for chunk in batch.chunks(MAX) {
-        let addrs: Vec<socket2::SockAddr> = chunk.iter().map(|(a, _)| socket2::SockAddr::from(*a)).collect();
-        let mut iov: Vec<libc::iovec> = chunk
-            .iter()
-            .map(|(_, b)| libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() })
-            .collect();
-        // SAFETY: all-zero is a valid mmsghdr; the pointers are filled in below.
-        let mut msgs: Vec<libc::mmsghdr> = (0..chunk.len()).map(|_| unsafe { std::mem::zeroed() }).collect();
-        for (i, m) in msgs.iter_mut().enumerate() {
-            m.msg_hdr.msg_name = addrs[i].as_ptr() as *mut libc::c_void;
-            m.msg_hdr.msg_namelen = addrs[i].len();
-            m.msg_hdr.msg_iov = &mut iov[i];
-            m.msg_hdr.msg_iovlen = 1;
-        }
-        let mut done = 0;
-        while done < msgs.len() {
-            let rest = &mut msgs[done..];
-            // SAFETY: `rest` points at live mmsghdrs whose names and iovecs
-            // outlive the call; the kernel writes only msg_len.
-            let n = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as libc::c_uint, 0) };
-            if n > 0 {
-                done += n as usize;
-            } else {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => {}
-                    io::ErrorKind::WouldBlock => return sent + done,
-                    _ => {
-                        log::debug!("send to {}: {e}", chunk[done].0);
-                        done += 1;
-                    }
-                }
+/// UDP generic segmentation offload (Linux 4.18+): one message carries
+/// several datagrams of one size to one destination, which the kernel cuts
+/// (`UDP_SEGMENT`, level `SOL_UDP`; the `libc` crate lacks them for glibc).
+const SOL_UDP: libc::c_int = 17;
+const UDP_SEGMENT: libc::c_int = 103;
+/// Most datagrams and bytes in one segmented message (the kernel's limits
+/// are 64 segments and 64 KiB).
+const GSO_SEGMENTS: usize = 64;
+const GSO_BYTES: usize = 65_000;
+/// Cleared for good the first time the kernel refuses a segmented message.
+static GSO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Runs of `batch` that one message can carry: (first, count). With GSO, a
+/// run is consecutive datagrams to one destination of one size, the last
+/// of them possibly shorter; without, every datagram is its own run.
+fn runs(batch: &[(std::net::SocketAddr, &[u8])], gso: bool) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < batch.len() {
+        let (to, first) = batch[i];
+        let (mut j, mut bytes) = (i + 1, first.len());
+        while gso && j < batch.len() && j - i < GSO_SEGMENTS {
+            let (next_to, next) = batch[j];
+            if next_to != to || next.len() > first.len() || bytes + next.len() > GSO_BYTES {
+                break;
+            }
+            bytes += next.len();
+            j += 1;
+            if next.len() < first.len() {
+                break; // only the last segment may be shorter
             }
         }
-        sent += done;
+        out.push((i, j - i));
+        i = j;
+    }
+    out
+}
+
+/// Send the datagrams of `batch` (destination, bytes) on `fd` in order, with
+/// as few `sendmmsg` calls as the kernel allows and, where it can, several
+/// datagrams per message (UDP GSO); returns how many left. It stops at the
+/// first the kernel cannot take now (EAGAIN: the socket's queue is full,
+/// e.g. behind a slow qdisc): the caller keeps the rest and waits for
+/// POLLOUT. A datagram refused for another reason is skipped (logged), as a
+/// single `send_to` would have failed it.
+pub fn send_batch(fd: RawFd, batch: &[(std::net::SocketAddr, &[u8])]) -> usize {
+    use std::sync::atomic::Ordering::Relaxed;
+    let gso = GSO.load(Relaxed);
+    let runs = runs(batch, gso);
+    let addrs: Vec<socket2::SockAddr> = runs.iter().map(|&(i, _)| socket2::SockAddr::from(batch[i].0)).collect();
+    let mut iov: Vec<libc::iovec> = batch
+        .iter()
+        .map(|(_, b)| libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() })
+        .collect();
+    // One control buffer per run (8-byte aligned), holding the segment size.
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+    let mut control: Vec<[u64; 4]> = vec![[0; 4]; runs.len()];
+    // SAFETY: all-zero is a valid mmsghdr; the pointers are filled in below.
+    let mut msgs: Vec<libc::mmsghdr> = (0..runs.len()).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for (k, (m, &(i, n))) in msgs.iter_mut().zip(&runs).enumerate() {
+        m.msg_hdr.msg_name = addrs[k].as_ptr() as *mut libc::c_void;
+        m.msg_hdr.msg_namelen = addrs[k].len();
+        m.msg_hdr.msg_iov = &mut iov[i];
+        m.msg_hdr.msg_iovlen = n;
+        if n > 1 {
+            let buf = &mut control[k];
+            m.msg_hdr.msg_control = buf.as_mut_ptr().cast();
+            m.msg_hdr.msg_controllen = space;
+            // SAFETY: the control buffer has `space` bytes (32 >= CMSG_SPACE(2)),
+            // so CMSG_FIRSTHDR is non-null and its data holds a u16.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(&m.msg_hdr);
+                (*c).cmsg_level = SOL_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+                let size = u16::try_from(batch[i].1.len()).unwrap_or(u16::MAX);
+                libc::CMSG_DATA(c).cast::<u16>().write_unaligned(size);
+            }
+        }
+    }
+    let (mut done, mut sent) = (0, 0);
+    while done < msgs.len() {
+        let rest = &mut msgs[done..];
+        let chunk = rest.len().min(GSO_SEGMENTS);
+        // SAFETY: `rest` points at live mmsghdrs whose names, iovecs and
+        // control buffers outlive the call; the kernel writes only msg_len.
+        let r = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), chunk as libc::c_uint, 0) };
+        if r > 0 {
+            sent += runs[done..done + r as usize].iter().map(|&(_, n)| n).sum::<usize>();
+            done += r as usize;
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        let (first, n) = runs[done];
+        match e.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => return sent,
+            _ if n > 1 => {
+                // The kernel (or the device) does not take segmented
+                // messages: never again; the rest goes one datagram each.
+                log::info!("UDP GSO refused ({e}): sending datagram by datagram");
+                GSO.store(false, Relaxed);
+                return sent + send_batch(fd, &batch[first..]);
+            }
+            _ => {
+                log::debug!("send to {}: {e}", batch[first].0);
+                sent += 1;
+                done += 1;
+            }
+        }
     }
     sent
 }

@@ -58,6 +58,9 @@ pub(crate) struct Su {
     rtt: Option<Duration>,
     /// When the last TGR went out.
     asked_at: Option<Instant>,
+    /// The round trip averaged (TFMCC's equation); `rtt` above follows its
+    /// peaks (repairs and heartbeats).
+    rtt_avg: Option<Duration>,
     /// The backward channel's rate: TFMCC (from the TO's reports) and
     /// ECTP_MAX_RATE, and the pacer.
     cc: Option<RateControl>,
@@ -77,6 +80,7 @@ impl Su {
             rtt: None,
             cc: None,
             asked_at: None,
+            rtt_avg: None,
         }
     }
 
@@ -244,7 +248,16 @@ impl Su {
         if let (Some(ts), Some(epoch)) = (p.elements.timestamp, self.epoch) {
             let sent = epoch + Duration::from_micros(ts);
             if sent <= now {
-                self.rtt = Some(now - sent);
+                // Up at once, down slowly: repairs and heartbeats are timed by
+                // the path with its queue, not by its emptiest moment (a
+                // repair sent again while the first waits in a queue is waste).
+                let sample = now - sent;
+                self.rtt = Some(match self.rtt {
+                    Some(r) if sample < r => (r * 7 + sample) / 8,
+                    _ => sample,
+                });
+                // The rate's RTT: the plain average (TCP-friendliness).
+                self.rtt_avg = Some(self.rtt_avg.map_or(sample, |r| (r * 3 + sample) / 4));
                 if let Some(cc) = self.cc.as_mut() {
                     cc.note_rtt(now - sent);
                 }
@@ -255,7 +268,7 @@ impl Su {
         if let (Some(mut r), Some(cc)) = (p.elements.report, self.cc.as_mut())
             && cfg.cc == CcMode::Tfmcc
         {
-            if let Some(rtt) = self.rtt {
+            if let Some(rtt) = self.rtt_avg.or(self.rtt) {
                 let x = super::cc::tcp_rate(f64::from(cfg.mss), rtt, f64::from(r.p) / 4_294_967_296.0);
                 r.calc = if x.is_finite() { x as u64 } else { u64::MAX };
                 r.rtt_us = rtt.as_micros().min(u128::from(u32::MAX)) as u32;
