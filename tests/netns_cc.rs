@@ -75,8 +75,8 @@ fn role_cc_tu() {
 }
 
 /// Packets the bottleneck's bucket dropped so far.
-fn tbf_drops(net: &Net) -> u64 {
-    let out = run(&["ip", "netns", "exec", net.switch(), "tc", "-s", "qdisc", "show", "dev", "p1"]).unwrap();
+fn tbf_drops(net: &Net, dev: &str) -> u64 {
+    let out = run(&["ip", "netns", "exec", net.switch(), "tc", "-s", "qdisc", "show", "dev", dev]).unwrap();
     out.split("dropped ")
         .nth(1)
         .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
@@ -87,7 +87,7 @@ fn tbf_drops(net: &Net) -> u64 {
 /// One run: (goodput at the TU, packets dropped by the bucket, DATA and
 /// RDATA the TO sent).
 fn one_run(net: &Net, cc: i32, port: u16) -> (f64, u64, u64, u64) {
-    let drops_before = tbf_drops(net);
+    let drops_before = tbf_drops(net, "p1");
     let env = [("ECTP_PORT", port.to_string()), ("ECTP_CC_MODE", cc.to_string())];
     let mut to = ChildRole::spawn(Some(&net.hosts[0]), "cc_to", &env);
     to.expect_line("ready", 20);
@@ -98,13 +98,13 @@ fn one_run(net: &Net, cc: i32, port: u16) -> (f64, u64, u64, u64) {
     let sent: Vec<u64> = sent.split_whitespace().skip(1).filter_map(|v| v.parse::<u64>().ok()).collect();
     assert!(to.wait(30).is_some_and(|s| s.success()), "the TO role failed");
     assert!(tu.wait(30).is_some_and(|s| s.success()), "the TU role failed");
-    (goodput, tbf_drops(net) - drops_before, sent[0], sent[1])
+    (goodput, tbf_drops(net, "p1") - drops_before, sent[0], sent[1])
 }
 
 #[test]
 fn netns_tfmcc_fills_a_bottleneck_without_flooding_it() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(net) = bottleneck_net("C", 79) else { return };
+    let Some(net) = bottleneck_net("C", "p1") else { return };
     let port = 7900 + (std::process::id() % 100) as u16;
     let t0 = Instant::now();
     // Three TFMCC runs (this 2-core machine is shared: a run may lose CPU,
@@ -293,19 +293,22 @@ fn follow(roles: &[&ChildRole], secs: u64) -> Vec<Progress> {
     out
 }
 
-fn bottleneck_net(tag: &str, subnet: u8) -> Option<Net> {
+/// Two hosts (the TO's, a TU's) on a bridge whose port `dev` holds a 10
+/// MB/s bucket: `p1` for the way to the TU, `p0` for the way to the TO.
+/// None (and a line saying why) where namespaces cannot be made.
+fn bottleneck_net(tag: &str, dev: &str) -> Option<Net> {
     if !can_build() || !have("tc") {
         println!("skipped: needs root, ip netns, iptables and tc");
         return None;
     }
-    let net = match Net::new(tag, 2, subnet, false, "0") {
+    let net = match Net::new(tag, 2, 79, false, "0") {
         Ok(n) => n,
         Err(e) => {
             println!("skipped: needs root, ip netns and iptables ({e})");
             return None;
         }
     };
-    set_bucket(&net, "p1", "80mbit");
+    set_bucket(&net, dev, "80mbit");
     Some(net)
 }
 
@@ -324,7 +327,7 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[test]
 fn netns_tfmcc_and_tcp_share_a_bottleneck_and_neither_starves() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(net) = bottleneck_net("F", 79) else { return };
+    let Some(net) = bottleneck_net("F", "p1") else { return };
     let port = 7950 + (std::process::id() % 40) as u16;
     let secs = 8.0;
     let env =
@@ -373,7 +376,7 @@ fn netns_tfmcc_and_tcp_share_a_bottleneck_and_neither_starves() {
 #[test]
 fn netns_tfmcc_follows_a_bottleneck_that_changes() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(net) = bottleneck_net("R", 79) else { return };
+    let Some(net) = bottleneck_net("R", "p1") else { return };
     let port = 7990 + (std::process::id() % 5) as u16;
     let secs = 9.0;
     let env = [("ECTP_PORT", port.to_string()), ("ECTP_SECS", secs.to_string())];
@@ -474,32 +477,12 @@ fn role_back_su() {
 #[test]
 fn netns_tfmcc_paces_the_backward_channel() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !can_build() || !have("tc") {
-        println!("skipped: needs root, ip netns, iptables and tc");
-        return;
-    }
-    let net = match Net::new("B", 2, 79, false, "0") {
-        Ok(n) => n,
-        Err(e) => {
-            println!("skipped: needs root, ip netns and iptables ({e})");
-            return;
-        }
-    };
     // The bottleneck on the way to the TO.
-    set_bucket(&net, "p0", "80mbit");
-    let drops = |net: &Net| -> u64 {
-        let out = run(&["ip", "netns", "exec", net.switch(), "tc", "-s", "qdisc", "show", "dev", "p0"]).unwrap();
-        out.split("dropped ")
-            .nth(1)
-            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap()
-    };
+    let Some(net) = bottleneck_net("B", "p0") else { return };
     let port = 7960 + (std::process::id() % 20) as u16;
     let mut results = vec![];
     // Three TFMCC runs (medians: the machine is shared), then CC_NONE.
     for (k, cc) in [ECTP_CC_TFMCC, ECTP_CC_TFMCC, ECTP_CC_TFMCC, ECTP_CC_NONE].into_iter().enumerate() {
-        let before = drops(&net);
         let env = [("ECTP_PORT", (port + k as u16).to_string()), ("ECTP_CC_MODE", cc.to_string())];
         let mut to = ChildRole::spawn(Some(&net.hosts[0]), "back_to", &env);
         to.expect_line("ready", 20);
@@ -511,7 +494,6 @@ fn netns_tfmcc_paces_the_backward_channel() {
         to.say("terminate");
         assert!(to.wait(30).is_some_and(|s| s.success()), "the TO role failed");
         assert!(su.wait(30).is_some_and(|s| s.success()), "the SU role failed");
-        let _dropped = drops(&net) - before;
         // Loss as the data sent again for it (the bucket counts GSO bursts).
         let loss = sent[1] as f64 / sent[0].max(1) as f64;
         eprintln!(

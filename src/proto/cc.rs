@@ -112,9 +112,18 @@ fn p_for_rate(s: f64, rtt: Duration, rate: f64) -> f64 {
     hi
 }
 
-/// Microseconds since `epoch`, low 32 bits: the clock of timestamps.
-pub(crate) fn micros(epoch: Instant, now: Instant) -> u32 {
-    now.saturating_duration_since(epoch).as_micros() as u32
+/// Microseconds from `epoch` to `now`, low 32 bits: the clock of the
+/// Rate and Rate Report elements' timestamps (differences wrap).
+fn micros(now: Instant, epoch: Instant) -> u32 {
+    super::parent::micros(now, epoch) as u32
+}
+
+/// The loss event rate as the Rate Report element carries it: times 2^32.
+const P_SCALE: f64 = 4_294_967_296.0;
+
+/// A Rate Report's loss event rate.
+pub(crate) fn p_from_wire(p: u32) -> f64 {
+    f64::from(p) / P_SCALE
 }
 
 /// Loss intervals (RFC 5348 §5), in packets.
@@ -313,7 +322,7 @@ impl CcReceiver {
     /// (`coin` is a uniform draw in (0, 1]).
     pub(crate) fn on_rate(&mut self, now: Instant, info: RateInfo, me: u32, coin: f64) {
         if let Some(e) = info.echo.filter(|e| e.member == me) {
-            let sample = micros(self.epoch, now).wrapping_sub(e.timestamp).wrapping_sub(e.delay);
+            let sample = micros(now, self.epoch).wrapping_sub(e.timestamp).wrapping_sub(e.delay);
             // A wrapped or absurd sample (more than a minute) is ignored.
             if sample < 60_000_000 {
                 let sample = Duration::from_micros(u64::from(sample.max(1)));
@@ -383,7 +392,7 @@ impl CcReceiver {
     /// reported a clearly lower rate meanwhile.
     pub(crate) fn poll_report(&mut self, now: Instant, me: u32) -> Option<RateReport> {
         if let Some((mut r, at)) = self.forward.take() {
-            r.delay = r.delay.saturating_add(micros(at, now));
+            r.delay = r.delay.saturating_add(micros(now, at));
             return Some(r);
         }
         let info = self.sender?;
@@ -417,9 +426,9 @@ impl CcReceiver {
             member: me,
             calc: if calc.is_finite() { calc as u64 } else { u64::MAX },
             recv: self.recv.rate as u64,
-            p: (self.loss.p() * 4_294_967_296.0).min(u32::MAX as f64) as u32,
+            p: (self.loss.p() * P_SCALE).min(f64::from(u32::MAX)) as u32,
             rtt_us: self.rtt().as_micros().min(u128::from(u32::MAX)) as u32,
-            timestamp: micros(self.epoch, now),
+            timestamp: micros(now, self.epoch),
             delay: 0,
         }
     }
@@ -717,7 +726,7 @@ impl RateControl {
             echo: self.echo.map(|(member, timestamp, delay, at)| Echo {
                 member,
                 timestamp,
-                delay: delay.saturating_add(micros(at, now)),
+                delay: delay.saturating_add(micros(now, at)),
             }),
         }
     }

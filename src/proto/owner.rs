@@ -455,7 +455,7 @@ impl Owner {
     /// [`super::MAX_DATAGRAM`] bytes). Control packets go first, then
     /// repairs, then new data.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        self.announce_rate(now);
+        let rate_on_data = self.announce_rate(now);
         if let Some(t) = self.io.poll_ctl(buf) {
             return Some(t);
         }
@@ -475,7 +475,7 @@ impl Owner {
         if let Some(seg) = self.sender.next_unsent() {
             let mut packet = seg.packet(PacketType::Data, self.conn_id, 0);
             // The Rate element rides on DATA with room for it.
-            if self.rate_fits_data(now) {
+            if rate_on_data {
                 packet.elements.rate = Some(self.cc.info(now));
             }
             let t = self.io.send(packet, Dest::Group, buf);
@@ -514,18 +514,22 @@ impl Owner {
     }
 
     /// TFMCC: a new feedback round when one is over, and the Rate element
-    /// in an HB of its own to the group while data flows (at the start of
-    /// each round, after each report taken, every quarter round).
-    fn announce_rate(&mut self, now: Instant) {
+    /// due while data flows (at the start of each round, after each report
+    /// taken, every quarter round): in an HB of its own to the group, or,
+    /// when the next DATA has room for it within the MSS, on that DATA.
+    /// Returns whether it is to ride on the next DATA.
+    fn announce_rate(&mut self, now: Instant) -> bool {
         if self.cc.mode() != CcMode::Tfmcc || !matches!(self.phase, Phase::Open | Phase::Draining) {
-            return;
+            return false;
         }
         self.cc.tick(now);
         let flowing = self.sender.has_unsent() || !self.parent.store.is_empty();
-        if flowing && self.cc.announce_due(now) && !self.rate_fits_data(now) {
-            let lowest = self.parent.store.lowest().unwrap_or(self.sender.first_unsent());
+        let due = flowing && self.cc.announce_due(now);
+        let fits = !self.parent.has_repair()
+            && self.sender.next_unsent_len().is_some_and(|n| n + RATE_LEN <= usize::from(self.cfg.mss));
+        if due && !fits {
             let mut h = Header::new(PacketType::Hb, self.conn_id);
-            h.psn = lowest.0;
+            h.psn = self.lowest_repairable().0;
             let mut ctl = Ctl::new(Dest::Group, h);
             ctl.elements.rate = Some(self.cc.info(now));
             self.io.ctl.push_back(ctl);
@@ -534,15 +538,12 @@ impl Owner {
         // Never in the past: what is due now goes out with the next packet.
         let at = self.cc.announce_at().filter(|_| flowing).map(|t| t.max(now + Duration::from_micros(100)));
         self.io.timers.set_opt(Timer::RateRound, at);
+        due && fits
     }
 
-    /// Whether the Rate element is due and the next DATA, about to leave,
-    /// has room for it within the MSS: then it rides there, not in an HB.
-    fn rate_fits_data(&self, now: Instant) -> bool {
-        self.cc.mode() == CcMode::Tfmcc
-            && self.cc.announce_due(now)
-            && self.sender.next_unsent_len().is_some_and(|n| n + RATE_LEN <= usize::from(self.cfg.mss))
-            && !self.parent.has_repair()
+    /// The lowest PSN still repairable, as HBs announce it.
+    fn lowest_repairable(&self) -> Psn {
+        self.parent.store.lowest().unwrap_or(self.sender.first_unsent())
     }
 
     /// The forward sending rate now, bytes per second (ECTP_RATE; `u64::MAX`
@@ -669,8 +670,7 @@ impl Owner {
     /// An HB to child `id` alone (it just attached): its answer measures
     /// the round trip to it at once.
     fn probe(&mut self, id: u32, now: Instant) {
-        let lowest = self.parent.store.lowest().unwrap_or(self.sender.first_unsent());
-        let ctl = self.parent.probe(self.conn_id, lowest, id, 0, TO, now);
+        let ctl = self.parent.probe(self.conn_id, self.lowest_repairable(), id, 0, TO, now);
         self.io.ctl.extend(ctl);
     }
 
@@ -1138,8 +1138,7 @@ impl Owner {
     /// HB to the group every HGT: the lowest PSN still repairable, a
     /// timestamp, and the child that must answer (draft: "Tree maintenance").
     fn heartbeat(&mut self, now: Instant) {
-        let lowest = self.parent.store.lowest().unwrap_or(self.sender.first_unsent());
-        let mut ctl = self.parent.heartbeat(self.conn_id, lowest, Dest::Group, now);
+        let mut ctl = self.parent.heartbeat(self.conn_id, self.lowest_repairable(), Dest::Group, now);
         if self.cc.mode() == CcMode::Tfmcc {
             ctl.elements.rate = Some(self.cc.info(now));
         }

@@ -269,7 +269,7 @@ impl Su {
             && cfg.cc == CcMode::Tfmcc
         {
             if let Some(rtt) = self.rtt_avg.or(self.rtt) {
-                let x = super::cc::tcp_rate(f64::from(cfg.mss), rtt, f64::from(r.p) / 4_294_967_296.0);
+                let x = super::cc::tcp_rate(f64::from(cfg.mss), rtt, super::cc::p_from_wire(r.p));
                 r.calc = if x.is_finite() { x as u64 } else { u64::MAX };
                 r.rtt_us = rtt.as_micros().min(u128::from(u32::MAX)) as u32;
                 r.measured = true;

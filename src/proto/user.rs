@@ -417,19 +417,27 @@ impl User {
     fn poll_rate_report(&mut self, now: Instant) {
         let me = self.member_id();
         let acks = self.acks();
-        let sub = self.subtree();
-        let (Some(cc), Some(c)) = (self.cc.as_mut(), self.child.as_mut()) else { return };
+        if self.child.is_none() {
+            return;
+        }
+        let Some(cc) = self.cc.as_mut() else { return };
         if !acks {
             // Rebinding or not joined: nothing goes up; the next packet re-arms it.
             self.io.timers.stop(Timer::RateReport);
             return;
         }
-        if let Some(r) = cc.poll_report(now, me) {
-            c.send_ack_with(&self.me, &self.cfg, sub, now, Some(r), &mut self.io);
-            self.io.stats.rate_reports += 1;
-        }
+        // Called for every packet: the subtree (a walk over a repair agent's
+        // children) only when a report does go up.
+        let report = cc.poll_report(now, me);
         let next = cc.deadline(me).map(|t| t.max(now + Duration::from_micros(100)));
         self.io.timers.set_opt(Timer::RateReport, next);
+        if let Some(r) = report {
+            let sub = self.subtree();
+            if let Some(c) = self.child.as_mut() {
+                c.send_ack_with(&self.me, &self.cfg, sub, now, Some(r), &mut self.io);
+                self.io.stats.rate_reports += 1;
+            }
+        }
     }
 
     /// Whether a packet of this type may come from this address (the exact
