@@ -12,51 +12,10 @@ mod common;
 
 use std::mem::size_of;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::process::Command;
 
 use common::*;
 use ectp::ffi::*;
 use libc::{c_int, socklen_t};
-
-const SKIP: &str = "skipped: needs root and unshare -n";
-/// Exit code of the namespace setup script when it cannot build the network.
-const SETUP_FAILED: i32 = 77;
-
-/// Inside the namespace already? Otherwise run `test` there, in a child
-/// process, and report its outcome. Returns true when the caller must run
-/// the scenario itself (it is the child).
-fn in_netns(test: &str) -> bool {
-    if std::env::var_os("ECTP_IN_NETNS").is_some() {
-        return true;
-    }
-    // SAFETY: geteuid takes no arguments and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    let probe = Command::new("unshare").args(["-n", "true"]).output();
-    if !root || !matches!(probe, Ok(ref o) if o.status.success()) {
-        println!("{SKIP}");
-        return false;
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let script = format!(
-        "ip link set lo up && ip link add va type veth peer name vb && ip link set va up && ip link set vb up \
-         && ip -6 addr add fd00::1/64 dev va nodad || exit {SETUP_FAILED}; \
-         exec \"$0\" --exact {test} --nocapture --test-threads=1"
-    );
-    let out = Command::new("unshare")
-        .args(["-n", "sh", "-c", &script])
-        .arg(&exe)
-        .env("ECTP_IN_NETNS", "1")
-        .output()
-        .expect("run unshare");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if out.status.code() == Some(SETUP_FAILED) {
-        println!("{SKIP} (the namespace's network could not be set up)\n{text}");
-        return false;
-    }
-    assert!(out.status.success(), "the test failed in the network namespace ({}):\n{text}", out.status);
-    assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
-    false
-}
 
 fn to_addr() -> SocketAddr {
     "[fd00::1]:0".parse().unwrap()
@@ -83,7 +42,7 @@ fn message(i: usize, mss: usize) -> Vec<u8> {
 
 #[test]
 fn ipv6_core_scenario_in_a_network_namespace() {
-    if !in_netns("ipv6_core_scenario_in_a_network_namespace") {
+    if !in_ipv6_netns("ipv6_core_scenario_in_a_network_namespace") {
         return;
     }
     let g = group(1);
@@ -165,7 +124,7 @@ fn ipv6_core_scenario_in_a_network_namespace() {
 
 #[test]
 fn ipv6_late_joiner_and_ejection_in_a_network_namespace() {
-    if !in_netns("ipv6_late_joiner_and_ejection_in_a_network_namespace") {
+    if !in_ipv6_netns("ipv6_late_joiner_and_ejection_in_a_network_namespace") {
         return;
     }
     let g = group(2);

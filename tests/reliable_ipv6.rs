@@ -7,40 +7,7 @@ mod common;
 use common::*;
 use ectp::ffi::*;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::thread;
-
-const INSIDE: &str = "ECTP_IN_NETNS";
-
-/// Run `name` again inside a fresh network namespace with fd00::1 on a veth
-/// pair; Some(()) when that ran and passed, None when it cannot run here.
-fn in_namespace(name: &str) -> Option<()> {
-    // SAFETY: geteuid has no preconditions.
-    #[allow(unsafe_code)]
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root || Command::new("unshare").arg("--help").output().is_err() {
-        println!("skipped: needs root and unshare -n");
-        return None;
-    }
-    let exe = std::env::current_exe().expect("test binary");
-    let setup = "ip link set lo up && ip link add va type veth peer name vb && ip link set va up && \
-                 ip link set vb up && ip -6 addr add fd00::1/64 dev va nodad && \
-                 exec \"$0\" --exact \"$1\" --nocapture --test-threads=1";
-    let out = Command::new("unshare")
-        .args(["-n", "sh", "-c", setup])
-        .arg(exe)
-        .arg(name)
-        .env(INSIDE, "1")
-        .output()
-        .expect("unshare runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() && text.contains("Operation not permitted") {
-        println!("skipped: cannot create a network namespace here");
-        return None;
-    }
-    assert!(out.status.success() && text.contains("1 passed"), "inside the namespace:\n{text}");
-    Some(())
-}
 
 fn lossy_ipv6(loss: i32, group: &str) {
     let p = port();
@@ -88,10 +55,8 @@ macro_rules! ipv6_loss_test {
     ($name:ident, $loss:expr, $group:expr) => {
         #[test]
         fn $name() {
-            if std::env::var_os(INSIDE).is_some() {
+            if in_ipv6_netns(stringify!($name)) {
                 lossy_ipv6($loss, $group);
-            } else {
-                in_namespace(stringify!($name));
             }
         }
     };

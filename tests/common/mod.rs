@@ -3,6 +3,7 @@
 
 use std::mem::size_of;
 use std::net::SocketAddr;
+use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use ectp::ffi::*;
@@ -440,4 +441,46 @@ mod child_role {
         assert!(n > 0, "the parent closed stdin");
         l.trim_end().to_string()
     }
+}
+
+pub const SKIP: &str = "skipped: needs root and unshare -n";
+/// Exit code of the namespace setup script when it cannot build the network.
+pub const SETUP_FAILED: i32 = 77;
+
+/// IPv6 multicast needs a real interface: the test runs in a private
+/// network namespace with fd00::1 on a veth pair (needs root and unshare).
+/// Inside the namespace already? Otherwise run `test` there, in a child
+/// process, and report its outcome. Returns true when the caller must run
+/// the scenario itself (it is the child).
+pub fn in_ipv6_netns(test: &str) -> bool {
+    if std::env::var_os("ECTP_IN_NETNS").is_some() {
+        return true;
+    }
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let probe = Command::new("unshare").args(["-n", "true"]).output();
+    if !root || !matches!(probe, Ok(ref o) if o.status.success()) {
+        println!("{SKIP}");
+        return false;
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let script = format!(
+        "ip link set lo up && ip link add va type veth peer name vb && ip link set va up && ip link set vb up \
+         && ip -6 addr add fd00::1/64 dev va nodad || exit {SETUP_FAILED}; \
+         exec \"$0\" --exact {test} --nocapture --test-threads=1"
+    );
+    let out = Command::new("unshare")
+        .args(["-n", "sh", "-c", &script])
+        .arg(&exe)
+        .env("ECTP_IN_NETNS", "1")
+        .output()
+        .expect("run unshare");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.code() == Some(SETUP_FAILED) {
+        println!("{SKIP} (the namespace's network could not be set up)\n{text}");
+        return false;
+    }
+    assert!(out.status.success(), "the test failed in the network namespace ({}):\n{text}", out.status);
+    assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+    false
 }
