@@ -249,6 +249,45 @@
 #define ECTP_MSG_GAP 2
 
 /**
+ * Read only, both sides: 1 while the TO has paused the connection
+ * (`ectp_pause`), else 0 (int). A TU learns it from the TO's NDATA.
+ */
+#define ECTP_PAUSED 30
+
+/**
+ * ectp_set_log level: no log lines at all.
+ */
+#define ECTP_LOG_OFF 0
+
+/**
+ * ectp_set_log level: errors only (a panic caught at the boundary, a poll
+ * that failed).
+ */
+#define ECTP_LOG_ERROR 1
+
+/**
+ * ectp_set_log level: and warnings (a descriptor closed behind the
+ * library's back, joins dropped under a flood).
+ */
+#define ECTP_LOG_WARN 2
+
+/**
+ * ectp_set_log level: and the life of the connection (created, members
+ * joined, left, ejected, why a TU was reset, tokens, pause, resume).
+ */
+#define ECTP_LOG_INFO 3
+
+/**
+ * ectp_set_log level: and details (send errors, packets not sent).
+ */
+#define ECTP_LOG_DEBUG 4
+
+/**
+ * ectp_set_log level: everything.
+ */
+#define ECTP_LOG_TRACE 5
+
+/**
  * What `mrecvmsg` reports about the message it returned.
  */
 struct ectp_rcvinfo {
@@ -403,7 +442,58 @@ struct ectp_stats {
    * Dropped (ECTP_GROUP_KEY): a replay of a packet received already.
    */
   uint64_t dropped_replay;
+  /**
+   * User-data bytes sent for the first time (TO: forward; SU: backward).
+   */
+  uint64_t bytes_sent;
+  /**
+   * User-data bytes received new (TU: the TO's; TO: the SUs').
+   */
+  uint64_t bytes_received;
+  /**
+   * The current sending rate, bytes per second (as ECTP_RATE); 0 = not limited.
+   */
+  uint64_t rate;
+  /**
+   * Repair requests sent: a TU's ACKs that report a hole, the TO's HBACKs
+   * that report one in an SU's data.
+   */
+  uint64_t repairs_requested;
+  /**
+   * Repairs sent (RDATA), the same as rdata_sent.
+   */
+  uint64_t repairs_sent;
+  /**
+   * Smoothed round trip in microseconds: a TU's to its parent; the TO's,
+   * the largest among its children; 0 = not measured yet.
+   */
+  uint64_t rtt_us;
+  /**
+   * TO: members that joined, wherever in the tree.
+   */
+  uint64_t members_joined;
+  /**
+   * TO: members that left (mleave on the TU).
+   */
+  uint64_t members_left;
+  /**
+   * TO: members ejected (mleave on the TO).
+   */
+  uint64_t members_ejected;
+  /**
+   * TO: members that failed: silent for FDN x HGT, lost with their
+   * subtree, or ejected as too slow (ECTP_SLOW_TIMEOUT).
+   */
+  uint64_t members_failed;
 };
+
+/**
+ * Called for each log line at or below the level of `ectp_set_log`, from
+ * whichever thread logs it (often the library's own), possibly with a
+ * library lock held: it must return quickly and must not call ECTP
+ * functions. `message` is valid only during the call.
+ */
+typedef void (*ectp_log_callback)(int level, const char *message, void *arg);
 
 /**
  * Called by the TO's library thread, with no library lock held, for each
@@ -546,6 +636,51 @@ int mleave(int sd, uint32_t user_id);
 int mterminate(int sd);
 
 /**
+ * Extension, TO only: give member `user_id` a token without its asking
+ * (TGR from the TO, answered by the TU's TGC) and wait for the answer.
+ * Returns the token id (1..255); the TU then holds it exactly as after
+ * `mtoken_get`. -1 with ENOENT (no such member), EALREADY (it holds one,
+ * or is being given one), EBUSY (ECTP_MAX_TOKENS in use), ETIMEDOUT (no
+ * answer after ECTP_RETRIES sends, ECTP_RXT apart).
+ */
+int ectp_token_give(int sd, uint32_t user_id);
+
+/**
+ * Extension, TO only: take member `user_id`'s token back (TRR from the TO).
+ * What the SU sent (and queued) before is still delivered reliably, its
+ * later `msendmsg` fails with EPERM; returns 0 once it confirmed (TRC,
+ * after everything it sent was acknowledged) or left. -1 with ENOENT when
+ * the member holds no token, ETIMEDOUT (no answer after ECTP_RETRIES
+ * sends: it keeps the token until it has sent what it queued, then
+ * returns it by itself).
+ */
+int ectp_token_withdraw(int sd, uint32_t user_id);
+
+/**
+ * Extension, TO only: no new forward DATA leaves until `ectp_resume`;
+ * `msendm` still queues (and blocks when the window is full). The TO keeps
+ * its TUs informed (NDATA with F=1, heartbeats), so nobody is ejected or
+ * reset for the pause; both sides read ECTP_PAUSED. -1 with EALREADY when
+ * paused already, EBADF after `mterminate` began.
+ */
+int ectp_pause(int sd);
+
+/**
+ * Extension, TO only: end a pause (`ectp_pause`): the queued data goes out
+ * again. -1 with EALREADY when not paused.
+ */
+int ectp_resume(int sd);
+
+/**
+ * Extension, TO only: end the connection at once, without draining: what
+ * is queued or unacknowledged is dropped, CTR with F=1 (abnormal) is
+ * multicast, and every TU's next `mrecvmsg` gives -1 with ECONNRESET
+ * (a TU that missed every CTR notices the TO's silence after FDN x HGT).
+ * Releases `sd`. Returns within a few tens of milliseconds.
+ */
+int ectp_abort(int sd);
+
+/**
  * Extension, TO only: fill `*out` with what the TO knows of member
  * `user_id`, wherever it is in the tree (its parent, level, descendants,
  * RTT to its parent, token, address). -1 with ENOENT for an unknown or
@@ -564,6 +699,17 @@ int ectp_list_members(int sd, uint32_t *ids, size_t max);
  * Extension: copy the endpoint's counters into `*out`. Returns 0.
  */
 int ectp_get_stats(int sd, struct ectp_stats *out);
+
+/**
+ * Extension: where the library's log lines go, process-wide. `level`:
+ * ECTP_LOG_OFF (0) .. ECTP_LOG_TRACE (5), lines at or below it are kept;
+ * `cb` NULL sends them to standard error (`ectp: <level>: <message>`),
+ * else each goes to `cb(level, message, arg)`. Without any call, the
+ * environment variable ECTP_LOG (error, warn, info, debug, trace) sets the
+ * level for standard error, and nothing is printed when it is unset.
+ * -1 with EINVAL for a level out of range.
+ */
+int ectp_set_log(int level, ectp_log_callback cb, void *arg);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -433,6 +433,56 @@ impl Endpoint {
         r
     }
 
+    /// Give member `user_id` a token and wait for its answer
+    /// (`ectp_token_give`): the token id.
+    pub fn token_give(&self, user_id: u32) -> Result<u8, Error> {
+        let mut st = self.state.lock();
+        owner_mut(&mut st)?.give_token(user_id, Instant::now()).map_err(owner_error)?;
+        self.wake.set();
+        self.wait_token_outcome(&mut st, user_id)
+    }
+
+    /// Take member `user_id`'s token back and wait until it gave it back
+    /// or left (`ectp_token_withdraw`).
+    pub fn token_withdraw(&self, user_id: u32) -> Result<(), Error> {
+        let mut st = self.state.lock();
+        owner_mut(&mut st)?.withdraw_token(user_id, Instant::now()).map_err(owner_error)?;
+        self.wake.set();
+        self.wait_token_outcome(&mut st, user_id).map(|_| ())
+    }
+
+    fn wait_token_outcome(&self, st: &mut MutexGuard<'_, State>, user_id: u32) -> Result<u8, Error> {
+        loop {
+            live(st)?;
+            if st.shutdown {
+                return Err(Error::Closed);
+            }
+            if let Some(r) = owner_mut(st)?.take_token_outcome(user_id) {
+                return r.map_err(owner_error);
+            }
+            self.cond.wait(st);
+        }
+    }
+
+    /// Stop new forward DATA until `resume` (`ectp_pause`).
+    pub fn pause(&self) -> Result<(), Error> {
+        self.with_owner(|o| o.pause(Instant::now()).map_err(owner_error))
+    }
+
+    /// Let the queued data go again (`ectp_resume`).
+    pub fn resume(&self) -> Result<(), Error> {
+        self.with_owner(|o| o.resume(Instant::now()).map_err(owner_error))
+    }
+
+    /// ECTP_PAUSED, on either side: whether the TO has paused.
+    pub fn is_paused(&self) -> Result<bool, Error> {
+        match self.state.lock().node.as_ref() {
+            Some(Node::Owner(o)) => Ok(o.is_paused()),
+            Some(Node::User(u)) => Ok(u.is_paused()),
+            None => Err(Error::NotConnected),
+        }
+    }
+
     /// Active TUs in the whole tree (TO), for ECTP_MEMBERS: the ADN sum.
     pub fn members(&self) -> Result<usize, Error> {
         self.with_owner(|o| Ok(o.adn() as usize))
@@ -487,6 +537,16 @@ impl Endpoint {
         }
     }
 
+    /// The smoothed round trip: a TU's to its parent, the TO's largest to
+    /// one of its children; None before one is measured.
+    pub fn rtt(&self) -> Option<Duration> {
+        match self.state.lock().node.as_ref() {
+            Some(Node::Owner(o)) => o.max_rtt(),
+            Some(Node::User(u)) => u.rtt(),
+            None => None,
+        }
+    }
+
     /// What the core counted.
     pub fn stats(&self) -> Stats {
         let st = self.state.lock();
@@ -513,6 +573,23 @@ impl Endpoint {
                 Some(Node::Owner(o)) => o.terminate(),
                 Some(Node::User(_)) => return Err(Error::WrongRole),
                 None => {}
+            }
+            self.wake.set();
+            self.wait_while(&mut st, |st| st.node.as_ref().and_then(Node::owner).is_some_and(|o| !o.is_closed()));
+            live(&st)
+        };
+        self.shutdown();
+        r
+    }
+
+    /// TO: end at once, CTR with F=1, without draining (`ectp_abort`).
+    pub fn abort(&self) -> Result<(), Error> {
+        let r = {
+            let mut st = self.state.lock();
+            match st.node.as_mut() {
+                Some(Node::Owner(o)) => o.abort(Instant::now()),
+                Some(Node::User(_)) => return Err(Error::WrongRole),
+                None => return Err(Error::NotConnected),
             }
             self.wake.set();
             self.wait_while(&mut st, |st| st.node.as_ref().and_then(Node::owner).is_some_and(|o| !o.is_closed()));
@@ -901,6 +978,9 @@ fn owner_error(e: OwnerError) -> Error {
         OwnerError::BadLength => Error::TooLong,
         OwnerError::NotFound => Error::NotFound,
         OwnerError::Terminated => Error::Closed,
+        OwnerError::Already => Error::Already,
+        OwnerError::Busy => Error::Busy,
+        OwnerError::TimedOut => Error::TimedOut,
     }
 }
 

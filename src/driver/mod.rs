@@ -45,6 +45,10 @@ pub enum Error {
     AlreadyHeld,
     /// No such pending request or member.
     NotFound,
+    /// No token free (ECTP_MAX_TOKENS in use).
+    Busy,
+    /// Paused already, or resumed when not paused.
+    Already,
     /// The message is too long.
     TooLong,
     /// The endpoint is being closed.

@@ -26,6 +26,8 @@ impl From<Error> for Errno {
             Error::TokenRefused => libc::EACCES,
             Error::AlreadyHeld => libc::EALREADY,
             Error::NotFound => libc::ENOENT,
+            Error::Busy => libc::EBUSY,
+            Error::Already => libc::EALREADY,
             Error::TooLong => libc::EMSGSIZE,
             Error::Closed => libc::EBADF,
             Error::Failed => libc::EIO,
@@ -52,6 +54,7 @@ fn set_errno(e: c_int) {
 /// Run `f` behind a panic boundary: Ok(v) returns v, Err sets errno and
 /// returns `fail` (-1); a panic is logged and reported as EIO.
 pub fn guard<T: Copy>(fail: T, f: impl FnOnce() -> Result<T, Errno>) -> T {
+    super::logging::init();
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => v,
         Ok(Err(Errno(e))) => {

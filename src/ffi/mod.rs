@@ -13,6 +13,7 @@
 
 mod addr;
 mod error;
+mod logging;
 mod options;
 mod table;
 pub mod types;
@@ -401,6 +402,74 @@ pub extern "C" fn mterminate(sd: c_int) -> c_int {
     })
 }
 
+/// Extension, TO only: give member `user_id` a token without its asking
+/// (TGR from the TO, answered by the TU's TGC) and wait for the answer.
+/// Returns the token id (1..255); the TU then holds it exactly as after
+/// `mtoken_get`. -1 with ENOENT (no such member), EALREADY (it holds one,
+/// or is being given one), EBUSY (ECTP_MAX_TOKENS in use), ETIMEDOUT (no
+/// answer after ECTP_RETRIES sends, ECTP_RXT apart).
+#[unsafe(no_mangle)]
+pub extern "C" fn ectp_token_give(sd: c_int, user_id: u32) -> c_int {
+    guard(-1, || Ok(c_int::from(table::get(sd)?.ep.token_give(user_id)?)))
+}
+
+/// Extension, TO only: take member `user_id`'s token back (TRR from the TO).
+/// What the SU sent (and queued) before is still delivered reliably, its
+/// later `msendmsg` fails with EPERM; returns 0 once it confirmed (TRC,
+/// after everything it sent was acknowledged) or left. -1 with ENOENT when
+/// the member holds no token, ETIMEDOUT (no answer after ECTP_RETRIES
+/// sends: it keeps the token until it has sent what it queued, then
+/// returns it by itself).
+#[unsafe(no_mangle)]
+pub extern "C" fn ectp_token_withdraw(sd: c_int, user_id: u32) -> c_int {
+    guard(-1, || {
+        table::get(sd)?.ep.token_withdraw(user_id)?;
+        Ok(0)
+    })
+}
+
+/// Extension, TO only: no new forward DATA leaves until `ectp_resume`;
+/// `msendm` still queues (and blocks when the window is full). The TO keeps
+/// its TUs informed (NDATA with F=1, heartbeats), so nobody is ejected or
+/// reset for the pause; both sides read ECTP_PAUSED. -1 with EALREADY when
+/// paused already, EBADF after `mterminate` began.
+#[unsafe(no_mangle)]
+pub extern "C" fn ectp_pause(sd: c_int) -> c_int {
+    guard(-1, || {
+        table::get(sd)?.ep.pause()?;
+        Ok(0)
+    })
+}
+
+/// Extension, TO only: end a pause (`ectp_pause`): the queued data goes out
+/// again. -1 with EALREADY when not paused.
+#[unsafe(no_mangle)]
+pub extern "C" fn ectp_resume(sd: c_int) -> c_int {
+    guard(-1, || {
+        table::get(sd)?.ep.resume()?;
+        Ok(0)
+    })
+}
+
+/// Extension, TO only: end the connection at once, without draining: what
+/// is queued or unacknowledged is dropped, CTR with F=1 (abnormal) is
+/// multicast, and every TU's next `mrecvmsg` gives -1 with ECONNRESET
+/// (a TU that missed every CTR notices the TO's silence after FDN x HGT).
+/// Releases `sd`. Returns within a few tens of milliseconds.
+#[unsafe(no_mangle)]
+pub extern "C" fn ectp_abort(sd: c_int) -> c_int {
+    guard(-1, || {
+        let h = table::get(sd)?;
+        let r = h.ep.abort();
+        // Released even when the endpoint had failed (the error is reported).
+        if !matches!(r, Err(Error::WrongRole | Error::NotConnected)) {
+            table::remove(sd);
+        }
+        r?;
+        Ok(0)
+    })
+}
+
 /// Extension, TO only: fill `*out` with what the TO knows of member
 /// `user_id`, wherever it is in the tree (its parent, level, descendants,
 /// RTT to its parent, token, address). -1 with ENOENT for an unknown or
@@ -491,9 +560,31 @@ pub extern "C" fn ectp_get_stats(sd: c_int, out: *mut ectp_stats) -> c_int {
             dropped_range: s.dropped_range,
             dropped_auth: s.dropped_auth,
             dropped_replay: s.dropped_replay,
+            bytes_sent: s.bytes_sent,
+            bytes_received: s.bytes_received,
+            rate: h.ep.rate().map_or(0, |r| if r == u64::MAX { 0 } else { r }),
+            repairs_requested: s.repairs_requested,
+            repairs_sent: s.rdata_sent,
+            rtt_us: h.ep.rtt().map_or(0, |r| u64::try_from(r.as_micros()).unwrap_or(u64::MAX).max(1)),
+            members_joined: s.members_joined,
+            members_left: s.members_left,
+            members_ejected: s.members_ejected,
+            members_failed: s.members_failed,
         };
         // SAFETY: out is non-NULL and points to the caller's ectp_stats.
         unsafe { out.write_unaligned(v) };
         Ok(0)
     })
+}
+
+/// Extension: where the library's log lines go, process-wide. `level`:
+/// ECTP_LOG_OFF (0) .. ECTP_LOG_TRACE (5), lines at or below it are kept;
+/// `cb` NULL sends them to standard error (`ectp: <level>: <message>`),
+/// else each goes to `cb(level, message, arg)`. Without any call, the
+/// environment variable ECTP_LOG (error, warn, info, debug, trace) sets the
+/// level for standard error, and nothing is printed when it is unset.
+/// -1 with EINVAL for a level out of range.
+#[unsafe(no_mangle)]
+pub extern "C" fn ectp_set_log(level: c_int, cb: ectp_log_callback, arg: *mut c_void) -> c_int {
+    guard(-1, || logging::set(level, cb, arg).map(|()| 0).map_err(|()| EINVAL))
 }

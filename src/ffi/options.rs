@@ -66,7 +66,7 @@ pub fn set(h: &Handle, optname: c_int, optval: *const c_void, optlen: socklen_t)
         }
         return Ok(());
     }
-    if matches!(optname, ECTP_MEMBERS | ECTP_USER_ID | ECTP_TOKEN_ID | ECTP_PARENT | ECTP_TREE_LEVEL) {
+    if matches!(optname, ECTP_MEMBERS | ECTP_USER_ID | ECTP_TOKEN_ID | ECTP_PARENT | ECTP_TREE_LEVEL | ECTP_PAUSED) {
         return Err(ENOPROTOOPT); // read only
     }
     if optname == ECTP_GROUP_KEY {
@@ -232,6 +232,7 @@ pub fn get(h: &Handle, optname: c_int, optval: *mut c_void, optlen: *mut socklen
         ECTP_TREE_LEVEL => c_int::from(h.ep.tree_info()?.1),
         ECTP_CC => c.cc as c_int,
         ECTP_SLOW_TIMEOUT => ms(c.slow_time()),
+        ECTP_PAUSED => c_int::from(h.ep.is_paused()?),
         _ => return Err(ENOPROTOOPT),
     };
     // SAFETY: optval has room for an int (checked above); optlen is valid.

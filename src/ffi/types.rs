@@ -1,7 +1,7 @@
 //! The constants and structures of `ectp.h` (see docs/c-constants.md).
 #![allow(non_camel_case_types)]
 
-use libc::{c_int, sockaddr, sockaddr_storage, socklen_t};
+use libc::{c_char, c_int, c_void, sockaddr, sockaddr_storage, socklen_t};
 
 /// Option level of the ECTP options of `msetsockopt`/`mgetsockopt`.
 pub const SOL_ECTP: c_int = 0x4543;
@@ -179,6 +179,29 @@ pub struct ectp_stats {
     pub dropped_auth: u64,
     /// Dropped (ECTP_GROUP_KEY): a replay of a packet received already.
     pub dropped_replay: u64,
+    /// User-data bytes sent for the first time (TO: forward; SU: backward).
+    pub bytes_sent: u64,
+    /// User-data bytes received new (TU: the TO's; TO: the SUs').
+    pub bytes_received: u64,
+    /// The current sending rate, bytes per second (as ECTP_RATE); 0 = not limited.
+    pub rate: u64,
+    /// Repair requests sent: a TU's ACKs that report a hole, the TO's HBACKs
+    /// that report one in an SU's data.
+    pub repairs_requested: u64,
+    /// Repairs sent (RDATA), the same as rdata_sent.
+    pub repairs_sent: u64,
+    /// Smoothed round trip in microseconds: a TU's to its parent; the TO's,
+    /// the largest among its children; 0 = not measured yet.
+    pub rtt_us: u64,
+    /// TO: members that joined, wherever in the tree.
+    pub members_joined: u64,
+    /// TO: members that left (mleave on the TU).
+    pub members_left: u64,
+    /// TO: members ejected (mleave on the TO).
+    pub members_ejected: u64,
+    /// TO: members that failed: silent for FDN x HGT, lost with their
+    /// subtree, or ejected as too slow (ECTP_SLOW_TIMEOUT).
+    pub members_failed: u64,
 }
 
 /// A member of the connection as the TO knows it, filled by `ectp_get_member`.
@@ -219,3 +242,29 @@ pub type ectp_join_callback =
 /// token request; answer with `mtoken_confirm` (now or later, from any thread).
 pub type ectp_token_callback =
     Option<unsafe extern "C" fn(sd: c_int, user_id: u32, addr: *const sockaddr, addrlen: socklen_t)>;
+
+/// Read only, both sides: 1 while the TO has paused the connection
+/// (`ectp_pause`), else 0 (int). A TU learns it from the TO's NDATA.
+pub const ECTP_PAUSED: c_int = 30;
+
+/// ectp_set_log level: no log lines at all.
+pub const ECTP_LOG_OFF: c_int = 0;
+/// ectp_set_log level: errors only (a panic caught at the boundary, a poll
+/// that failed).
+pub const ECTP_LOG_ERROR: c_int = 1;
+/// ectp_set_log level: and warnings (a descriptor closed behind the
+/// library's back, joins dropped under a flood).
+pub const ECTP_LOG_WARN: c_int = 2;
+/// ectp_set_log level: and the life of the connection (created, members
+/// joined, left, ejected, why a TU was reset, tokens, pause, resume).
+pub const ECTP_LOG_INFO: c_int = 3;
+/// ectp_set_log level: and details (send errors, packets not sent).
+pub const ECTP_LOG_DEBUG: c_int = 4;
+/// ectp_set_log level: everything.
+pub const ECTP_LOG_TRACE: c_int = 5;
+
+/// Called for each log line at or below the level of `ectp_set_log`, from
+/// whichever thread logs it (often the library's own), possibly with a
+/// library lock held: it must return quickly and must not call ECTP
+/// functions. `message` is valid only during the call.
+pub type ectp_log_callback = Option<unsafe extern "C" fn(level: c_int, message: *const c_char, arg: *mut c_void)>;

@@ -274,6 +274,11 @@ impl CcReceiver {
         self.rtt_hint = rtt;
     }
 
+    /// The round trip measured by the sender's echoes, once there was one.
+    pub(crate) fn measured_rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
     /// The round trip in use.
     pub(crate) fn rtt(&self) -> Duration {
         self.rtt.unwrap_or(match self.sender {

@@ -110,7 +110,10 @@ impl Child {
         let gap = psn.diff(first_missing) > 0 && !self.rx.is_app_full();
         let accept = self.rx.on_segment(psn, p.header.flag, p.data);
         match accept {
-            Accept::New => io.stats.data_received += 1,
+            Accept::New => {
+                io.stats.data_received += 1;
+                io.stats.bytes_received += p.data.len() as u64;
+            }
             Accept::Duplicate => io.stats.duplicates += 1,
             Accept::TooFarAhead => return accept,
             // The application's queue is full: nothing is acknowledged or
@@ -285,11 +288,18 @@ impl Child {
         ctl.elements.ack = Some(self.ack(sub));
         ctl.elements.report = report;
         io.ctl.push_back(ctl);
+        io.stats.repairs_requested += u64::from(self.rx.has_hole());
         if self.rx.has_hole() && self.asked.is_none() {
             self.asked = Some((self.rx.lsn(), now));
         }
         io.timers.set(Timer::Keepalive, now + cfg.hgt / 2);
         io.timers.set(Timer::AckRepeat, now + self.repeat_interval(cfg));
+    }
+
+    /// The round trip to the parent as last measured: the TJR answered by
+    /// the TJC, then the time repairs take.
+    pub(crate) fn round_trip(&self) -> Option<Duration> {
+        self.repair_time
     }
 
     /// A first measure of the round trip to the parent (its TJR answered by
@@ -308,6 +318,7 @@ impl Child {
         ack.stable = self.stable(sub).0;
         ctl.elements.ack = Some(ack);
         io.ctl.push_back(ctl);
+        io.stats.repairs_requested += 1;
         io.timers.set(Timer::Keepalive, now + cfg.hgt / 2);
         if io.timers.get(Timer::AckRepeat).is_none() {
             io.timers.set(Timer::AckRepeat, now + self.repeat_interval(cfg));

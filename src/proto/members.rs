@@ -145,15 +145,17 @@ impl Members {
         }
     }
 
-    /// Make `id` active (attached to its parent); an RA becomes a candidate parent.
-    pub(crate) fn activate(&mut self, id: u32) {
-        if let Some(m) = self.map.get_mut(&id) {
-            m.state = MemberState::Active;
-            m.attach_by = None;
-            if m.ra > 0 {
-                self.ras.insert(id);
-            }
+    /// Make `id` active (attached to its parent); an RA becomes a candidate
+    /// parent. Whether it was not active before (it joins now).
+    pub(crate) fn activate(&mut self, id: u32) -> bool {
+        let Some(m) = self.map.get_mut(&id) else { return false };
+        let joins = m.state != MemberState::Active;
+        m.state = MemberState::Active;
+        m.attach_by = None;
+        if m.ra > 0 {
+            self.ras.insert(id);
         }
+        joins
     }
 
     /// Move `id` under `parent`.

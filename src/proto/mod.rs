@@ -35,6 +35,8 @@ pub mod sim;
 #[cfg(test)]
 mod sim_attack_tests;
 #[cfg(test)]
+mod sim_control_tests;
+#[cfg(test)]
 mod sim_key_tests;
 #[cfg(test)]
 mod sim_tests;
@@ -129,6 +131,15 @@ pub enum LeaveReason {
 }
 
 impl LeaveReason {
+    /// What happened, for a log line ("member 7 at ... left").
+    pub fn describe(self) -> &'static str {
+        match self {
+            LeaveReason::Left => "left",
+            LeaveReason::Ejected => "was ejected",
+            LeaveReason::Failed => "failed (silent, or its subtree was lost)",
+        }
+    }
+
     /// The reason with wire code `v`.
     pub fn from_u8(v: u8) -> Option<LeaveReason> {
         match v {

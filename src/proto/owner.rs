@@ -83,6 +83,13 @@ pub enum OwnerError {
     NotFound,
     /// The connection is being or has been terminated.
     Terminated,
+    /// Paused already, or resumed when not paused; the member holds a
+    /// token already (or is being given one).
+    Already,
+    /// No token is free (ECTP_MAX_TOKENS are in use).
+    Busy,
+    /// The member did not answer after every retry.
+    TimedOut,
 }
 
 /// A member as `ectp_get_member` shows it.
@@ -139,6 +146,9 @@ pub struct Owner {
     events: VecDeque<Event>,
     /// NDATA: the current interval while idle.
     ndata_interval: Duration,
+    /// `ectp_pause`: no new DATA leaves until `ectp_resume`; NDATA with F=1
+    /// tells the TUs.
+    paused: bool,
     /// Ejected or failed members lately, by address.
     departed: HashMap<SocketAddr, Departed>,
     /// Member ids are drawn from here: unpredictable, so that nobody can
@@ -171,6 +181,7 @@ impl Owner {
             tokens: Tokens::new(),
             events: VecDeque::new(),
             ndata_interval: cfg.rxt,
+            paused: false,
             departed: HashMap::new(),
             rng: Rng::new(rng.next_u64()),
             cc: RateControl::new(cfg.cc, cfg.max_rate, cfg.mss, None, now),
@@ -225,6 +236,11 @@ impl Owner {
     /// The TO's own children.
     pub fn children(&self) -> usize {
         self.parent.len()
+    }
+
+    /// The largest round trip measured to one of its children.
+    pub fn max_rtt(&self) -> Option<Duration> {
+        self.parent.max_rtt()
     }
 
     /// The round-trip time measured to member `user_id`, once known.
@@ -320,6 +336,35 @@ impl Owner {
         self.tokens.confirm(&self.cfg, self.conn_id, user_id, addr, accept, &mut self.io.ctl)
     }
 
+    /// Give member `user_id` a token without its asking (`ectp_token_give`):
+    /// TGR with F=1, resent every RXT until its TGC; poll
+    /// [`Owner::take_token_outcome`].
+    pub fn give_token(&mut self, user_id: u32, now: Instant) -> Result<(), OwnerError> {
+        if !matches!(self.phase, Phase::Open | Phase::Creating) {
+            return Err(OwnerError::Terminated);
+        }
+        let addr = self.members.get(user_id).filter(|m| m.is_member()).ok_or(OwnerError::NotFound)?.addr;
+        let ctl = self.tokens.give(&self.cfg, self.conn_id, user_id, addr)?;
+        self.io.repeat(Key::Give(user_id), ctl, self.cfg.retries, self.cfg.rxt, now);
+        Ok(())
+    }
+
+    /// Take member `user_id`'s token back (`ectp_token_withdraw`): TRR with
+    /// F=1, resent every RXT until its TRC, which comes once everything it
+    /// sent was acknowledged; poll [`Owner::take_token_outcome`].
+    pub fn withdraw_token(&mut self, user_id: u32, now: Instant) -> Result<(), OwnerError> {
+        let addr = self.members.get(user_id).ok_or(OwnerError::NotFound)?.addr;
+        let ctl = self.tokens.withdraw(self.conn_id, user_id, addr)?;
+        self.io.repeat(Key::Withdraw(user_id), ctl, self.cfg.retries, self.cfg.rxt, now);
+        Ok(())
+    }
+
+    /// How the last give (Ok(token id)) or withdrawal (Ok(0)) for member
+    /// `user_id` ended, once it has.
+    pub fn take_token_outcome(&mut self, user_id: u32) -> Option<Result<u8, OwnerError>> {
+        self.tokens.take_outcome(user_id)
+    }
+
     /// Eject a member (`mleave` on the TO), wherever it is in the tree: ULR
     /// with F=0 to it, sent a few times since it has no confirm, and, when
     /// its parent is a repair agent, the order to drop it to that agent
@@ -330,11 +375,68 @@ impl Owner {
         Ok(())
     }
 
+    /// Pause (`ectp_pause`): no new DATA leaves until [`Owner::resume`];
+    /// `send` still queues. Repairs go on, and NDATA (F=1) with heartbeats
+    /// keeps the TUs informed, so that nobody is ejected for the pause.
+    pub fn pause(&mut self, now: Instant) -> Result<(), OwnerError> {
+        if !matches!(self.phase, Phase::Open | Phase::Creating) {
+            return Err(OwnerError::Terminated);
+        }
+        if self.paused {
+            return Err(OwnerError::Already);
+        }
+        self.paused = true;
+        log::info!("connection {:#x} paused", self.conn_id);
+        self.send_ndata();
+        self.ndata_interval = self.round_trips(2);
+        self.io.timers.set(Timer::Ndata, now + self.ndata_interval);
+        Ok(())
+    }
+
+    /// Resume after [`Owner::pause`]: the queued data goes out again; an
+    /// NDATA (F=0) tells the TUs at once, even with nothing queued.
+    pub fn resume(&mut self, now: Instant) -> Result<(), OwnerError> {
+        if !self.paused {
+            return Err(OwnerError::Already);
+        }
+        self.paused = false;
+        log::info!("connection {:#x} resumed", self.conn_id);
+        self.send_ndata();
+        self.ndata_interval = self.round_trips(2);
+        self.io.timers.set(Timer::Ndata, now + self.ndata_interval);
+        Ok(())
+    }
+
+    /// Whether the TO is paused (ECTP_PAUSED).
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Abort (`ectp_abort`): end at once, without draining. What is queued
+    /// or unacknowledged is dropped; CTR with F=1 (abnormal) goes to the
+    /// group a few times within a few milliseconds; poll [`Owner::is_closed`].
+    pub fn abort(&mut self, now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        log::info!("connection {:#x} aborted", self.conn_id);
+        self.phase = Phase::Terminating;
+        self.paused = false;
+        self.io.timers.stop_all();
+        self.io.ctl.clear();
+        let mut h = Header::new(PacketType::Ctr, self.conn_id);
+        h.psn = self.sender.last_psn().0;
+        h.flag = true;
+        let ctr = Ctl::new(Dest::Group, h);
+        self.io.repeat_growing(Key::Ctr, ctr, CTR_SENDS, Duration::from_millis(1), Duration::from_millis(8), now);
+    }
+
     /// Terminate (`mterminate`): the data already queued still goes out, then
-    /// CTR (F=0) is multicast; poll [`Owner::is_closed`].
+    /// CTR (F=0) is multicast; poll [`Owner::is_closed`]. A pause ends here.
     pub fn terminate(&mut self) {
         if matches!(self.phase, Phase::Open | Phase::Creating) {
             self.phase = Phase::Draining;
+            self.paused = false;
             // Everything is out: an NDATA now, so that the tail is
             // acknowledged at once rather than after the idle interval.
             if !self.sender.has_unsent() {
@@ -394,10 +496,11 @@ impl Owner {
             PacketType::Tjr => !h.flag,
             PacketType::Ack | PacketType::Hback => self.parent.at(from).is_some(),
             PacketType::Ccc | PacketType::Trr | PacketType::Data | PacketType::Rdata => member,
+            // Answers to a give or a withdrawal by the TO.
+            PacketType::Tgc | PacketType::Trc => member,
             PacketType::Ulr | PacketType::Hb | PacketType::Tjc => member,
             // Only the TO sends these.
             PacketType::Ccr | PacketType::Ljc | PacketType::Ndata | PacketType::Ctr => return Outcome::Unexpected,
-            PacketType::Tgc | PacketType::Trc => return Outcome::Unexpected,
         };
         if !allowed {
             return Outcome::Source;
@@ -421,6 +524,8 @@ impl Owner {
             PacketType::Ccc => self.on_ccc(from, packet).into(),
             PacketType::Tgr => self.on_tgr(from, Psn(h.psn)).into(),
             PacketType::Trr => self.on_trr(from, h.token_id).into(),
+            PacketType::Tgc => self.on_tgc(from, packet).into(),
+            PacketType::Trc => self.on_trc(from, h.token_id).into(),
             PacketType::Data | PacketType::Rdata => self.on_backward(now, from, packet),
             PacketType::Ulr if h.flag => self.on_ulr(now, from, packet).into(),
             PacketType::Ack => self.on_ack(now, from, packet),
@@ -459,8 +564,13 @@ impl Owner {
         if let Some(t) = self.io.poll_ctl(buf) {
             return Some(t);
         }
+        // Terminating (normally, with nothing left; or aborted): only CTR.
+        if matches!(self.phase, Phase::Terminating | Phase::Closed) {
+            return None;
+        }
         // Repairs and new data leave at the rate (TFMCC, ECTP_MAX_RATE).
-        if (self.parent.has_repair() || self.sender.has_unsent()) && !self.cc.ready(now) {
+        let unsent = self.sender.has_unsent() && !self.paused;
+        if (self.parent.has_repair() || unsent) && !self.cc.ready(now) {
             self.io.timers.set_opt(Timer::Pace, self.cc.next_send(now));
             return None;
         }
@@ -472,7 +582,9 @@ impl Owner {
                 return t;
             }
         }
-        if let Some(seg) = self.sender.next_unsent() {
+        if !self.paused
+            && let Some(seg) = self.sender.next_unsent()
+        {
             let mut packet = seg.packet(PacketType::Data, self.conn_id, 0);
             // The Rate element rides on DATA with room for it.
             if rate_on_data {
@@ -485,6 +597,7 @@ impl Owner {
             self.ndata_interval = self.round_trips(2);
             self.io.timers.set(Timer::Ndata, now + self.ndata_interval);
             self.io.stats.data_sent += 1;
+            self.io.stats.bytes_sent += seg.data().len() as u64;
             if self.keep_sent {
                 self.parent.store.insert(seg);
             }
@@ -523,7 +636,7 @@ impl Owner {
             return false;
         }
         self.cc.tick(now);
-        let flowing = self.sender.has_unsent() || !self.parent.store.is_empty();
+        let flowing = (self.sender.has_unsent() && !self.paused) || !self.parent.store.is_empty();
         let due = flowing && self.cc.announce_due(now);
         let fits = !self.parent.has_repair()
             && self.sender.next_unsent_len().is_some_and(|n| n + RATE_LEN <= usize::from(self.cfg.mss));
@@ -601,7 +714,10 @@ impl Owner {
                 }
                 // NDATA while idle (and while draining before CTR): tells receivers
                 // the next PSN, so that a lost tail shows and is asked for.
-                Timer::Ndata if !self.sender.has_unsent() && matches!(self.phase, Phase::Open | Phase::Draining) => {
+                Timer::Ndata
+                    if (self.paused || !self.sender.has_unsent())
+                        && matches!(self.phase, Phase::Open | Phase::Creating | Phase::Draining) =>
+                {
                     self.send_ndata();
                     self.ndata_interval = (self.ndata_interval * 2).min(self.cfg.hgt);
                     self.io.timers.set(Timer::Ndata, now + self.ndata_interval);
@@ -613,6 +729,7 @@ impl Owner {
                                 self.phase = Phase::Closed;
                                 self.io.timers.stop_all();
                             }
+                            Key::Give(id) | Key::Withdraw(id) => self.tokens.timed_out(id),
                             // Admitted under a repair agent and never attached.
                             Key::Notice(id) => {
                                 log::info!("member {id} did not attach to its parent: dropped");
@@ -660,10 +777,11 @@ impl Owner {
         self.parent.max_rtt().map_or(self.cfg.rxt, |r| (r * n).max(Duration::from_millis(1)).min(self.cfg.rxt))
     }
 
-    /// NDATA to the group: the next PSN the TO will send.
+    /// NDATA to the group: the next PSN the TO will send; F=1 while paused.
     fn send_ndata(&mut self) {
         let mut h = Header::new(PacketType::Ndata, self.conn_id);
-        h.psn = self.sender.next_psn().0;
+        h.psn = self.sender.first_unsent().0;
+        h.flag = self.paused;
         self.io.ctl.push_back(Ctl::new(Dest::Group, h));
     }
 
@@ -818,7 +936,7 @@ impl Owner {
         if parent == TO {
             self.parent.add(user_id, addr, child_id, start, now);
             if creation {
-                self.members.activate(user_id);
+                self.activate(user_id);
                 self.parent.activate(user_id, start, now);
             } else {
                 // Kept for it a little while, until its TJR comes.
@@ -966,7 +1084,7 @@ impl Owner {
                             if let Some(m) = self.members.get_mut(id) {
                                 m.start = start;
                             }
-                            self.members.activate(id);
+                            self.activate(id);
                             self.parent.activate(id, start, now);
                         }
                         let ctl = self.confirm_packet(id, PacketType::Tjc);
@@ -1005,7 +1123,7 @@ impl Owner {
         }
         self.io.stop_repeat(Key::Notice(id));
         if p.header.flag {
-            self.members.activate(id);
+            self.activate(id);
             if let Some(m) = self.members.get_mut(id) {
                 m.child_id = r.child_id;
             }
@@ -1057,7 +1175,30 @@ impl Owner {
     fn on_trr(&mut self, from: SocketAddr, token_id: u8) -> bool {
         let Some(user_id) = self.member_at(from) else { return false };
         self.tokens.on_trr(self.conn_id, user_id, from, token_id, &mut self.io.ctl, &mut self.io.stats);
+        if self.tokens.token_of(user_id) == 0 {
+            self.io.stop_repeat(Key::Withdraw(user_id));
+        }
         true
+    }
+
+    /// TGC from a member: its answer to a token the TO gave.
+    fn on_tgc(&mut self, from: SocketAddr, p: &Packet<'_>) -> bool {
+        let Some(user_id) = self.member_at(from) else { return false };
+        let answered = self.tokens.on_tgc(&self.cfg, user_id, p);
+        if answered {
+            self.io.stop_repeat(Key::Give(user_id));
+        }
+        answered
+    }
+
+    /// TRC from a member: it gave back the token the TO withdrew.
+    fn on_trc(&mut self, from: SocketAddr, token_id: u8) -> bool {
+        let Some(user_id) = self.member_at(from) else { return false };
+        let answered = self.tokens.on_trc(user_id, token_id, &mut self.io.stats);
+        if answered {
+            self.io.stop_repeat(Key::Withdraw(user_id));
+        }
+        answered
     }
 
     /// DATA/RDATA from an SU, tagged with its token id.
@@ -1204,6 +1345,16 @@ impl Owner {
         }
     }
 
+    /// Member `id` is in the tree now (attached to its parent): counted and
+    /// logged once.
+    fn activate(&mut self, id: u32) {
+        if self.members.activate(id) {
+            self.io.stats.members_joined += 1;
+            let (addr, parent) = self.members.get(id).map_or((self.local, TO), |m| (m.addr, m.parent));
+            log::info!("member {id} at {addr} joined under parent {parent}");
+        }
+    }
+
     /// Member `user_id` stops being one, for `reason`: out of the table and,
     /// if it was the TO's child, out of the children (a child with
     /// descendants leaves a pin at its last stable point while they rebind);
@@ -1217,6 +1368,8 @@ impl Owner {
         }
         self.tokens.forget(user_id, &mut self.io.stats);
         self.io.stop_repeat(Key::Notice(user_id));
+        self.io.stop_repeat(Key::Give(user_id));
+        self.io.stop_repeat(Key::Withdraw(user_id));
         self.parent.unpin(user_id);
         if let Some(c) = self.parent.remove(user_id)
             && c.adn > 1
@@ -1227,6 +1380,13 @@ impl Owner {
         // Only a member that was in the tree stops being one.
         if m.is_member() {
             self.events.push_back(Event::Left { user_id, reason });
+            let count = match reason {
+                LeaveReason::Left => &mut self.io.stats.members_left,
+                LeaveReason::Ejected => &mut self.io.stats.members_ejected,
+                LeaveReason::Failed => &mut self.io.stats.members_failed,
+            };
+            *count += 1;
+            log::info!("member {user_id} at {} {}", m.addr, reason.describe());
         }
         if m.state != MemberState::Pending {
             if self.departed.len() >= MAX_DEPARTED {

@@ -32,13 +32,17 @@ pub(crate) enum Key {
     /// Repair agent: the departure report (ULR with F=1) about this former
     /// child; stopped by the TO's confirm.
     Departure(u32),
+    /// TO: TGR with F=1 giving this member a token; stopped by its TGC.
+    Give(u32),
+    /// TO: TRR with F=1 taking this member's token back; stopped by its TRC.
+    Withdraw(u32),
 }
 
 impl Key {
     /// Whether a resend counts as a retransmission of a request that went
     /// unanswered (`Stats::retransmissions`), rather than a planned copy.
     fn is_request(self) -> bool {
-        matches!(self, Key::Join | Key::Token)
+        matches!(self, Key::Join | Key::Token | Key::Give(_) | Key::Withdraw(_))
     }
 }
 

@@ -869,10 +869,10 @@ fn hostile_input_is_counted_and_harmless() {
         let p = packet(header(ty, conn, 5, true, 0), b"", |_| {});
         let now = sim.now;
         sim.user_mut(0).handle(now, STRANGER_ADDR, &p);
-        // Only the TO receives LJR, CCC, TGR; a notice (TJR F=1), an ACK and a ULR
-        // may come only from the TO or a child.
+        // Only the TO receives LJR and CCC; a TGR with F=1 (a token given), a
+        // notice (TJR F=1), an ACK and a ULR may come only from the TO or a child.
         match ty {
-            PacketType::Ljr | PacketType::Ccc | PacketType::Tgr => expect_user.unexpected += 1,
+            PacketType::Ljr | PacketType::Ccc => expect_user.unexpected += 1,
             _ => expect_user.source += 1,
         }
     }

@@ -54,6 +54,22 @@ pub struct Stats {
     /// TFMCC: rate reports sent (a TU's own and those it passed up as a
     /// repair agent; the TO's to an SU).
     pub rate_reports: u64,
+    /// User-data bytes of the DATA sent for the first time.
+    pub bytes_sent: u64,
+    /// User-data bytes of the new DATA and RDATA received.
+    pub bytes_received: u64,
+    /// Acknowledgements sent that ask for a repair (they report a hole):
+    /// a TU's ACKs to its parent, the TO's HBACKs to an SU.
+    pub repairs_requested: u64,
+    /// TO: members that entered the control tree, wherever in it.
+    pub members_joined: u64,
+    /// TO: members that left (ULR from the TU).
+    pub members_left: u64,
+    /// TO: members ejected by the application (`mleave` on the TO).
+    pub members_ejected: u64,
+    /// TO: members taken for dead or lost with their subtree, and slow
+    /// receivers ejected by ECTP_SLOW_TIMEOUT.
+    pub members_failed: u64,
 }
 
 /// What became of one received, well-formed datagram: taken, or dropped for

@@ -64,6 +64,11 @@ pub(crate) struct Su {
     /// The backward channel's rate: TFMCC (from the TO's reports) and
     /// ECTP_MAX_RATE, and the pacer.
     cc: Option<RateControl>,
+    /// The TO takes the token back (TRR with F=1): once everything queued
+    /// was sent and acknowledged, TRC answers it.
+    withdrawn: bool,
+    /// The application waits in `mtoken_return` for the token to go back.
+    app_return: bool,
 }
 
 impl Su {
@@ -81,6 +86,8 @@ impl Su {
             cc: None,
             asked_at: None,
             rtt_avg: None,
+            withdrawn: false,
+            app_return: false,
         }
     }
 
@@ -135,6 +142,7 @@ impl Su {
         let ctl = me.ctl(me.owner, h);
         self.status = TokenStatus::Requesting;
         self.result = None;
+        self.app_return = false;
         self.asked_at = Some(now);
         io.repeat(Key::Token, ctl, cfg.retries, cfg.rxt, now);
         Ok(())
@@ -147,6 +155,13 @@ impl Su {
             TokenStatus::Held(id) => {
                 self.status = TokenStatus::Returning(id);
                 self.result = None;
+                self.app_return = true;
+                Ok(())
+            }
+            // The TO is taking it back already: wait for that to end.
+            TokenStatus::Returning(_) if self.withdrawn && !self.app_return => {
+                self.result = None;
+                self.app_return = true;
                 Ok(())
             }
             TokenStatus::Returning(_) | TokenStatus::Requesting => Err(UserError::Busy),
@@ -162,8 +177,19 @@ impl Su {
         self.result = Some(Err(UserError::TimedOut));
     }
 
-    /// The TRR goes out once everything sent before it was acknowledged.
+    /// The TRR goes out once everything sent before it was acknowledged;
+    /// when the TO withdraws the token, the TRC that answers it instead.
     pub(crate) fn progress(&mut self, me: &Me, cfg: &Config, now: Instant, io: &mut Io) {
+        if let TokenStatus::Returning(id) = self.status
+            && self.withdrawn
+            && self.channel.as_ref().is_none_or(Channel::is_empty)
+        {
+            io.stop_repeat(Key::Token);
+            self.give_back(me, id, io);
+            log::info!("member {}: token {id} withdrawn by the TO", me.membership.member_id);
+            self.end_channel(io);
+            return;
+        }
         if let TokenStatus::Returning(id) = self.status
             && !io.repeats.is_running(Key::Token)
             && self.channel.as_ref().is_none_or(Channel::is_empty)
@@ -211,12 +237,7 @@ impl Su {
         }
         io.stop_repeat(Key::Token);
         if h.flag && h.token_id != 0 {
-            self.status = TokenStatus::Held(h.token_id);
-            let keep_sent = cfg.ro != Ro::Unreliable;
-            let sender = Sender::new(self.isn, cfg.mss, cfg.window, h.token_id);
-            self.channel = Some(Channel { sender, store: RepairStore::new(self.isn, usize::MAX), keep_sent });
-            self.cc = None;
-            io.timers.set(Timer::SuHeartbeat, now + cfg.hgt);
+            self.open_channel(cfg, now, h.token_id, io);
             self.result = Some(Ok(h.token_id));
         } else {
             self.status = TokenStatus::None;
@@ -231,12 +252,100 @@ impl Su {
             return false;
         }
         io.stop_repeat(Key::Token);
+        self.end_channel(io);
+        true
+    }
+
+    /// The token is back with the TO: no channel, no heartbeats; a waiting
+    /// `mtoken_return` returns.
+    fn end_channel(&mut self, io: &mut Io) {
         self.status = TokenStatus::None;
         self.channel = None;
         io.timers.stop(Timer::SuHeartbeat);
         self.rdata.clear();
-        self.result = Some(Ok(0));
+        if std::mem::take(&mut self.app_return) {
+            self.result = Some(Ok(0));
+        }
+        self.withdrawn = false;
+    }
+
+    /// TRC (F=1) to the TO for token `id`: given back as it asked.
+    fn give_back(&self, me: &Me, id: u8, io: &mut Io) {
+        let mut h = me.header(PacketType::Trc);
+        h.flag = true;
+        h.token_id = id;
+        io.ctl.push_back(me.ctl(me.owner, h));
+    }
+
+    /// TGR with F=1 from the TO: it gives this TU token `id` (answered by
+    /// TGC: F=1 with the initial PSN of the channel, F=0 when this TU holds
+    /// or returns another). A pending `mtoken_get` takes the given token.
+    pub(crate) fn on_offer(&mut self, me: &Me, cfg: &Config, rng: &mut Rng, now: Instant, id: u8, io: &mut Io) -> bool {
+        if id == 0 {
+            return false;
+        }
+        let accept = match self.status {
+            TokenStatus::None => {
+                self.isn = Psn(rng.nonzero_u32());
+                true
+            }
+            // Its own TGR is out: the channel starts at that request's PSN.
+            TokenStatus::Requesting => {
+                io.stop_repeat(Key::Token);
+                self.result = Some(Ok(id));
+                true
+            }
+            // Our TGC was lost: the same answer again.
+            TokenStatus::Held(held) if held == id => {
+                self.send_tgc(me, id, true, io);
+                return true;
+            }
+            TokenStatus::Held(_) | TokenStatus::Returning(_) => false,
+        };
+        if accept {
+            self.open_channel(cfg, now, id, io);
+            log::info!("member {}: token {id} given by the TO", me.membership.member_id);
+        }
+        self.send_tgc(me, id, accept, io);
         true
+    }
+
+    fn send_tgc(&self, me: &Me, id: u8, accept: bool, io: &mut Io) {
+        let mut h = me.header(PacketType::Tgc);
+        h.flag = accept;
+        h.token_id = id;
+        h.psn = if accept { self.isn.0 } else { 0 };
+        io.ctl.push_back(me.ctl(me.owner, h));
+    }
+
+    /// Hold token `id`: a backward channel from the initial PSN on.
+    fn open_channel(&mut self, cfg: &Config, now: Instant, id: u8, io: &mut Io) {
+        self.status = TokenStatus::Held(id);
+        let keep_sent = cfg.ro != Ro::Unreliable;
+        let sender = Sender::new(self.isn, cfg.mss, cfg.window, id);
+        self.channel = Some(Channel { sender, store: RepairStore::new(self.isn, usize::MAX), keep_sent });
+        self.cc = None;
+        self.withdrawn = false;
+        io.timers.set(Timer::SuHeartbeat, now + cfg.hgt);
+    }
+
+    /// TRR with F=1 from the TO: it takes token `id` back. No new message
+    /// is taken; what was queued still goes out and is acknowledged, then
+    /// TRC answers (see [`Su::progress`]). Holding none (given back
+    /// already, the TRC lost), TRC answers at once.
+    pub(crate) fn on_withdraw(&mut self, me: &Me, id: u8, io: &mut Io) -> bool {
+        match self.status {
+            TokenStatus::Held(held) | TokenStatus::Returning(held) if held == id => {
+                self.status = TokenStatus::Returning(id);
+                self.withdrawn = true;
+                true
+            }
+            TokenStatus::None => {
+                self.give_back(me, id, io);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The TO's HBACK acknowledges what it received; resend what it lacks.
@@ -352,6 +461,7 @@ impl Su {
         }
         let seg = c.sender.next_unsent()?;
         io.stats.data_sent += 1;
+        io.stats.bytes_sent += seg.data().len() as u64;
         let t = io.send(seg.packet(PacketType::Data, conn_id, token_id), dest, buf);
         cc.spend(t.map_or(0, |t| t.len));
         if c.keep_sent {

@@ -22,6 +22,12 @@ enum TokenState {
     Held { id: u8, isn: Psn },
     /// The last request with this initial PSN was refused.
     Refused(Psn),
+    /// The TO offers token `id` (`ectp_token_give`): TGR with F=1 sent,
+    /// waiting for the TU's TGC. The id is reserved meanwhile.
+    Offered(u8),
+    /// Held, and the TO asked for it back (`ectp_token_withdraw`): TRR with
+    /// F=1 sent; the SU still sends what it queued, then answers TRC.
+    Withdrawing { id: u8, isn: Psn },
 }
 
 /// Tokens and backward channels, on the TO.
@@ -36,6 +42,9 @@ pub(crate) struct Tokens {
     cc: BTreeMap<u8, CcReceiver>,
     /// Whole messages received from SUs, for `recv`.
     pub inbox: VecDeque<Incoming>,
+    /// How each member's give or withdrawal ended: Ok(token id) for a
+    /// give, Ok(0) for a withdrawal; taken by the waiting call.
+    outcomes: HashMap<u32, Result<u8, OwnerError>>,
 }
 
 impl Tokens {
@@ -46,15 +55,125 @@ impl Tokens {
             backward: BTreeMap::new(),
             cc: BTreeMap::new(),
             inbox: VecDeque::new(),
+            outcomes: HashMap::new(),
         }
     }
 
     /// The token member `user_id` holds, or 0.
     pub(crate) fn token_of(&self, user_id: u32) -> u8 {
         match self.state.get(&user_id) {
-            Some(TokenState::Held { id, .. }) => *id,
+            Some(TokenState::Held { id, .. } | TokenState::Withdrawing { id, .. }) => *id,
             _ => 0,
         }
+    }
+
+    /// Give member `user_id` at `addr` a token without its asking
+    /// (`ectp_token_give`): the TGR (F=1) to repeat until its TGC.
+    pub(crate) fn give(
+        &mut self,
+        cfg: &Config,
+        conn_id: u32,
+        user_id: u32,
+        addr: SocketAddr,
+    ) -> Result<Ctl, OwnerError> {
+        match self.state.get(&user_id) {
+            Some(TokenState::Held { .. } | TokenState::Withdrawing { .. } | TokenState::Offered(_)) => {
+                return Err(OwnerError::Already);
+            }
+            None | Some(TokenState::Pending(_) | TokenState::Refused(_)) => {}
+        }
+        let id = self.free_token_id(cfg.max_tokens).ok_or(OwnerError::Busy)?;
+        self.state.insert(user_id, TokenState::Offered(id));
+        self.holders[usize::from(id)] = Some((user_id, addr));
+        self.outcomes.remove(&user_id);
+        let mut h = Header::new(PacketType::Tgr, conn_id);
+        h.flag = true;
+        h.token_id = id;
+        Ok(Ctl::new(Dest::Unicast(addr), h))
+    }
+
+    /// TGC from member `user_id`: its answer to a give, F=1 with its
+    /// initial PSN (it holds the token now), F=0 (it cannot take one).
+    /// Whether it answered a give.
+    pub(crate) fn on_tgc(&mut self, cfg: &Config, user_id: u32, p: &Packet<'_>) -> bool {
+        let h = p.header;
+        let id = match self.state.get(&user_id).copied() {
+            Some(TokenState::Offered(id)) => id,
+            // Its answer again, to a TGR sent again: taken already.
+            Some(TokenState::Held { id, .. }) => return id == h.token_id,
+            _ => return false,
+        };
+        if h.token_id != id {
+            return false;
+        }
+        let isn = Psn(h.psn);
+        if h.flag && isn.is_valid() {
+            self.state.insert(user_id, TokenState::Held { id, isn });
+            let rx = Receiver::new(isn, cfg.rx_capacity(), MAX_MESSAGE);
+            self.backward.insert(id, if cfg.ro == Ro::Reliable { rx.reliable() } else { rx });
+            self.outcomes.insert(user_id, Ok(id));
+            log::info!("member {user_id} took token {id} given by the TO");
+        } else {
+            self.holders[usize::from(id)] = None;
+            self.state.remove(&user_id);
+            self.outcomes.insert(user_id, Err(OwnerError::Already));
+        }
+        true
+    }
+
+    /// Take member `user_id`'s token back (`ectp_token_withdraw`): the TRR
+    /// (F=1) to repeat until its TRC.
+    pub(crate) fn withdraw(&mut self, conn_id: u32, user_id: u32, addr: SocketAddr) -> Result<Ctl, OwnerError> {
+        let Some(TokenState::Held { id, isn }) = self.state.get(&user_id).copied() else {
+            return Err(OwnerError::NotFound);
+        };
+        self.state.insert(user_id, TokenState::Withdrawing { id, isn });
+        self.outcomes.remove(&user_id);
+        let mut h = Header::new(PacketType::Trr, conn_id);
+        h.flag = true;
+        h.token_id = id;
+        Ok(Ctl::new(Dest::Unicast(addr), h))
+    }
+
+    /// TRC from member `user_id`: it gave back the token being withdrawn,
+    /// everything it sent acknowledged. Whether it answered a withdrawal.
+    pub(crate) fn on_trc(&mut self, user_id: u32, token_id: u8, stats: &mut Stats) -> bool {
+        match self.state.get(&user_id).copied() {
+            Some(TokenState::Withdrawing { id, .. }) if id == token_id => {
+                self.release(user_id, id, stats);
+                self.outcomes.insert(user_id, Ok(0));
+                log::info!("member {user_id} gave token {id} back to the TO");
+                true
+            }
+            // After a withdrawal that timed out: it gave the token back later.
+            Some(TokenState::Held { id, .. }) if id == token_id => {
+                self.release(user_id, id, stats);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A give or withdrawal for `user_id` went unanswered after every retry:
+    /// an offered token is free again; a token being withdrawn stays held
+    /// (the SU still sends what it queued, then returns it by itself).
+    pub(crate) fn timed_out(&mut self, user_id: u32) {
+        match self.state.get(&user_id).copied() {
+            Some(TokenState::Offered(id)) => {
+                self.holders[usize::from(id)] = None;
+                self.state.remove(&user_id);
+            }
+            Some(TokenState::Withdrawing { id, isn }) => {
+                self.state.insert(user_id, TokenState::Held { id, isn });
+            }
+            _ => return,
+        }
+        self.outcomes.insert(user_id, Err(OwnerError::TimedOut));
+    }
+
+    /// How the last give or withdrawal for `user_id` ended, once it has.
+    pub(crate) fn take_outcome(&mut self, user_id: u32) -> Option<Result<u8, OwnerError>> {
+        self.outcomes.remove(&user_id)
     }
 
     /// Whether member `user_id` holds token `token_id`.
@@ -107,9 +226,14 @@ impl Tokens {
             Some(TokenState::Pending(_)) => {
                 self.state.insert(user_id, TokenState::Pending(isn));
             }
-            Some(TokenState::Held { id, .. }) => {
+            // The TO offers it one meanwhile: its TGC to that offer answers both.
+            Some(TokenState::Offered(_)) => {}
+            Some(TokenState::Held { id, .. } | TokenState::Withdrawing { id, .. }) => {
                 // A TU asks with a new ISN only when it holds no token: it gave up
                 // waiting for our TGC. That grant is void; this is a new request.
+                if self.state.get(&user_id).is_some_and(|s| matches!(s, TokenState::Withdrawing { .. })) {
+                    self.outcomes.insert(user_id, Ok(0));
+                }
                 self.release(user_id, id, stats);
                 self.on_tgr(cfg, conn_id, user_id, addr, isn, events, out, stats);
             }
@@ -165,8 +289,14 @@ impl Tokens {
         out: &mut VecDeque<Ctl>,
         stats: &mut Stats,
     ) {
-        if matches!(self.state.get(&user_id), Some(TokenState::Held { id, .. }) if *id == token_id) {
-            self.release(user_id, token_id, stats);
+        match self.state.get(&user_id).copied() {
+            Some(TokenState::Held { id, .. }) if id == token_id => self.release(user_id, token_id, stats),
+            // It returned the token by itself while the TO was taking it back.
+            Some(TokenState::Withdrawing { id, .. }) if id == token_id => {
+                self.release(user_id, token_id, stats);
+                self.outcomes.insert(user_id, Ok(0));
+            }
+            _ => {}
         }
         let mut h = Header::new(PacketType::Trc, conn_id);
         h.token_id = token_id;
@@ -174,9 +304,19 @@ impl Tokens {
     }
 
     /// Member `user_id` is gone: what it sent is delivered, its token freed.
+    /// A give under way ends with NotFound, a withdrawal with success.
     pub(crate) fn forget(&mut self, user_id: u32, stats: &mut Stats) {
-        if let Some(TokenState::Held { id, .. }) = self.state.get(&user_id).copied() {
-            self.release(user_id, id, stats);
+        match self.state.get(&user_id).copied() {
+            Some(TokenState::Held { id, .. }) => self.release(user_id, id, stats),
+            Some(TokenState::Withdrawing { id, .. }) => {
+                self.release(user_id, id, stats);
+                self.outcomes.insert(user_id, Ok(0));
+            }
+            Some(TokenState::Offered(id)) => {
+                self.holders[usize::from(id)] = None;
+                self.outcomes.insert(user_id, Err(OwnerError::NotFound));
+            }
+            _ => {}
         }
         self.state.remove(&user_id);
     }
@@ -214,7 +354,10 @@ impl Tokens {
         }
         let Some(rx) = self.backward.get_mut(&h.token_id) else { return Outcome::Unexpected };
         match rx.on_segment(Psn(h.psn), h.flag, p.data) {
-            Accept::New => stats.data_received += 1,
+            Accept::New => {
+                stats.data_received += 1;
+                stats.bytes_received += p.data.len() as u64;
+            }
             Accept::Duplicate => stats.duplicates += 1,
             Accept::TooFarAhead => return Outcome::Range,
             Accept::Full => return Outcome::Taken, // the TO's inbox is not bounded
@@ -268,11 +411,13 @@ impl Tokens {
             stats.rate_reports += 1;
         }
         out.push_back(ctl);
+        stats.repairs_requested += u64::from(rx.has_hole());
         // And every hole further on, a block of 255 PSNs per HBACK.
         for k in blocks_with_holes(rx) {
             let mut more = Ctl::new(Dest::Unicast(addr), reply);
             more.elements.ack = Some(ack_block(rx, 1, k));
             out.push_back(more);
+            stats.repairs_requested += 1;
         }
         Outcome::Taken
     }

@@ -123,6 +123,8 @@ pub struct User {
     tjr_sent: Option<Instant>,
     /// TFMCC: what this TU measures of the forward channel, and its reports.
     cc: Option<CcReceiver>,
+    /// The TO said it paused (NDATA with F=1).
+    paused: bool,
     /// The application read from a full queue: acknowledge at once.
     ack_after_read: bool,
     io: Io,
@@ -156,6 +158,7 @@ impl User {
             ulr_pending: false,
             tjr_sent: None,
             cc: None,
+            paused: false,
             ack_after_read: false,
             io: Io::default(),
         };
@@ -199,6 +202,19 @@ impl User {
     /// Its parent's member id (0: the TO), for ECTP_PARENT.
     pub fn parent_id(&self) -> u32 {
         self.me.membership.parent_id
+    }
+
+    /// The smoothed round trip to its parent: TFMCC's echo measure when the
+    /// parent is the TO, else what the TJR and the repairs took.
+    pub fn rtt(&self) -> Option<Duration> {
+        let echo = self.cc.as_ref().and_then(CcReceiver::measured_rtt).filter(|_| self.parent_id() == 0);
+        echo.or_else(|| self.child.as_ref().and_then(|c| c.round_trip()))
+    }
+
+    /// Whether the TO paused the connection (ECTP_PAUSED): NDATA with F=1
+    /// says so, DATA or NDATA with F=0 that it is not.
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     /// Its parent's unicast address.
@@ -456,6 +472,8 @@ impl User {
             PacketType::Ack => from_child,
             // A joiner's TJR may come from anywhere: the RA takes only announced ones.
             PacketType::Tjr => !h.flag || from_owner,
+            // The TO gives or withdraws a token (F=1: the TO started it).
+            PacketType::Tgr | PacketType::Trr if h.flag => from_owner,
             // Only the TO receives these.
             PacketType::Ccc | PacketType::Ljr | PacketType::Tgr | PacketType::Trr => return Outcome::Unexpected,
         };
@@ -487,11 +505,21 @@ impl User {
     ) -> Outcome {
         let h = packet.header;
         match h.packet_type {
-            PacketType::Data | PacketType::Rdata if h.token_id == 0 => self.on_data(now, packet),
+            PacketType::Data | PacketType::Rdata if h.token_id == 0 => {
+                // New DATA from the TO: it is not paused (any more).
+                self.paused &= h.packet_type != PacketType::Data || !from_owner;
+                self.on_data(now, packet)
+            }
             PacketType::Ccr => self.on_ccr(now, packet).into(),
             PacketType::Ljc => self.on_ljc(now, packet).into(),
             PacketType::Tjc => self.on_tjc(now, from, packet).into(),
-            PacketType::Ndata => self.on_ndata(now, Psn(h.psn)),
+            PacketType::Ndata => {
+                let o = self.on_ndata(now, Psn(h.psn));
+                if o == Outcome::Taken {
+                    self.paused = h.flag;
+                }
+                o
+            }
             PacketType::Ctr => self.on_ctr(Psn(h.psn), h.flag),
             // The TO's HB, when the parent is a repair agent, only says the TO lives.
             PacketType::Hb if from_parent => self.on_heartbeat(now, packet),
@@ -510,6 +538,10 @@ impl User {
             PacketType::Hback => child.is_some_and(|id| self.on_child_hback(now, id, packet)).into(),
             PacketType::Tgc => self.su.on_tgc(&self.cfg, now, packet, &mut self.io).into(),
             PacketType::Trc => self.su.on_trc(h.token_id, &mut self.io).into(),
+            PacketType::Tgr if self.is_connected() => {
+                self.su.on_offer(&self.me, &self.cfg, &mut self.rng, now, h.token_id, &mut self.io).into()
+            }
+            PacketType::Trr => self.su.on_withdraw(&self.me, h.token_id, &mut self.io).into(),
             _ => Outcome::Unexpected,
         }
     }

@@ -1,0 +1,213 @@
+//! The TO's controls over real sockets, IPv4 on loopback and IPv6 in a
+//! network namespace (root; skipped elsewhere): tokens given and withdrawn
+//! (`ectp_token_give`, `ectp_token_withdraw`), `ectp_pause` and
+//! `ectp_resume` with ECTP_PAUSED on both sides, `ectp_abort`; their
+//! errnos; and the figures `ectp_get_stats` gives.
+
+mod common;
+use common::*;
+use ectp::ffi::*;
+use libc::c_int;
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const FAST: [(c_int, c_int); 3] = [(ECTP_HGT, 200), (ECTP_RXT, 40), (ECTP_RETRIES, 20)];
+
+fn v4(n: u8) -> (SocketAddr, SocketAddr) {
+    ("127.0.0.1:0".parse().unwrap(), format!("239.255.78.{n}:{}", unique_port()).parse().unwrap())
+}
+
+fn v6(n: u8) -> (SocketAddr, SocketAddr) {
+    ("[fd00::1]:0".parse().unwrap(), format!("[ff15::ec7c:{n:x}]:{}", unique_port()).parse().unwrap())
+}
+
+fn tu(local: SocketAddr, group: SocketAddr) -> c_int {
+    user(local, group, &FAST).unwrap_or_else(|(_, e)| panic!("mjoin: errno {e}"))
+}
+
+fn member_id(tu: c_int) -> u32 {
+    get_int(tu, ECTP_USER_ID).expect("ECTP_USER_ID") as u32
+}
+
+/// -1 and this errno.
+#[track_caller]
+fn fails_with(r: c_int, e: c_int) {
+    assert_eq!((r, if r < 0 { errno() } else { 0 }), (-1, e));
+}
+
+/// A token given and withdrawn: the TU sends with it, what it queued
+/// before the withdrawal arrives whole, later sends fail with EPERM.
+fn give_and_withdraw((local, group): (SocketAddr, SocketAddr)) {
+    let to = owner(local, group, &[(ECTP_HGT, 200), (ECTP_RXT, 40), (ECTP_RETRIES, 20), (ECTP_MAX_TOKENS, 1)]);
+    let (a, b) = (tu(local, group), tu(local, group));
+    let (ida, idb) = (member_id(a), member_id(b));
+    fails_with(ectp_token_give(to, 7), libc::ENOENT);
+    fails_with(ectp_token_withdraw(to, ida), libc::ENOENT);
+    let token = ectp_token_give(to, ida);
+    assert!((1..=255).contains(&token), "ectp_token_give: {token}, errno {}", errno());
+    assert_eq!(get_int(a, ECTP_TOKEN_ID), Ok(token), "the TU holds it");
+    fails_with(ectp_token_give(to, ida), libc::EALREADY);
+    fails_with(ectp_token_give(to, idb), libc::EBUSY);
+    fails_with(mtoken_get(a), libc::EALREADY);
+    let msgs: Vec<Vec<u8>> = (0..40).map(|i| pattern(1 + i * 997 % 5000, i as u32)).collect();
+    for m in &msgs {
+        assert_eq!(send_su(a, m), m.len() as isize, "msendmsg: errno {}", errno());
+    }
+    assert_eq!(ectp_token_withdraw(to, ida), 0, "ectp_token_withdraw: errno {}", errno());
+    for (i, m) in msgs.iter().enumerate() {
+        let (got, info) = recv(to, 1 << 16, libc::MSG_DONTWAIT).unwrap_or_else(|e| panic!("message {i}: errno {e}"));
+        assert!(got == *m && info.user_id == ida && i32::from(info.token_id) == token, "message {i}");
+    }
+    fails_with(recv(to, 16, libc::MSG_DONTWAIT).map_or_else(|e| (-1, e), |_| (0, 0)).0, libc::EAGAIN);
+    assert_eq!(get_int(a, ECTP_TOKEN_ID), Ok(0));
+    fails_with(send_su(a, b"late") as c_int, libc::EPERM);
+    // Free again: B may have it now, by asking.
+    assert_eq!(mtoken_get(b), token);
+    // Not for a TU, and not before mcreate.
+    fails_with(ectp_token_give(a, idb), libc::EOPNOTSUPP);
+    fails_with(ectp_token_withdraw(a, idb), libc::EOPNOTSUPP);
+    let fresh = msocket(family(local), libc::SOCK_DGRAM, 0);
+    fails_with(ectp_token_give(fresh, 1), libc::ENOTCONN);
+    fails_with(ectp_token_give(-1, 1), libc::EBADF);
+    assert_eq!(mterminate(fresh), 0);
+    assert_eq!(mterminate(to), 0);
+    for sd in [a, b] {
+        assert_eq!(recv(sd, 16, 0).map(|r| r.0.len()), Ok(0));
+        assert_eq!(mleave(sd, 0), 0);
+    }
+}
+
+/// A pause longer than FDN x HGT: nothing flows, nobody is ejected, both
+/// sides read ECTP_PAUSED; after the resume everything arrives in order.
+fn pause_and_resume((local, group): (SocketAddr, SocketAddr)) {
+    let opts = [(ECTP_HGT, 100), (ECTP_FDN, 2), (ECTP_RXT, 40)];
+    let to = owner(local, group, &opts);
+    let tus: Vec<c_int> = (0..2).map(|_| user(local, group, &opts).expect("join")).collect();
+    assert_eq!(get_int(to, ECTP_PAUSED), Ok(0));
+    fails_with(ectp_resume(to), libc::EALREADY);
+    assert_eq!(ectp_pause(to), 0);
+    fails_with(ectp_pause(to), libc::EALREADY);
+    assert_eq!(get_int(to, ECTP_PAUSED), Ok(1));
+    let msgs: Vec<Vec<u8>> = (0..30).map(|i| pattern(100 + i * 331, 50 + i as u32)).collect();
+    for m in &msgs {
+        assert_eq!(send(to, m), m.len() as isize, "msendm queues while paused");
+    }
+    assert!(wait_for(2, || tus.iter().all(|&t| get_int(t, ECTP_PAUSED) == Ok(1))), "the TUs learn of the pause");
+    // Three times FDN x HGT: heartbeats and NDATA keep everyone in.
+    thread::sleep(Duration::from_millis(600));
+    for &t in &tus {
+        assert!(!poll_readable(t, 0), "nothing delivered while paused");
+    }
+    assert_eq!(get_int(to, ECTP_MEMBERS), Ok(2), "nobody ejected");
+    assert_eq!(stats(to).data_sent, 0, "no DATA left the TO");
+    assert_eq!(ectp_resume(to), 0);
+    assert_eq!(get_int(to, ECTP_PAUSED), Ok(0));
+    for &t in &tus {
+        for (i, m) in msgs.iter().enumerate() {
+            let (got, _) = recv(t, 1 << 16, 0).unwrap_or_else(|e| panic!("message {i}: errno {e}"));
+            assert!(got == *m, "message {i}");
+        }
+        assert_eq!(get_int(t, ECTP_PAUSED), Ok(0), "and of the resume");
+        fails_with(ectp_pause(t), libc::EOPNOTSUPP);
+    }
+    assert_eq!(mterminate(to), 0);
+    for t in tus {
+        assert_eq!(mleave(t, 0), 0);
+    }
+}
+
+/// ectp_abort: returns at once with data still queued; every TU's next
+/// mrecvmsg gives ECONNRESET; the descriptor is released.
+fn abort((local, group): (SocketAddr, SocketAddr)) {
+    let to = owner(local, group, &FAST);
+    let tus: Vec<c_int> = (0..2).map(|_| tu(local, group)).collect();
+    assert_eq!(ectp_pause(to), 0);
+    for i in 0..20 {
+        assert_eq!(send(to, &pattern(1000, i)), 1000);
+    }
+    fails_with(ectp_abort(tus[0]), libc::EOPNOTSUPP);
+    let t0 = Instant::now();
+    assert_eq!(ectp_abort(to), 0, "errno {}", errno());
+    let took = t0.elapsed();
+    println!("ectp_abort returned in {took:?}");
+    fails_with(ectp_abort(to), libc::EBADF);
+    fails_with(ectp_pause(to), libc::EBADF);
+    for &t in &tus {
+        assert!(poll_readable(t, 5000), "the TU learns it");
+        assert_eq!(recv(t, 1 << 16, 0).map(|r| r.0.len()), Err(libc::ECONNRESET));
+        assert_eq!(mleave(t, 0), 0);
+    }
+    let fresh = msocket(family(local), libc::SOCK_DGRAM, 0);
+    fails_with(ectp_abort(fresh), libc::ENOTCONN);
+    assert_eq!(mterminate(fresh), 0);
+}
+
+/// ectp_get_stats: bytes both ways, RTT, rate, repairs and membership.
+fn statistics((local, group): (SocketAddr, SocketAddr)) {
+    let to = owner(local, group, &FAST);
+    let tus: Vec<c_int> = (0..3).map(|_| tu(local, group)).collect();
+    assert_eq!(set_int(tus[0], ECTP_RX_LOSS, 5), 0);
+    let msgs: Vec<Vec<u8>> = (0..200).map(|i| pattern(1 + i * 113 % 4000, i as u32)).collect();
+    let total: u64 = msgs.iter().map(|m| m.len() as u64).sum();
+    let readers: Vec<_> = tus
+        .iter()
+        .map(|&t| {
+            let n = msgs.len();
+            thread::spawn(move || (0..n).for_each(|i| assert!(recv(t, 1 << 16, 0).is_ok(), "message {i}")))
+        })
+        .collect();
+    for m in &msgs {
+        assert_eq!(send(to, m), m.len() as isize);
+    }
+    readers.into_iter().for_each(|r| r.join().expect("reader"));
+    assert_eq!(mtoken_get(tus[1]), 1);
+    assert_eq!(send_su(tus[1], &pattern(5000, 9)), 5000);
+    assert_eq!(recv(to, 1 << 16, 0).map(|r| r.0.len()), Ok(5000));
+    let s = stats(to);
+    assert_eq!(s.bytes_sent, total, "the TO's user bytes");
+    assert_eq!(s.bytes_received, 5000, "the SU's bytes, at the TO");
+    assert!(s.rtt_us > 0 && s.rtt_us < 1_000_000, "TO rtt {} us", s.rtt_us);
+    assert_eq!(s.repairs_sent, s.rdata_sent);
+    assert!(s.repairs_sent > 0, "the lossy TU was repaired");
+    assert_eq!(s.members_joined, 3);
+    for (k, &t) in tus.iter().enumerate() {
+        let u = stats(t);
+        assert!(u.bytes_received >= total, "TU {k} received {} of {total}", u.bytes_received);
+        assert!(u.rtt_us > 0 && u.rtt_us < 1_000_000, "TU {k} rtt {} us", u.rtt_us);
+        assert_eq!(u.members_joined, 0, "membership is the TO's to count");
+    }
+    assert!(stats(tus[0]).repairs_requested > 0, "the lossy TU asked for repairs");
+    assert_eq!(stats(tus[1]).bytes_sent, 5000, "the SU's own bytes");
+    // Leave, eject, and the figures follow.
+    let ejected = member_id(tus[2]);
+    assert_eq!(mleave(tus[0], 0), 0);
+    assert_eq!(mleave(to, ejected), 0);
+    assert!(wait_for(5, || stats(to).members_left == 1), "one left");
+    let s = stats(to);
+    assert_eq!((s.members_left, s.members_ejected, s.members_failed), (1, 1, 0));
+    assert_eq!(mterminate(to), 0);
+    assert_eq!(mleave(tus[1], 0), 0);
+    assert_eq!(mleave(tus[2], 0), 0);
+}
+
+macro_rules! both_families {
+    ($scenario:ident, $v4:ident, $v6:ident, $n:expr) => {
+        #[test]
+        fn $v4() {
+            $scenario(v4($n));
+        }
+
+        #[test]
+        fn $v6() {
+            if in_ipv6_netns(stringify!($v6)) {
+                $scenario(v6($n));
+            }
+        }
+    };
+}
+
+both_families!(give_and_withdraw, token_give_and_withdraw_ipv4, token_give_and_withdraw_ipv6, 1);
+both_families!(pause_and_resume, pause_and_resume_ipv4, pause_and_resume_ipv6, 2);
+both_families!(abort, abort_ipv4, abort_ipv6, 3);
+both_families!(statistics, statistics_ipv4, statistics_ipv6, 4);
