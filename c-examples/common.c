@@ -1,8 +1,10 @@
 /* Helpers shared by gserv and gclnt; see common.h. */
 #include "common.h"
+#include "ectp.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -150,4 +152,118 @@ void catch_stop_signals(void)
     sa.sa_flags = SA_RESETHAND; /* a second ^C kills at once */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+}
+
+/* ----- progress (-v) ----- */
+
+static struct {
+    int sd;
+    int is_owner;
+    const char *prog;
+    uint64_t start_ms;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    int running;
+} progress = { -1, 0, "", 0, 0, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+
+/* One line: the figures now, with the rate over `window_ms` from `bytes_before`. */
+static void progress_line(const char *what, uint64_t elapsed_ms, uint64_t bytes_before,
+                          uint64_t window_ms, uint64_t *bytes_now)
+{
+    struct ectp_stats st;
+    int members = 0;
+    socklen_t len = (socklen_t)sizeof members;
+    uint64_t bytes;
+    double mbps;
+    char who[32] = "";
+
+    if (ectp_get_stats(progress.sd, &st) == -1) {
+        fprintf(stderr, "%s: ectp_get_stats: %s\n", progress.prog, strerror(errno));
+        return;
+    }
+    bytes = progress.is_owner ? st.bytes_sent : st.bytes_received;
+    mbps = window_ms ? (double)(bytes - bytes_before) / 1e6 / ((double)window_ms / 1e3) : 0.0;
+    if (progress.is_owner &&
+        mgetsockopt(progress.sd, SOL_ECTP, ECTP_MEMBERS, &members, &len) == 0)
+        snprintf(who, sizeof who, ", %d members", members);
+    fprintf(stderr, "%s: %s%.1f s, %.2f MB %s, %.2f MB/s%s, repairs %llu asked %llu sent, rtt %.2f ms\n",
+            progress.prog, what, (double)elapsed_ms / 1e3, (double)bytes / 1e6,
+            progress.is_owner ? "sent" : "received", mbps, who,
+            (unsigned long long)st.repairs_requested, (unsigned long long)st.repairs_sent,
+            (double)st.rtt_us / 1e3);
+    if (bytes_now)
+        *bytes_now = bytes;
+}
+
+static void *progress_run(void *arg)
+{
+    uint64_t last_ms = progress.start_ms, last_bytes = 0;
+    struct timespec until;
+
+    (void)arg;
+    pthread_mutex_lock(&progress.lock);
+    while (progress.running) {
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        if (pthread_cond_timedwait(&progress.wake, &progress.lock, &until) == ETIMEDOUT &&
+            progress.running) {
+            uint64_t now = now_ms();
+            progress_line("", now - progress.start_ms, last_bytes, now - last_ms, &last_bytes);
+            last_ms = now;
+        }
+    }
+    pthread_mutex_unlock(&progress.lock);
+    return NULL;
+}
+
+int progress_start(int sd, const char *prog, int is_owner)
+{
+    int e;
+
+    progress.sd = sd;
+    progress.prog = prog;
+    progress.is_owner = is_owner;
+    progress.start_ms = now_ms();
+    progress.running = 1;
+    e = pthread_create(&progress.thread, NULL, progress_run, NULL);
+    if (e != 0) {
+        progress.running = 0;
+        fprintf(stderr, "%s: pthread_create: %s\n", prog, strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
+void progress_stop(void)
+{
+    struct ectp_stats st;
+    uint64_t elapsed;
+
+    pthread_mutex_lock(&progress.lock);
+    if (!progress.running) {
+        pthread_mutex_unlock(&progress.lock);
+        return;
+    }
+    progress.running = 0;
+    pthread_cond_signal(&progress.wake);
+    pthread_mutex_unlock(&progress.lock);
+    pthread_join(progress.thread, NULL);
+    elapsed = now_ms() - progress.start_ms;
+    progress_line("summary: ", elapsed, 0, elapsed, NULL);
+    if (ectp_get_stats(progress.sd, &st) == 0) {
+        fprintf(stderr, "%s: summary: %llu messages delivered, packets %llu sent %llu received,"
+                " %llu duplicates, %llu dropped (malformed, foreign, unexpected, source, length, range, auth)\n",
+                progress.prog, (unsigned long long)st.messages_delivered,
+                (unsigned long long)st.packets_sent, (unsigned long long)st.packets_received,
+                (unsigned long long)st.duplicates,
+                (unsigned long long)(st.dropped_malformed + st.dropped_foreign + st.dropped_unexpected +
+                                     st.dropped_source + st.dropped_length + st.dropped_range +
+                                     st.dropped_auth + st.dropped_replay));
+        if (progress.is_owner)
+            fprintf(stderr, "%s: summary: members %llu joined, %llu left, %llu ejected, %llu failed\n",
+                    progress.prog, (unsigned long long)st.members_joined,
+                    (unsigned long long)st.members_left, (unsigned long long)st.members_ejected,
+                    (unsigned long long)st.members_failed);
+    }
 }

@@ -43,4 +43,14 @@ void sleep_ns(uint64_t ns, volatile sig_atomic_t *stop);
 extern volatile sig_atomic_t stop_signal;
 void catch_stop_signals(void);
 
+/*
+ * Progress (-v): once started, a thread prints a line to stderr every second
+ * with the endpoint's figures (ectp_get_stats, ECTP_MEMBERS on the TO):
+ *   gserv: 3.0 s, 37.50 MB sent, 12.50 MB/s, 2 members, repairs 0 asked 12 sent, rtt 0.21 ms
+ * progress_stop() ends it and prints the summary of the whole run; call it
+ * before the descriptor is released (mterminate, mleave).
+ */
+int progress_start(int sd, const char *prog, int is_owner);
+void progress_stop(void);
+
 #endif

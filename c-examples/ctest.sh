@@ -212,6 +212,71 @@ t_stdin() {
     return $ok
 }
 
+# gserv -v and gclnt -v: a progress line every second, a summary at the end
+t_verbose() {
+    local d=$1 port tu gs ok=0
+    port=$(rand_port)
+    head -c 3000000 /dev/urandom >"$d/input"
+    start "$B/gclnt" -v -p "$port" -O "$d/tu.out" 2>"$d/tu.err"
+    tu=$last_pid
+    sleep 0.3
+    # 3 MB at 1000 KiB/s: about three seconds, three progress lines or so.
+    start "$B/gserv" -v -q -c 300 -r 1000 -w 200 -p "$port" "$d/input" 2>"$d/gserv.err"
+    gs=$last_pid
+    finish "$gs"
+    local gs_rc=$last_rc
+    finish "$tu"
+    local tu_rc=$last_rc
+    show "$d/gserv.err" "$d/tu.err"
+    local line='[0-9]+\.[0-9] s, [0-9]+\.[0-9]{2} MB %s, [0-9]+\.[0-9]{2} MB/s%s, repairs [0-9]+ asked [0-9]+ sent, rtt [0-9]+\.[0-9]{2} ms$'
+    # shellcheck disable=SC2059 # the pattern is the format
+    expect "gserv printed progress lines" \
+        grep -Eq "^gserv: $(printf "$line" sent ', 1 members')" "$d/gserv.err" || ok=1
+    # shellcheck disable=SC2059
+    expect "gclnt printed progress lines" \
+        grep -Eq "^gclnt: $(printf "$line" received '')" "$d/tu.err" || ok=1
+    expect "gserv's summary has every byte" \
+        grep -Eq '^gserv: summary: [0-9.]+ s, 3\.00 MB sent' "$d/gserv.err" || ok=1
+    expect "gserv's summary counts the member" \
+        grep -q '^gserv: summary: members 1 joined, 0 left, 0 ejected, 0 failed$' "$d/gserv.err" || ok=1
+    expect "gclnt's summary has every byte" \
+        grep -Eq '^gclnt: summary: [0-9.]+ s, 3\.00 MB received' "$d/tu.err" || ok=1
+    expect "both exited 0 ($gs_rc, $tu_rc)" test "$gs_rc" -eq 0 -a "$tu_rc" -eq 0 || ok=1
+    expect "the TU got it all" cmp -s "$d/input" "$d/tu.out" || ok=1
+    return $ok
+}
+
+# ECTP_LOG: the library's log lines on standard error, and none without it
+t_log() {
+    local d=$1 port tu gs ok=0
+    port=$(rand_port)
+    head -c 20000 /dev/urandom >"$d/input"
+    ECTP_LOG=info start "$B/gclnt" -q -p "$port" -O "$d/tu.out" 2>"$d/tu.err"
+    tu=$last_pid
+    sleep 0.3
+    ECTP_LOG=info start "$B/gserv" -q -c 300 -w 100 -p "$port" "$d/input" 2>"$d/gserv.err"
+    gs=$last_pid
+    finish "$gs"
+    finish "$tu"
+    port=$(rand_port)
+    start "$B/gclnt" -q -p "$port" -O "$d/tu2.out" 2>"$d/tu2.err"
+    tu=$last_pid
+    sleep 0.3
+    ECTP_LOG=loud start "$B/gserv" -q -c 300 -w 100 -p "$port" "$d/input" 2>"$d/gserv2.err"
+    gs=$last_pid
+    finish "$gs"
+    finish "$tu"
+    show "$d/gserv.err" "$d/tu.err" "$d/gserv2.err" "$d/tu2.err"
+    expect "the TO logs the connection and the join" \
+        grep -Eq '^ectp: info: member [0-9]+ at 127\.0\.0\.1:[0-9]+ joined under parent 0$' "$d/gserv.err" || ok=1
+    expect "the TO logs the creation" grep -q '^ectp: info: TO .* created connection' "$d/gserv.err" || ok=1
+    expect "without ECTP_LOG, no log lines" sh -c "! grep -q '^ectp: ' '$d/tu2.err'" || ok=1
+    expect "a bad ECTP_LOG is said once, then silence" \
+        test "$(grep -c '^ectp: ' "$d/gserv2.err")" -eq 1 || ok=1
+    expect "and names the levels" grep -q 'ECTP_LOG="loud" is not a level' "$d/gserv2.err" || ok=1
+    return $ok
+}
+
 # (8) IPv6: the demo in a network namespace, over a veth pair
 ipv6_possible() {
     [[ $(id -u) -eq 0 ]] || return 1
@@ -286,6 +351,8 @@ selected refused-token && run refused-token t_refused_token
 selected join-no-to && run join-no-to t_join_no_to
 selected cxx && run cxx t_cxx
 selected stdin && run stdin t_stdin
+selected verbose && run verbose t_verbose
+selected log && run log t_log
 if selected ipv6; then
     if ipv6_possible; then
         run ipv6 t_ipv6

@@ -33,6 +33,7 @@
 
 static const char *prog = "gclnt";
 static int quiet;
+static int verbose;
 static int sd = -1;
 
 /* ---- the token thread ---- */
@@ -53,7 +54,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "usage: %s [-l owner_ip] [-g group_ip] [-p port] [-O outfile] [-t token_after_ms]\n"
-"             [-T token_messages] [-x exit_after_ms] [-A] [-C max_children] [-b] [-q]\n"
+"             [-T token_messages] [-x exit_after_ms] [-A] [-C max_children] [-b] [-q] [-v]\n"
 "\n"
 "A TU of an ECTP-3 connection: joins the connection of the TO at owner_ip on\n"
 "group_ip:port and writes the data it multicasts to outfile.\n"
@@ -76,6 +77,8 @@ static void usage(FILE *f)
 "                with MSG_DONTWAIT; not with -x\n"
 "  -q            report only errors, the user id, the token's progress and\n"
 "                the final summary\n"
+"  -v            a progress line every second on stderr (bytes, MB/s, repairs,\n"
+"                RTT) and a summary at the end\n"
 "  -h            this help\n"
 "\n"
 "Exit status: 0 end of the connection (or left with -x), 1 error, 2 usage,\n"
@@ -222,6 +225,7 @@ static int write_out(const char *data, size_t len)
 /* Leaves the connection (on errors, a signal or -x); returns 0 or -1. */
 static int leave(void)
 {
+    progress_stop();
     if (mleave(sd, 0) == -1) {
         fprintf(stderr, "%s: mleave: %s\n", prog, strerror(errno));
         return -1;
@@ -233,6 +237,7 @@ static int leave(void)
  * The library may already have released it, or refuse: that is fine. */
 static void release_after_end(void)
 {
+    progress_stop();
     if (mleave(sd, 0) == -1 && errno != ENOTCONN && errno != ECONNRESET && errno != EBADF)
         fprintf(stderr, "%s: mleave after the end: %s\n", prog, strerror(errno));
 }
@@ -284,7 +289,7 @@ int main(int argc, char **argv)
     int have_deadline = 0;
     pthread_t tid;
 
-    while ((opt = getopt(argc, argv, "l:g:p:O:t:T:x:AC:bqh")) != -1) {
+    while ((opt = getopt(argc, argv, "l:g:p:O:t:T:x:AC:bqvh")) != -1) {
         switch (opt) {
         case 'l': owner_text = optarg; break;
         case 'g': group_text = optarg; break;
@@ -307,6 +312,7 @@ int main(int argc, char **argv)
             break;
         case 'b': blocking = 1; break;
         case 'q': quiet = 1; break;
+        case 'v': verbose = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -371,6 +377,8 @@ int main(int argc, char **argv)
     }
     /* Always printed (tests read the id), even with -q. */
     fprintf(stderr, "%s: joined as user %u\n", prog, (unsigned)user_id);
+    if (verbose && progress_start(sd, prog, 0) == -1)
+        status = 1;
     {
         uint32_t parent = 0;
         int level = 0;

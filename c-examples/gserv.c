@@ -35,6 +35,7 @@ static const char *prog = "gserv";
 
 /* Set before mcreate, read by the callbacks on the library's thread. */
 static int quiet;
+static int verbose;
 static int refuse_joins;
 static int refuse_tokens;
 
@@ -49,7 +50,7 @@ static void usage(FILE *f)
     fprintf(f,
 "usage: %s [-l local_ip] [-g group_ip] [-p port] [-r rate_KBps] [-s chunk_bytes]\n"
 "             [-m mss] [-c cct_ms] [-o ro] [-H hgt_ms] [-t tco] [-C max_children]\n"
-"             [-a agn] [-F fdn]\n"
+"             [-a agn] [-F fdn] [-v]\n"
 "             [-R join|token] [-q] [-w linger_ms] [file|-]\n"
 "\n"
 "The TO of an ECTP-3 connection: multicasts `file' (default: standard input)\n"
@@ -75,6 +76,8 @@ static void usage(FILE *f)
 "  -R what       refuse every join request (-R join) or token request\n"
 "                (-R token) instead of accepting it; may be repeated\n"
 "  -q            do not report join and token requests\n"
+"  -v            a progress line every second on stderr (bytes, MB/s, members,\n"
+"                repairs, RTT) and a summary before terminating\n"
 "  -w ms         after the end of input keep printing TU messages for ms\n"
 "                before terminating the connection (default 1000)\n"
 "  -h            this help\n",
@@ -311,7 +314,7 @@ int main(int argc, char **argv)
     int sd, in_fd, opt, status = 0;
     char *buf;
 
-    while ((opt = getopt(argc, argv, "l:g:p:r:s:m:c:o:H:t:C:a:F:R:qw:h")) != -1) {
+    while ((opt = getopt(argc, argv, "l:g:p:r:s:m:c:o:H:t:C:a:F:R:qvw:h")) != -1) {
         switch (opt) {
         case 'l': local_text = optarg; break;
         case 'g': group_text = optarg; break;
@@ -354,6 +357,7 @@ int main(int argc, char **argv)
             else die_usage("-R takes 'join' or 'token', not '%s'", optarg);
             break;
         case 'q': quiet = 1; break;
+        case 'v': verbose = 1; break;
         case 'w':
             if (parse_long(optarg, 0, 3600000L, &linger)) die_usage("bad linger '%s'", optarg);
             break;
@@ -470,6 +474,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: connection created on %s by %s, sending %s\n", prog,
                 format_addr((const struct sockaddr *)&group, grouplen, gtext, sizeof gtext),
                 local_text, strcmp(input, "-") == 0 ? "standard input" : input);
+    if (verbose && progress_start(sd, prog, 1) == -1)
+        return 1;
 
     /* Stream: message k leaves at t0 + (bytes before it) / rate. */
     t0 = now_ns();
@@ -525,6 +531,7 @@ int main(int argc, char **argv)
         else
             fprintf(stderr, "%s: %d members at the end\n", prog, members);
     }
+    progress_stop();
     if (mterminate(sd) == -1) {
         fprintf(stderr, "%s: mterminate: %s\n", prog, strerror(errno));
         status = 1;

@@ -261,7 +261,7 @@ impl Endpoint {
         socket::setup_owner(&self.primary, local, group, &st.opts)?;
         let mut rng = Rng::new(sys::random_seed());
         let owner = Owner::new(cfg, SocketAddr::new(local.ip(), group.port()), &mut rng, Instant::now());
-        log::info!("TO {local} created connection {:#x} on {group}", owner.connection_id());
+        log::info!("TO {} created connection {:#x} on {group}", local.ip(), owner.connection_id());
         st.node = Some(owner.into());
         st.group = Some(group);
         self.spawn(handler)?;
