@@ -310,6 +310,18 @@ t_demo_tree() {
     TREE=1 GSERV="$B/gserv" GCLNT="$B/gclnt" TMPDIR="$1" "$here/demo.sh"
 }
 
+# (9) video: a 6 s test video streamed at its bitrate to two late TUs, each
+# piped into a real decoder (ffmpeg; TU 2 into mpv when installed); each must
+# decode every frame from the first keyframe after its join point
+video_possible() {
+    command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null
+}
+
+t_video() {
+    DURATION=6 JOIN1=1 JOIN2=2.5 INSTALL=0 FRAME="$1/frame.png" GSERV="$B/gserv" GCLNT="$B/gclnt" \
+        TMPDIR="$1" "$here/video-demo.sh"
+}
+
 # ---- the runner
 
 run() {   # run <name> <function>
@@ -358,6 +370,13 @@ if selected ipv6; then
         run ipv6 t_ipv6
     else
         skip ipv6 "needs root and unshare"
+    fi
+fi
+if selected video; then
+    if video_possible; then
+        run video t_video
+    else
+        skip video "needs ffmpeg and ffprobe: apt-get install ffmpeg"
     fi
 fi
 
