@@ -2,7 +2,7 @@
  * header_check - ectp.h is self-contained: this file includes nothing else and
  * compiles with -std=c99 -Wall -Wextra -Werror -pedantic (no feature-test
  * macros). It also pins the API contract at compile time: the constants'
- * values (docs/c-constants.md), the functions' types (a pointer to each is
+ * values (docs/api.md, "Constants"), the functions' types (a pointer to each is
  * initialised with the contract's type) and struct ectp_rcvinfo's fields.
  */
 #include "ectp.h"
