@@ -212,8 +212,9 @@ extern "C" {
 #define ECTP_LEAVE_EJECTED 2
 
 /**
- * ectp_leave_callback reason: silent for FDN x HGT, or its subtree was lost
- * (it did not rebind in time after its parent failed).
+ * ectp_leave_callback reason: silent for FDN x HGT, its subtree was lost
+ * (it did not rebind in time after its parent failed), or too slow: it
+ * acknowledged nothing for ECTP_SLOW_TIMEOUT while data waited for it.
  */
 #define ECTP_LEAVE_FAILED 3
 
@@ -489,6 +490,11 @@ struct ectp_stats {
    * subtree, or ejected as too slow (ECTP_SLOW_TIMEOUT).
    */
   uint64_t members_failed;
+  /**
+   * TU: in-order DATA/RDATA not taken because the application's queue
+   * was full (it does not read); asked for again once it reads.
+   */
+  uint64_t dropped_full;
 };
 
 /**
@@ -544,9 +550,10 @@ int msocket(int domain, int type, int protocol);
 int msetsockopt(int sd, int level, int optname, const void *optval, socklen_t optlen);
 
 /**
- * Read an option: an ECTP option with `level == SOL_ECTP` (ECTP_MEMBERS on
- * the TO, ECTP_USER_ID and ECTP_TOKEN_ID on a TU), else an option of the
- * underlying UDP socket. `*optlen` is the room at `optval` on entry and the
+ * Read an option: an ECTP option with `level == SOL_ECTP` (every one but
+ * the write-only ECTP_GROUP_KEY: the connection's values, and the
+ * read-only ones such as ECTP_MEMBERS, ECTP_USER_ID, ECTP_RATE,
+ * ECTP_PAUSED), else an option of the underlying UDP socket. `*optlen` is the room at `optval` on entry and the
  * length written on return.
  */
 int mgetsockopt(int sd, int level, int optname, void *optval, socklen_t *optlen);

@@ -357,6 +357,8 @@ impl Endpoint {
                     }
                     None => match (u.join_status(), u.end()) {
                         (_, Some(End::Terminated)) => Some(Received { end: true, ..Received::default() }),
+                        // Another thread released it (mleave) meanwhile.
+                        (_, Some(End::Left)) => return Err(Error::Closed),
                         (_, Some(_)) => return Err(Error::Reset),
                         (JoinStatus::Joined, None) => None,
                         _ => return Err(Error::NotConnected),
@@ -367,7 +369,11 @@ impl Endpoint {
                 self.update_ready(&mut st);
                 return Ok(r);
             }
-            if nonblocking || st.shutdown {
+            if st.shutdown {
+                // Another thread released the endpoint while this one waited.
+                return Err(Error::Closed);
+            }
+            if nonblocking {
                 return Err(Error::WouldBlock);
             }
             self.cond.wait(&mut st);

@@ -123,9 +123,10 @@ pub extern "C" fn msetsockopt(
     })
 }
 
-/// Read an option: an ECTP option with `level == SOL_ECTP` (ECTP_MEMBERS on
-/// the TO, ECTP_USER_ID and ECTP_TOKEN_ID on a TU), else an option of the
-/// underlying UDP socket. `*optlen` is the room at `optval` on entry and the
+/// Read an option: an ECTP option with `level == SOL_ECTP` (every one but
+/// the write-only ECTP_GROUP_KEY: the connection's values, and the
+/// read-only ones such as ECTP_MEMBERS, ECTP_USER_ID, ECTP_RATE,
+/// ECTP_PAUSED), else an option of the underlying UDP socket. `*optlen` is the room at `optval` on entry and the
 /// length written on return.
 #[unsafe(no_mangle)]
 pub extern "C" fn mgetsockopt(
@@ -570,6 +571,7 @@ pub extern "C" fn ectp_get_stats(sd: c_int, out: *mut ectp_stats) -> c_int {
             members_left: s.members_left,
             members_ejected: s.members_ejected,
             members_failed: s.members_failed,
+            dropped_full: s.dropped_full,
         };
         // SAFETY: out is non-NULL and points to the caller's ectp_stats.
         unsafe { out.write_unaligned(v) };

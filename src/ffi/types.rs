@@ -99,8 +99,9 @@ pub const ECTP_CC_TFMCC: c_int = 1;
 pub const ECTP_LEAVE_LEFT: c_int = 1;
 /// ectp_leave_callback reason: the TO ejected it (mleave on the TO).
 pub const ECTP_LEAVE_EJECTED: c_int = 2;
-/// ectp_leave_callback reason: silent for FDN x HGT, or its subtree was lost
-/// (it did not rebind in time after its parent failed).
+/// ectp_leave_callback reason: silent for FDN x HGT, its subtree was lost
+/// (it did not rebind in time after its parent failed), or too slow: it
+/// acknowledged nothing for ECTP_SLOW_TIMEOUT while data waited for it.
 pub const ECTP_LEAVE_FAILED: c_int = 3;
 
 /// ECTP_TCO: every TU's parent is the TO.
@@ -202,6 +203,9 @@ pub struct ectp_stats {
     /// TO: members that failed: silent for FDN x HGT, lost with their
     /// subtree, or ejected as too slow (ECTP_SLOW_TIMEOUT).
     pub members_failed: u64,
+    /// TU: in-order DATA/RDATA not taken because the application's queue
+    /// was full (it does not read); asked for again once it reads.
+    pub dropped_full: u64,
 }
 
 /// A member of the connection as the TO knows it, filled by `ectp_get_member`.

@@ -57,8 +57,8 @@ pub(crate) struct Member {
     pub orphan: Option<(Instant, u32)>,
     /// Order of arrival (member ids are random): the last tie-break of placement.
     pub seq: u64,
-    /// Admitted (or rebinding) and not attached yet: dropped if still not
-    /// attached by then.
+    /// Admitted (or rebinding) and not attached yet, or asking to join and
+    /// not answered yet by the application: dropped if still so by then.
     pub attach_by: Option<Instant>,
 }
 

@@ -906,6 +906,13 @@ impl Owner {
         }
         if self.cfg.ask_joins {
             self.events.push_back(Event::JoinRequest { user_id, addr });
+            // Unanswered for as long as the TU keeps asking (and as long
+            // again): forgotten, so that a program that never answers does
+            // not fill the table of joiners.
+            let expires = now + self.join_timeout();
+            if let Some(m) = self.members.get_mut(user_id) {
+                m.attach_by = Some(expires);
+            }
         } else {
             self.admit(user_id, now);
         }
@@ -1327,7 +1334,11 @@ impl Owner {
     /// period are lost, and their own children become orphans in turn.
     fn sweep_orphans(&mut self, now: Instant) {
         for id in self.members.unattached(now) {
-            log::info!("member {id} did not attach in time");
+            if self.members.get(id).is_some_and(|m| m.state == MemberState::Pending) {
+                log::info!("the join request of member {id} was not answered in time: forgotten");
+            } else {
+                log::info!("member {id} did not attach in time");
+            }
             // A joiner that never attached gave up by itself (its TJR retries
             // are over): nothing is sent to it. A member that was rebinding is told.
             let was_member = self.members.get(id).is_some_and(|m| m.is_member());

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use super::sim::{OWNER_ADDR, Sim, messages, user_addr};
-use super::{Config, Dest, End, OwnerError, Rng, TokenStatus, UserError};
+use super::sim::{Answer, OWNER_ADDR, Sim, messages, user_addr};
+use super::{Config, Dest, End, Event, JoinStatus, OwnerError, Rng, TokenStatus, UserError};
 use crate::wire::PacketType;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -233,4 +233,25 @@ fn abort_resets_every_tu_without_draining() {
     assert!(sent(&sim, PacketType::Ctr, true) >= 1 && sent(&sim, PacketType::Ctr, false) == 0, "CTR with F=1");
     let data_after = sent(&sim, PacketType::Data, false) + sent(&sim, PacketType::Data, true);
     assert_eq!(data_after, data_before, "nothing queued went out");
+}
+
+#[test]
+fn a_join_request_never_answered_is_forgotten() {
+    let cfg = Config { ask_joins: true, retries: 4, ..Config::default() };
+    let mut sim = Sim::new(103);
+    sim.answer_joins = Answer::Manual;
+    sim.add_owner(cfg);
+    sim.add_user(cfg);
+    sim.run_until(10 * SEC, "the TU gives up", |s| s.user(0).join_status() != JoinStatus::Joining);
+    assert_eq!(sim.user(0).join_status(), JoinStatus::TimedOut);
+    let Event::JoinRequest { user_id, .. } = sim.events[0] else { panic!("{:?}", sim.events) };
+    // Still answerable while the TU may be waiting ...
+    let now = sim.now;
+    assert!(sim.owner().member_ids().is_empty());
+    sim.run_for(cfg.rxt * cfg.retries * 2 + cfg.hgt);
+    // ... forgotten afterwards: a late answer finds nothing.
+    let now2 = sim.now;
+    assert!(now2 > now);
+    assert_eq!(sim.owner_mut().confirm_join(user_id, true, now2), Err(OwnerError::NotFound));
+    assert_eq!(sim.owner().stats().members_joined, 0);
 }
