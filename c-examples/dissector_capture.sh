@@ -60,8 +60,12 @@ with_checksum() {
 
 send_hex() {   # send_hex HOST PORT HEX: one datagram (printf may write in
     # pieces, cat writes a small file at once)
+    local i esc=
+    for ((i = 0; i < ${#3}; i += 2)); do
+        esc+="\\x${3:i:2}"
+    done
     # shellcheck disable=SC2059 # the format is the \x escapes of the bytes
-    printf "$(sed 's/../\\x&/g' <<<"$3")" >"$d/datagram"
+    printf "$esc" >"$d/datagram"
     cat "$d/datagram" >"/dev/udp/$1/$2"
 }
 

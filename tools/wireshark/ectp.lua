@@ -15,8 +15,8 @@
 -- Error) and its reason; every read is checked against the bytes captured, so a short or
 -- corrupt datagram never raises a Lua error. Field names: tools/wireshark/README.md.
 --
--- Written for the Lua API of Wireshark 3.x and 4.x (Lua 5.1 to 5.4): plain arithmetic, no
--- bit library.
+-- Tested with tshark 4.0 (Lua 5.2). Plain arithmetic, no bit library, so that builds with
+-- another Lua (5.1 to 5.4) should run it too.
 
 local ectp = Proto("ectp", "ECTP-3 (Enhanced Communications Transport Protocol, X.607)")
 
