@@ -374,7 +374,11 @@ t_dissector() {
         if (c == "icmp") next
         if (c == "inj") {
             if (R["dport"] == port) { ninj++; inj[ninj] = R["malformed"]; injtype[ninj] = R["type_name"] }
-            else { nheur++; heur_ok = (t == "CTR" && !has("malformed")) }
+            else {
+                nheur++
+                if (t == "CTR" && !has("malformed")) heur_ctr++
+                if (t == "LJC" && !has("malformed") && R["addr.family"] == 6 && R["addr.ipv6"] == "fd00::1" && R["addr.port"] == 8080 && R["f"] == 1) heur_ljc++
+            }
             next
         }
         seen[c, t]++; total[c]++
@@ -476,7 +480,7 @@ t_dissector() {
             check("malformed datagram " m ": \"" got "\" (expected \"" e[1] "\"" (e[2] == "ok" ? ", checksum right" : "") ")", cond)
         }
         check("as many malformed datagrams decoded as sent (" ninj " of " m ")", ninj == m)
-        check("heuristic: the CTR to another port decoded, the text left alone (" nheur " ECTP)", nheur == 1 && heur_ok)
+        check("heuristic, another port: the text left alone, the CTR and the LJC with an IPv6 Address decoded (" nheur " ECTP)", nheur == 2 && heur_ctr == 1 && heur_ljc == 1)
         exit bad
     }' "$d/records" "$d/records" || ok=1
 

@@ -16,7 +16,7 @@
 # Meanwhile it sends the malformed datagrams of WORK_DIR/inject.expect (one
 # line each: the reason the dissector must give, then whether the checksum
 # is right) to 127.0.0.2:PORT, where nobody listens, then to 127.0.0.2:PORT+7
-# a datagram that is not ECTP and a well-formed CTR (for the heuristic).
+# a datagram that is not ECTP and two well-formed packets (for the heuristic).
 # Exit codes of the programs go to WORK_DIR/rc ("name code" lines).
 set -euo pipefail
 
@@ -108,10 +108,14 @@ inject_all() {
     head -c 200 /dev/urandom >"/dev/udp/127.0.0.2/$port"
     sleep 0.05
     # Not for the group port: the heuristic must leave the first alone and
-    # take the second.
+    # take the other two (well-formed: a CTR, an LJC with an IPv6 Address
+    # element, [fd00::1]:8080).
     printf 'this is not an ECTP packet, just some text' >"/dev/udp/127.0.0.2/$((port + 7))"
     sleep 0.05
     send_hex 127.0.0.2 $((port + 7)) "$ctr"
+    sleep 0.05
+    send_hex 127.0.0.2 $((port + 7)) \
+        "$(with_checksum "$(hdr 6 12 20 128 0)00061f90fd000000000000000000000000000001")"
 }
 
 # ---- the capture and the programs
