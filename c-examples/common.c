@@ -110,6 +110,34 @@ int parse_long(const char *text, long min, long max, long *out)
     return 0;
 }
 
+int read_key_file(const char *path, unsigned char key[32], char *err, size_t errlen)
+{
+    unsigned char buf[33];
+    size_t n;
+    int bad;
+    FILE *f = fopen(path, "rb");
+
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    n = fread(buf, 1, sizeof buf, f);
+    bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        snprintf(err, errlen, "%s: read error", path);
+        return -1;
+    }
+    if (n != 16 && n != 32) {
+        snprintf(err, errlen, "%s: a key file holds exactly 16 or 32 bytes, not %s%lu",
+                 path, n == sizeof buf ? "more than " : "", (unsigned long)(n == sizeof buf ? 32 : n));
+        return -1;
+    }
+    memcpy(key, buf, n);
+    memset(buf, 0, sizeof buf);
+    return (int)n;
+}
+
 uint64_t now_ns(void)
 {
     struct timespec ts;

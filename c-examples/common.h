@@ -30,6 +30,10 @@ const char *format_addr(const struct sockaddr *sa, socklen_t len,
 /* Parses a decimal integer in [min, max]; 0 on success, -1 otherwise. */
 int parse_long(const char *text, long min, long max, long *out);
 
+/* Reads a group key (ECTP_GROUP_KEY) from the file `path`: exactly 16 or
+ * 32 bytes. Returns its length, or -1 with a message written to `err`. */
+int read_key_file(const char *path, unsigned char key[32], char *err, size_t errlen);
+
 /* Monotonic clock, nanoseconds and milliseconds. */
 uint64_t now_ns(void);
 uint64_t now_ms(void);

@@ -322,6 +322,257 @@ t_video() {
         TMPDIR="$1" "$here/video-demo.sh"
 }
 
+# (10) the Wireshark dissector (tools/wireshark/ectp.lua): real traffic of a
+# tree connection and of a keyed one captured on lo in a network namespace
+# (dissector_capture.sh), plus malformed datagrams; tshark decodes it and
+# every packet type seen must come out with its fields, every malformed
+# datagram as malformed, and nothing as a Lua error.
+dissector_possible() {
+    [[ $(id -u) -eq 0 ]] || { echo "needs root to capture"; return 1; }
+    command -v tshark >/dev/null || { echo "needs tshark"; return 1; }
+    command -v dumpcap >/dev/null || { echo "needs dumpcap"; return 1; }
+    command -v ip >/dev/null || { echo "needs ip"; return 1; }
+    unshare -n true 2>/dev/null || { echo "needs unshare -n"; return 1; }
+}
+
+# PDML (tshark -T pdml) -> one line per ECTP packet (a UDP GSO message gives
+# several): tab-separated key=value, keys frame, outer (the frame's IP
+# protocol), dst, sport, dport, seg, then the ectp.* fields without "ectp."
+# (bytes as hex; repeated fields joined by ","), malformed (the reasons),
+# bug (a dissector error).
+dissector_records() {
+    awk '
+    function attr(s, k,   i, r) {
+        i = index(s, " " k "=\"")
+        if (i == 0) return ""
+        r = substr(s, i + length(k) + 3)
+        return substr(r, 1, index(r, "\"") - 1)
+    }
+    function put(k, v) {
+        if (k in seen) rec[k] = rec[k] "," v
+        else { seen[k] = 1; keys[++nk] = k; rec[k] = v }
+    }
+    function flush(   i, line) {
+        if (!open) return
+        line = "frame=" frame "\touter=" outer "\tdst=" dst "\tsport=" sport "\tdport=" dport "\tseg=" seg
+        for (i = 1; i <= nk; i++) line = line "\t" keys[i] "=" rec[keys[i]]
+        print line
+        open = 0
+    }
+    function reset(   k) { for (k in rec) delete rec[k]; for (k in seen) delete seen[k]; nk = 0 }
+    /^<packet>/ { flush(); frame = outer = dst = sport = dport = ""; seg = 0; next }
+    /<proto name="ectp"/ { flush(); reset(); open = 1; seg++; next }
+    /<field name="num"/ && frame == "" { frame = attr($0, "show"); next }
+    /<field name="ip.proto"/ && outer == "" { outer = attr($0, "show") }
+    /<field name="ip.dst"/ && dst == "" { dst = attr($0, "show") }
+    /<field name="udp.srcport"/ && sport == "" { sport = attr($0, "show") }
+    /<field name="udp.dstport"/ && dport == "" { dport = attr($0, "show") }
+    !open { next }
+    /<field name="ectp.malformed"/ { v = attr($0, "showname"); sub(/^Malformed ECTP packet: /, "", v); put("malformed", v); next }
+    /<field name="ectp.dissector_bug"/ { put("bug", attr($0, "showname")); next }
+    /<field name="ectp\./ {
+        n = attr($0, "name"); sub(/^ectp\./, "", n)
+        if (n ~ /^(data|ciphertext|padding|undecoded|key\.salt|key\.public|auth\.tag|ack\.bitmap)$/) put(n, attr($0, "value"))
+        else put(n, attr($0, "show"))
+    }
+    END { flush() }
+    '
+}
+
+not() { ! "$@"; }
+
+t_dissector() {
+    local d=$1 port kport lua tu1 tu2 tu3 tu4 tok mss n name rc ok=0
+    lua=$(cd "$here/.." && pwd)/tools/wireshark/ectp.lua
+    port=$(rand_port)
+    kport=$((port + 1))
+    if ! unshare -n "$here/dissector_capture.sh" "$B" "$d" "$port" "$kport" >"$d/capture.log" 2>&1; then
+        show "$d/capture.log" "$d/dumpcap.err"
+        echo "NOT: the capture ran"
+        return 1
+    fi
+    show "$d/rc" "$d/gserv.err" "$d/gserv_keyed.err" "$d/tu1.err" "$d/tu2.err" "$d/tu3.err" "$d/tu4.err"
+    while read -r name rc; do
+        expect "$name exited 0 (exit $rc)" test "$rc" -eq 0 || ok=1
+    done <"$d/rc"
+    is_tail "$d/input" "$d/tu1.out" || ok=1
+    expect "TU 3 (keyed, creation phase) got all of input2" cmp -s "$d/input2" "$d/tu3.out" || ok=1
+    is_tail "$d/input2" "$d/tu4.out" || ok=1
+    tu1=$(sed -n 's/^gclnt: joined as user //p' "$d/tu1.err")
+    tu2=$(sed -n 's/^gclnt: joined as user //p' "$d/tu2.err")
+    tu3=$(sed -n 's/^gclnt: joined as user //p' "$d/tu3.err")
+    tu4=$(sed -n 's/^gclnt: joined as user //p' "$d/tu4.err")
+    tok=$(sed -n 's/^gclnt: got token //p' "$d/tu1.err")
+    mss=$(sed -n 's/.* mss=\([0-9]*\).*/\1/p' "$d/tu1.err")
+    echo "users: tu1 $tu1 tu2 $tu2 tu3 $tu3 tu4 $tu4, token $tok, mss $mss"
+
+    # The group port of the tree connection is the preference; everything
+    # else (the keyed connection, the tree's packets between TUs) is found by
+    # the heuristic, tried first.
+    local ts=(tshark -r "$d/cap.pcapng" -X "lua_script:$lua" -o "ectp.udp_port:$port"
+              -o udp.try_heuristic_first:TRUE)
+    n=0
+    "${ts[@]}" -T pdml >"$d/cap.pdml" 2>"$d/tshark.err" || n=$?
+    show "$d/tshark.err"
+    expect "tshark -T pdml exited 0 (exit $n)" test "$n" -eq 0 || ok=1
+    "${ts[@]}" >"$d/cap.txt" 2>>"$d/tshark.err" || ok=1
+    expect "no Lua error from tshark" \
+        not grep -qi "lua error" "$d/tshark.err" "$d/cap.pdml" "$d/cap.txt" || ok=1
+    expect "no dissector internal error" \
+        not grep -q "ectp.dissector_bug\|dissector internal error" "$d/cap.pdml" "$d/cap.txt" || ok=1
+    dissector_records <"$d/cap.pdml" >"$d/records"
+    echo "$(wc -l <"$d/records") ECTP packets decoded in $(grep -c '^<packet>' "$d/cap.pdml") frames;" \
+        "$(grep -c 'UDP GSO' "$d/cap.txt") frames were UDP GSO messages of several packets"
+
+    awk -F '\t' -v port="$port" -v kport="$kport" -v tu1="$tu1" -v tu2="$tu2" -v tu3="$tu3" \
+        -v tu4="$tu4" -v tok="$tok" -v mss="$mss" -v d="$d" '
+    function load(   i, kv, p) {
+        for (k in R) delete R[k]
+        for (i = 1; i <= NF; i++) { p = index($i, "="); R[substr($i, 1, p - 1)] = substr($i, p + 1) }
+    }
+    function has(k) { return (k in R) && R[k] != "" }
+    function check(what, cond) { if (cond) print "ok: " what; else { print "NOT: " what; bad = 1 } }
+    function count(what, n, total) { check(what " (" n " of " total ")", total > 0 && n == total) }
+    function class(   c) {
+        if ((R["outer"] + 0) == 1) return "icmp"          # quoted in an ICMP error
+        if (R["dst"] == "127.0.0.2") return "inj"
+        if (R["connid"] == tcid || R["sport"] == port || R["dport"] == port) return "tree"
+        if (R["connid"] == kcid || R["sport"] == kport || R["dport"] == kport) return "keyed"
+        return "other"
+    }
+    NR == FNR {
+        load()
+        if ((R["type"] + 0) == 1 && R["sport"] == port) tcid = R["connid"]
+        if ((R["type"] + 0) == 1 && R["sport"] == kport) kcid = R["connid"]
+        next
+    }
+    {
+        load(); c = class(); t = R["type_name"]
+        if (c == "icmp") next
+        if (c == "inj") {
+            if (R["dport"] == port) { ninj++; inj[ninj] = R["malformed"]; injtype[ninj] = R["type_name"] }
+            else {
+                nheur++
+                if (t == "CTR" && !has("malformed")) heur_ctr++
+                if (t == "LJC" && !has("malformed") && R["addr.family"] == 6 && R["addr.ipv6"] == "fd00::1" && R["addr.port"] == 8080 && R["f"] == 1) heur_ljc++
+            }
+            next
+        }
+        seen[c, t]++; total[c]++
+        if (!(c SUBSEP t in listed)) { listed[c SUBSEP t] = 1; types[c] = types[c] " " t }
+        if (has("malformed")) { malf[c]++; if (malf[c] <= 3) print "malformed " c " packet, frame " R["frame"] ": " R["malformed"] }
+        if (R["checksum.status"] == 1) cks[c]++
+        if (has("type_name") && has("connid") && has("psn") && has("f") && has("token") && has("data.len")) hdr[c]++
+        if (c == "other") next
+        if (c == "keyed") {
+            if (R["auth.kind"] ~ /^[1-4]$/ && R["element"] ~ /(^|,)8$/) kauth++
+            if (t == "CCR" && length(R["key.public"]) == 64 && length(R["key.salt"]) == 32) kccr++
+            if (t == "LJR" && length(R["key.public"]) == 64 && has("ciphertext")) kljr++
+            if (t == "DATA") { kdata++; if (has("ciphertext") && !has("data") && (R["data.len"] + 0) > 0) kdata_ok++
+                               if (kfirst == "") kfirst = R["ciphertext"] }
+            next
+        }
+        if (t == "CCR") { ccr++; if (R["conn.tco"] == 1 && R["conn.ro"] == 2 && R["conn.hgt"] == 100 && R["conn.mss"] == mss && R["conn.cc"] == 1) ccr_ok++; isn = R["psn"] }
+        if (t == "CCC") { ccc++; if (has("member.id")) ccc_m++; if (R["member.id"] == tu1 && !has("timestamp")) ccc_ok++
+                          if (has("timestamp")) ccc_rtt++ }
+        if (t == "TJR") { tjr++; if (has("member.id")) tjr_ok++; if (R["member.id"] ~ "(^|,)" tu2 "(,|$)") tjr_tu2++
+                          if (R["f"] == 1 && R["addr.ipv4"] == "127.0.0.1" && has("addr.port")) tjr_notice++ }
+        if (t == "TJC") { tjc++; if (has("member.id") && has("member.level")) tjc_ok++; if (R["f"] == 1 && R["member.id"] ~ "(^|,)" tu2 "(,|$)") tjc_tu2++ }
+        if (t == "DATA" && R["token"] == 0) {
+            data++; if (R["psn"] != 0 && (R["data.len"] + 0) > 0 && length(R["data"]) == 2 * R["data.len"]) data_ok++
+            if (!(R["psn"] in payload)) { payload[R["psn"]] = R["data"]; print R["data"] > (d "/data.hex"); last = R["psn"]; if (first == "") first = R["psn"] }
+        }
+        if (t == "DATA" && R["token"] != 0) {
+            sdata++; if (R["token"] == tok) sdata_ok++
+            if (!(R["psn"] in spayload)) { spayload[R["psn"]] = 1; su = su (su == "" ? "" : ",") R["data"]; if (sfirst == "") sfirst = R["psn"] }
+        }
+        if (t == "RDATA") { rdata++; if (R["token"] == 0) { to_rdata++; if ((R["psn"] in payload) && payload[R["psn"]] == R["data"]) rdata_ok++ } }
+        if (t == "NDATA") { ndata++; if (R["psn"] != 0 && (R["data.len"] + 0) == 0) ndata_ok++; nlast = R["psn"] }
+        if (t == "ACK") { ack++; if (has("ack.lsn") && has("ack.adn") && has("ack.stable") && has("member.id")) ack_ok++
+                          if (has("ack.missing")) ack_missing++; if (has("report.member") && has("report.recv")) ack_report++ }
+        if (t == "HB") { hb++; if (has("timestamp") || has("rate.rate")) hb_ok++; if ((R["rate.rate"] + 0) > 0) hb_rate++ }
+        if (t == "HBACK") { hback++; if (has("timestamp") || has("ack.lsn")) hback_ok++ }
+        if (t == "LJR") { ljr++; if (R["padding"] != "" && (R["data.len"] + 0) >= 80 && R["f"] == 0) ljr_ok++ }
+        if (t == "LJC") { ljc++; if (R["f"] == 1 && R["member.id"] == tu2 && R["conn.mss"] == mss && R["addr.ipv4"] == "127.0.0.1" && has("addr.port")) ljc_ok++ }
+        if (t == "ULR") { ulr++; if (R["member.id"] == tu2 && R["f"] == 1) ulr_ok++ }
+        if (t == "CTR") { ctr++; if (R["f"] == 0) ctr_f++; ctr_psn = R["psn"] }
+        if (t == "TGR") { tgr++; tgr_psn = R["psn"] }
+        if (t == "TGC") { tgc++; if (R["f"] == 1 && R["token"] == tok) tgc_ok++ }
+        if (t == "TRR") { trr++; if (R["token"] == tok) trr_ok++ }
+        if (t == "TRC") { trc++; if (R["token"] == tok) trc_ok++ }
+    }
+    END {
+        print "tree connection types:" types["tree"] " (" total["tree"] " packets)"
+        print "keyed connection types:" types["keyed"] " (" total["keyed"] " packets)"
+        check("the tree connection and the keyed one were found (" tcid ", " kcid ")", tcid != "" && kcid != "")
+        check("no ECTP packet of another connection", total["other"] == 0)
+        for (c in total) if (c != "other") {
+            count(c ": not malformed", total[c] - malf[c], total[c])
+            count(c ": checksum good", cks[c], total[c])
+            count(c ": every header field decoded", hdr[c], total[c])
+        }
+        split("CCR CCC TJR TJC DATA NDATA RDATA ACK HB HBACK LJR LJC ULR CTR TGR TGC TRR TRC", all, " ")
+        missing = ""
+        for (i = 1; i <= 18; i++) if (!((("tree") SUBSEP all[i]) in seen)) missing = missing " " all[i]
+        check("all 18 packet types in the tree connection" (missing == "" ? "" : "; missing:" missing), missing == "")
+        count("CCR: Connection element tree, reliable, HGT 100, MSS " mss ", TFMCC", ccr_ok, ccr)
+        check("CCR: the initial PSN is the first DATA PSN (" isn ")", isn != "" && isn == first)
+        count("CCC: Membership", ccc_m, ccc)
+        check("CCC: one from TU 1 (" ccc_ok "; RTT reports with a Timestamp: " ccc_rtt + 0 ")", ccc_ok > 0)
+        count("TJR: Membership", tjr_ok, tjr)
+        check("TJR: one for TU 2 (" tjr_tu2 "), an admission notice with its Address (" tjr_notice ")", tjr_tu2 > 0 && tjr_notice > 0)
+        count("TJC: Membership", tjc_ok, tjc)
+        check("TJC: TU 2 accepted (F=1) by its parent", tjc_tu2 > 0)
+        count("DATA (TO): PSN, user data of its length", data_ok, data)
+        count("DATA (SU): token " tok, sdata_ok, sdata)
+        check("DATA (SU): the two messages, in order", su == "746f6b656e2064617461,676f6f64207472616e736d6974")
+        check("DATA (SU): the first PSN is the TGR PSN (" tgr_psn ")", tgr_psn != "" && tgr_psn == sfirst)
+        count("RDATA (TO): the same user data as the DATA of that PSN", rdata_ok, to_rdata)
+        count("NDATA: a PSN, no data", ndata_ok, ndata)
+        check("NDATA: the last one announces the PSN after the last DATA", nlast != "" && nlast + 0 == (last + 0 == 4294967295 ? 1 : last + 1))
+        count("ACK: Acknowledgement and Membership", ack_ok, ack)
+        check("ACK: some report missing PSNs (" ack_missing ")", ack_missing > 0)
+        check("ACK: some carry a Rate Report (" ack_report ")", ack_report > 0)
+        count("HB: Timestamp or Rate", hb_ok, hb)
+        check("HB: some carry a Rate element with a rate (" hb_rate ")", hb_rate > 0)
+        count("HBACK: Timestamp or Acknowledgement", hback_ok, hback)
+        count("LJR: F=0, padding of at least 80 bytes", ljr_ok, ljr)
+        count("LJC: accepted TU 2, Connection (MSS), Address of its parent", ljc_ok, ljc)
+        check("ULR: TU 2 leaving, F=1 (" ulr_ok " of " ulr ")", ulr_ok > 0)
+        count("CTR: normal (F=0)", ctr_f, ctr)
+        check("CTR: the PSN is the last DATA PSN (" last ")", ctr_psn != "" && ctr_psn == last)
+        count("TGC: granted (F=1), token " tok, tgc_ok, tgc)
+        count("TRR: token " tok, trr_ok, trr)
+        count("TRC: token " tok, trc_ok, trc)
+        count("keyed: every packet ends with an Authentication element of kind 1-4", kauth, total["keyed"])
+        check("keyed: CCR with the TO Key element (" kccr ")", kccr > 0)
+        check("keyed: LJR with a Key element and encrypted padding (" kljr ")", kljr > 0)
+        count("keyed: DATA shown as encrypted user data", kdata_ok, kdata)
+        print kfirst > (d "/keyed-first.hex")
+        # the malformed datagrams, in the order sent
+        while ((getline line < (d "/inject.expect")) > 0) {
+            m++; split(line, e, "\t")
+            got = inj[m]
+            cond = got != "" && index(got, e[1]) > 0 && (e[2] != "ok" || index(got, "bad checksum") == 0)
+            check("malformed datagram " m ": \"" got "\" (expected \"" e[1] "\"" (e[2] == "ok" ? ", checksum right" : "") ")", cond)
+        }
+        check("as many malformed datagrams decoded as sent (" ninj " of " m ")", ninj == m)
+        check("heuristic, another port: the text left alone, the CTR and the LJC with an IPv6 Address decoded (" nheur " ECTP)", nheur == 2 && heur_ctr == 1 && heur_ljc == 1)
+        exit bad
+    }' "$d/records" "$d/records" || ok=1
+
+    # The TO's DATA user data, in the order sent, is the input; the keyed
+    # connection's is not its input.
+    expect "the DATA user data (tree connection) is the input, byte for byte" \
+        cmp -s <(tr -d '\n' <"$d/data.hex") <(od -An -v -tx1 "$d/input" | tr -d ' \n') || ok=1
+    local cipher plain
+    cipher=$(tr -d '\n' <"$d/keyed-first.hex")
+    plain=$(head -c 1024 "$d/input2" | od -An -v -tx1 | tr -d ' \n')
+    expect "the keyed DATA user data (${#cipher} hex digits) is not the plaintext" \
+        test -n "$cipher" -a "$cipher" != "$plain" || ok=1
+    return $ok
+}
+
 # ---- the runner
 
 run() {   # run <name> <function>
@@ -365,6 +616,13 @@ selected cxx && run cxx t_cxx
 selected stdin && run stdin t_stdin
 selected verbose && run verbose t_verbose
 selected log && run log t_log
+if selected dissector; then
+    if why=$(dissector_possible); then
+        run dissector t_dissector
+    else
+        skip dissector "$why"
+    fi
+fi
 if selected ipv6; then
     if ipv6_possible; then
         run ipv6 t_ipv6

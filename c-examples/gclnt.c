@@ -55,6 +55,7 @@ static void usage(FILE *f)
     fprintf(f,
 "usage: %s [-l owner_ip] [-g group_ip] [-p port] [-O outfile] [-t token_after_ms]\n"
 "             [-T token_messages] [-x exit_after_ms] [-A] [-C max_children] [-b] [-q] [-v]\n"
+"             [-K keyfile] [-L loss_percent]\n"
 "\n"
 "A TU of an ECTP-3 connection: joins the connection of the TO at owner_ip on\n"
 "group_ip:port and writes the data it multicasts to outfile.\n"
@@ -79,6 +80,10 @@ static void usage(FILE *f)
 "                the final summary\n"
 "  -v            a progress line every second on stderr (bytes, MB/s, repairs,\n"
 "                RTT) and a summary at the end\n"
+"  -K keyfile    the connection's group key (ECTP_GROUP_KEY): the file holds\n"
+"                exactly 16 or 32 bytes, the same as the TO's (gserv -K)\n"
+"  -L percent    drop that share of the datagrams received, on purpose\n"
+"                (ECTP_RX_LOSS, 0..100; a testing aid: repairs follow)\n"
 "  -h            this help\n"
 "\n"
 "Exit status: 0 end of the connection (or left with -x), 1 error, 2 usage,\n"
@@ -280,7 +285,8 @@ int main(int argc, char **argv)
     char *messages = default_messages;
     long port = 5000, exit_after_ms = -1;
     int opt, blocking = 0, token_started = 0, user_id = 0, status = 0, ra = 0;
-    long max_children = 0;
+    long max_children = 0, rx_loss = -1;
+    const char *key_file = NULL;
     struct sockaddr_storage owner, group;
     socklen_t ownerlen, grouplen, len;
     char err[160], otext[ADDR_TEXT_LEN], gtext[ADDR_TEXT_LEN];
@@ -289,7 +295,7 @@ int main(int argc, char **argv)
     int have_deadline = 0;
     pthread_t tid;
 
-    while ((opt = getopt(argc, argv, "l:g:p:O:t:T:x:AC:bqvh")) != -1) {
+    while ((opt = getopt(argc, argv, "l:g:p:O:t:T:x:AC:bqvK:L:h")) != -1) {
         switch (opt) {
         case 'l': owner_text = optarg; break;
         case 'g': group_text = optarg; break;
@@ -313,6 +319,10 @@ int main(int argc, char **argv)
         case 'b': blocking = 1; break;
         case 'q': quiet = 1; break;
         case 'v': verbose = 1; break;
+        case 'K': key_file = optarg; break;
+        case 'L':
+            if (parse_long(optarg, 0, 100, &rx_loss)) die_usage("bad loss percentage '%s' (0..100)", optarg);
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -351,6 +361,26 @@ int main(int argc, char **argv)
     if (ra && msetsockopt(sd, SOL_ECTP, ECTP_RA, &ra, (socklen_t)sizeof ra) == -1) {
         fprintf(stderr, "%s: msetsockopt(ECTP_RA): %s\n", prog, strerror(errno));
         return 1;
+    }
+    if (key_file != NULL) {
+        unsigned char key[32];
+        int klen = read_key_file(key_file, key, err, sizeof err);
+        if (klen == -1) {
+            fprintf(stderr, "%s: %s\n", prog, err);
+            return 1;
+        }
+        if (msetsockopt(sd, SOL_ECTP, ECTP_GROUP_KEY, key, (socklen_t)klen) == -1) {
+            fprintf(stderr, "%s: msetsockopt(ECTP_GROUP_KEY): %s\n", prog, strerror(errno));
+            return 1;
+        }
+        memset(key, 0, sizeof key);
+    }
+    if (rx_loss >= 0) {
+        int v = (int)rx_loss;
+        if (msetsockopt(sd, SOL_ECTP, ECTP_RX_LOSS, &v, (socklen_t)sizeof v) == -1) {
+            fprintf(stderr, "%s: msetsockopt(ECTP_RX_LOSS): %s\n", prog, strerror(errno));
+            return 1;
+        }
     }
     if (max_children > 0) {
         int v = (int)max_children;

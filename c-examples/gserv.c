@@ -50,7 +50,7 @@ static void usage(FILE *f)
     fprintf(f,
 "usage: %s [-l local_ip] [-g group_ip] [-p port] [-r rate_KBps] [-s chunk_bytes]\n"
 "             [-m mss] [-c cct_ms] [-o ro] [-H hgt_ms] [-t tco] [-C max_children]\n"
-"             [-a agn] [-F fdn] [-v]\n"
+"             [-a agn] [-F fdn] [-K keyfile] [-L loss_percent] [-v]\n"
 "             [-R join|token] [-q] [-w linger_ms] [file|-]\n"
 "\n"
 "The TO of an ECTP-3 connection: multicasts `file' (default: standard input)\n"
@@ -73,6 +73,11 @@ static void usage(FILE *f)
 "  -C n          ECTP_MAX_CHILDREN: most children of the TO (default 4096)\n"
 "  -a agn        ECTP_AGN, ACK generation number (default: the library's)\n"
 "  -F fdn        ECTP_FDN, failure detection number (default: the library's)\n"
+"  -K keyfile    a group key (ECTP_GROUP_KEY): every packet authenticated, the\n"
+"                data encrypted; the file holds exactly 16 or 32 bytes, and\n"
+"                the TUs need the same (gclnt -K)\n"
+"  -L percent    drop that share of the datagrams received, on purpose\n"
+"                (ECTP_RX_LOSS, 0..100; a testing aid)\n"
 "  -R what       refuse every join request (-R join) or token request\n"
 "                (-R token) instead of accepting it; may be repeated\n"
 "  -q            do not report join and token requests\n"
@@ -304,6 +309,8 @@ int main(int argc, char **argv)
     const char *input = "-";
     long port = 5000, rate = 0, chunk = 1024, linger = 1000;
     long mss = -1, cct = -1, ro = ECTP_RO_RELIABLE, hgt = -1, tco = -1, agn = -1, fdn = -1, max_children = -1;
+    long rx_loss = -1;
+    const char *key_file = NULL;
     struct sockaddr_storage local, group;
     socklen_t locallen, grouplen;
     char err[160], ltext[ADDR_TEXT_LEN], gtext[ADDR_TEXT_LEN];
@@ -314,7 +321,7 @@ int main(int argc, char **argv)
     int sd, in_fd, opt, status = 0;
     char *buf;
 
-    while ((opt = getopt(argc, argv, "l:g:p:r:s:m:c:o:H:t:C:a:F:R:qvw:h")) != -1) {
+    while ((opt = getopt(argc, argv, "l:g:p:r:s:m:c:o:H:t:C:a:F:K:L:R:qvw:h")) != -1) {
         switch (opt) {
         case 'l': local_text = optarg; break;
         case 'g': group_text = optarg; break;
@@ -350,6 +357,10 @@ int main(int argc, char **argv)
             break;
         case 'F':
             if (parse_long(optarg, 0, 0x7fffffffL, &fdn)) die_usage("bad fdn '%s'", optarg);
+            break;
+        case 'K': key_file = optarg; break;
+        case 'L':
+            if (parse_long(optarg, 0, 100, &rx_loss)) die_usage("bad loss percentage '%s' (0..100)", optarg);
             break;
         case 'R':
             if (strcmp(optarg, "join") == 0) refuse_joins = 1;
@@ -449,6 +460,21 @@ int main(int argc, char **argv)
         return 1;
     if (fdn >= 0 && set_int_opt(sd, SOL_ECTP, ECTP_FDN, "ECTP_FDN", (int)fdn) == -1)
         return 1;
+    if (rx_loss >= 0 && set_int_opt(sd, SOL_ECTP, ECTP_RX_LOSS, "ECTP_RX_LOSS", (int)rx_loss) == -1)
+        return 1;
+    if (key_file != NULL) {
+        unsigned char key[32];
+        int klen = read_key_file(key_file, key, err, sizeof err);
+        if (klen == -1) {
+            fprintf(stderr, "%s: %s\n", prog, err);
+            return 1;
+        }
+        if (msetsockopt(sd, SOL_ECTP, ECTP_GROUP_KEY, key, (socklen_t)klen) == -1) {
+            fprintf(stderr, "%s: msetsockopt(ECTP_GROUP_KEY): %s\n", prog, strerror(errno));
+            return 1;
+        }
+        memset(key, 0, sizeof key);
+    }
     if (msetsockopt(sd, SOL_ECTP, ECTP_JOIN_CALLBACK, &jcb, (socklen_t)sizeof jcb) == -1) {
         fprintf(stderr, "%s: msetsockopt(ECTP_JOIN_CALLBACK): %s\n", prog, strerror(errno));
         return 1;

@@ -13,11 +13,13 @@ cd "$(dirname "$0")/.."
 # System packages the tests use, installed by the project itself.
 need=()
 for tool in cc:gcc c++:g++ make:make ip:iproute2 unshare:util-linux iptables:iptables \
-            ffmpeg:ffmpeg groff:groff-base; do
+            ffmpeg:ffmpeg groff:groff-base tshark:tshark; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing: ${need[*]}"
+    # tshark's wireshark-common asks whether non-root users may capture: no.
+    echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections 2>/dev/null || true
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
