@@ -25,6 +25,9 @@ skipped=0
 
 cleanup() {
     stop_children
+    if [[ -n ${qt_netns:-} ]]; then
+        ip netns del "$qt_netns" 2>/dev/null || true
+    fi
     if [[ $failed -eq 0 && $KEEP != 1 ]]; then
         rm -rf "$work"
     elif [[ -d $work ]]; then
@@ -220,6 +223,14 @@ ipv6_possible() {
     unshare -n sh -c 'ip link add va type veth peer name vb' >/dev/null 2>&1
 }
 
+netns_possible() {
+    [[ $(id -u) -eq 0 ]] || return 1
+    command -v ip >/dev/null || return 1
+    local ns=ectp-probe-$$-$RANDOM
+    ip netns add "$ns" >/dev/null 2>&1 || return 1
+    ip netns del "$ns" >/dev/null 2>&1
+}
+
 t_ipv6() {
     local d=$1
     # shellcheck disable=SC2016 # expanded by the inner shell
@@ -243,6 +254,130 @@ t_ipv6() {
 # The demo with a control tree: TU 1 a repair agent, TU 2 under it.
 t_demo_tree() {
     TREE=1 GSERV="$B/gserv" GCLNT="$B/gclnt" TMPDIR="$1" "$here/demo.sh"
+}
+
+# The Qt example (qt/): configured and built here, with -Werror.
+qt_src=$here/qt
+qt_bin=$work/qt-build/qtclnt
+
+# cmake finds Qt 6 (Core): a throwaway project, so that a missing Qt is a
+# skip and any other trouble with the example a failure.
+qt6_found() {
+    local probe=$work/qt6-probe
+    mkdir -p "$probe"
+    printf '%s\n' 'cmake_minimum_required(VERSION 3.16)' 'project(qt6_probe LANGUAGES CXX)' \
+        'find_package(Qt6 REQUIRED COMPONENTS Core)' >"$probe/CMakeLists.txt"
+    cmake -S "$probe" -B "$probe/build" >"$probe/log" 2>&1
+}
+
+qt_build() {   # builds $qt_bin once; prints the build's output
+    [[ -x $qt_bin ]] && return 0
+    cmake -S "$qt_src" -B "$work/qt-build" -DECTP_QT_WERROR=ON && cmake --build "$work/qt-build"
+}
+
+qt_user_id() {   # the id a qtclnt reported
+    sed -n 's/^qtclnt: joined as user \([0-9]*\)$/\1/p;T;q' "$1"
+}
+
+# (9) the Qt TU against gserv: A takes a token 300 ms after joining and sends
+# two messages, then runs to the end of the connection (exit 0, output the
+# tail of the input); B leaves after 800 ms (-x: exit 0, the TO saw it
+# leave); C's TO is killed (exit 3, ECONNRESET). Every program runs under the
+# command prefix in the array qt_pre (empty, or ip netns exec NAME).
+qt_pre=()
+qt_scenario() {   # qt_scenario <dir> <owner> <group>
+    local d=$1 owner=$2 group=$3 port port2 gs gs2 a b c ok=0
+    qt_build || return 1
+    port=$(rand_port)
+    port2=$(( port == 39999 ? 20000 : port + 1 ))
+    head -c 2000000 /dev/urandom >"$d/input"
+    start "${qt_pre[@]}" "$B/gserv" -l "$owner" -g "$group" -p "$port" -r 500 -w 1500 \
+        "$d/input" >"$d/gserv.log" 2>"$d/gserv.err"
+    gs=$last_pid
+    # A TO that dies (SIGKILL after 2 s) with the stream half sent, for C (bash
+    # notes it in the log: "Killed ... gserv").
+    timeout -s KILL 2 "${qt_pre[@]}" "$B/gserv" -l "$owner" -g "$group" -p "$port2" -r 300 \
+        -H 100 -F 3 "$d/input" >"$d/gserv2.log" 2>"$d/gserv2.err" &
+    gs2=$!
+    pids+=("$gs2")
+    sleep 0.5
+    start "${qt_pre[@]}" "$qt_bin" -l "$owner" -g "$group" -p "$port" -O "$d/a.out" -t 300 \
+        -T "hello from Qt,,second message" 2>"$d/a.err"
+    a=$last_pid
+    start "${qt_pre[@]}" "$qt_bin" -l "$owner" -g "$group" -p "$port" -O "$d/b.out" -x 800 \
+        2>"$d/b.err"
+    b=$last_pid
+    start "${qt_pre[@]}" "$qt_bin" -l "$owner" -g "$group" -p "$port2" -O "$d/c.out" 2>"$d/c.err"
+    c=$last_pid
+    finish "$a"
+    local a_rc=$last_rc
+    finish "$b"
+    local b_rc=$last_rc
+    finish "$c"
+    local c_rc=$last_rc
+    finish "$gs"
+    local gs_rc=$last_rc
+    finish "$gs2"
+    show "$d/gserv.err" "$d/gserv.log" "$d/a.err" "$d/b.err" "$d/gserv2.err" "$d/c.err"
+    local ida idb
+    ida=$(qt_user_id "$d/a.err")
+    idb=$(qt_user_id "$d/b.err")
+    expect "gserv exited 0 (exit $gs_rc)" test "$gs_rc" -eq 0 || ok=1
+    expect "TU A exited 0 (exit $a_rc)" test "$a_rc" -eq 0 || ok=1
+    expect "TU A printed its user id (${ida:-none})" test -n "$ida" || ok=1
+    is_tail "$d/input" "$d/a.out" || ok=1
+    expect "TU A got and returned a token" grep -q "^qtclnt: returned token$" "$d/a.err" || ok=1
+    expect "gserv printed TU A's first message" \
+        grep -Eq "^TU ${ida:-x} \\(token [0-9]+\\) says: hello from Qt$" "$d/gserv.log" || ok=1
+    expect "gserv printed TU A's second message" \
+        grep -Eq "^TU ${ida:-x} \\(token [0-9]+\\) says: second message$" "$d/gserv.log" || ok=1
+    expect "gserv printed no other TU message (the empty item was skipped)" \
+        test "$(grep -c 'says:' "$d/gserv.log")" -eq 2 || ok=1
+    expect "TU B exited 0 after -x (exit $b_rc)" test "$b_rc" -eq 0 || ok=1
+    expect "TU B wrote data before leaving" test -s "$d/b.out" || ok=1
+    expect "gserv reported that TU B (${idb:-none}) left" \
+        grep -q "^user ${idb:-x} left$" "$d/gserv.err" || ok=1
+    expect "TU C exited 3 when its TO died (exit $c_rc)" test "$c_rc" -eq 3 || ok=1
+    expect "TU C reported ECONNRESET" \
+        grep -q "^qtclnt: mrecvmsg: Connection reset by peer" "$d/c.err" || ok=1
+    return $ok
+}
+
+t_qt() {
+    qt_pre=()
+    qt_scenario "$1" 127.0.0.1 239.255.10.10
+}
+
+# The same over IPv6, in a named network namespace over a veth pair (see
+# t_ipv6); cleanup() deletes it if the test is interrupted.
+qt_netns=
+t_qt_ipv6() {
+    local rc=0
+    qt_netns=ectp-qt-$$-$RANDOM
+    ip netns add "$qt_netns" || return 1
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    ip netns exec "$qt_netns" bash -c '
+        set -e
+        ip link set lo up
+        ip link add va type veth peer name vb
+        ip link set va up
+        ip link set vb up
+        ip -6 addr add fd00::1/64 dev va nodad
+        for _ in $(seq 50); do
+            ip link show va | grep -q LOWER_UP && break
+            sleep 0.1
+        done
+        ip -6 route show table all | grep -q "^multicast ff00::/8 dev va" \
+            || ip -6 route add multicast ff00::/8 dev va table local
+    ' || rc=1
+    if [[ $rc -eq 0 ]]; then
+        qt_pre=(ip netns exec "$qt_netns")
+        qt_scenario "$1" fd00::1 ff15::ec7b || rc=1
+        qt_pre=()
+    fi
+    ip netns del "$qt_netns" || rc=1
+    qt_netns=
+    return $rc
 }
 
 # ---- the runner
@@ -291,6 +426,27 @@ if selected ipv6; then
         run ipv6 t_ipv6
     else
         skip ipv6 "needs root and unshare"
+    fi
+fi
+if selected qt || selected qt-ipv6; then
+    if ! command -v cmake >/dev/null 2>&1; then
+        qt_missing="needs cmake"
+    elif ! qt6_found; then
+        qt_missing="needs Qt 6 for CMake: qt6-base-dev"
+    else
+        qt_missing=
+    fi
+    if selected qt; then
+        if [[ -z $qt_missing ]]; then run qt t_qt; else skip qt "$qt_missing"; fi
+    fi
+    if selected qt-ipv6; then
+        if [[ -n $qt_missing ]]; then
+            skip qt-ipv6 "$qt_missing"
+        elif ! netns_possible; then
+            skip qt-ipv6 "needs root and ip netns"
+        else
+            run qt-ipv6 t_qt_ipv6
+        fi
     fi
 fi
 
