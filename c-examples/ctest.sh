@@ -275,6 +275,16 @@ qt_build() {   # builds $qt_bin once; prints the build's output
     cmake -S "$qt_src" -B "$work/qt-build" -DECTP_QT_WERROR=ON && cmake --build "$work/qt-build"
 }
 
+wait_for_line() {   # wait_for_line <file> <regex> <seconds>: 0 once it is there
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do
+        grep -q -- "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "no line matching '$2' in $1 after $3 s"
+    return 1
+}
+
 qt_user_id() {   # the id a qtclnt reported
     sed -n 's/^qtclnt: joined as user \([0-9]*\)$/\1/p;T;q' "$1"
 }
@@ -282,11 +292,12 @@ qt_user_id() {   # the id a qtclnt reported
 # (9) the Qt TU against gserv: A takes a token 300 ms after joining and sends
 # two messages, then runs to the end of the connection (exit 0, output the
 # tail of the input); B leaves after 800 ms (-x: exit 0, the TO saw it
-# leave); C's TO is killed (exit 3, ECONNRESET). Every program runs under the
+# leave); E gets SIGINT (exit 130, the TO saw it leave); C's TO is killed
+# (exit 3, ECONNRESET). Every program runs under the
 # command prefix in the array qt_pre (empty, or ip netns exec NAME).
 qt_pre=()
 qt_scenario() {   # qt_scenario <dir> <owner> <group>
-    local d=$1 owner=$2 group=$3 port port2 gs gs2 a b c ok=0
+    local d=$1 owner=$2 group=$3 port port2 gs gs2 a b c e ok=0
     qt_build || return 1
     port=$(rand_port)
     port2=$(( port == 39999 ? 20000 : port + 1 ))
@@ -294,10 +305,11 @@ qt_scenario() {   # qt_scenario <dir> <owner> <group>
     start "${qt_pre[@]}" "$B/gserv" -l "$owner" -g "$group" -p "$port" -r 500 -w 1500 \
         "$d/input" >"$d/gserv.log" 2>"$d/gserv.err"
     gs=$last_pid
-    # A TO that dies (SIGKILL after 2 s) with the stream half sent, for C (bash
-    # notes it in the log: "Killed ... gserv").
-    timeout -s KILL 2 "${qt_pre[@]}" "$B/gserv" -l "$owner" -g "$group" -p "$port2" -r 300 \
-        -H 100 -F 3 "$d/input" >"$d/gserv2.log" 2>"$d/gserv2.err" &
+    # A TO that is killed (SIGKILL) once C has joined, for C. Not under
+    # timeout: $! is gserv itself (ip netns exec execs it); it ends by
+    # itself after 7 s anyway. Bash notes the kill in the log ("Killed").
+    "${qt_pre[@]}" "$B/gserv" -l "$owner" -g "$group" -p "$port2" -r 300 -H 100 -F 3 \
+        "$d/input" >"$d/gserv2.log" 2>"$d/gserv2.err" &
     gs2=$!
     pids+=("$gs2")
     sleep 0.5
@@ -309,6 +321,19 @@ qt_scenario() {   # qt_scenario <dir> <owner> <group>
     b=$last_pid
     start "${qt_pre[@]}" "$qt_bin" -l "$owner" -g "$group" -p "$port2" -O "$d/c.out" 2>"$d/c.err"
     c=$last_pid
+    # --foreground: timeout passes a SIGINT on to qtclnt only, not also to its
+    # process group, which would make it two, and qtclnt dies of the second.
+    timeout --foreground -k 5 "$LIMIT" "${qt_pre[@]}" "$qt_bin" -l "$owner" -g "$group" \
+        -p "$port" -O "$d/e.out" 2>"$d/e.err" &
+    e=$!
+    pids+=("$e")
+    # SIGINT to E once it has joined; SIGKILL to C's TO once C has joined.
+    wait_for_line "$d/e.err" '^qtclnt: joined as user ' 20
+    kill -INT "$e"
+    wait_for_line "$d/c.err" '^qtclnt: joined as user ' 20
+    kill -KILL "$gs2"
+    finish "$e"
+    local e_rc=$last_rc
     finish "$a"
     local a_rc=$last_rc
     finish "$b"
@@ -318,10 +343,11 @@ qt_scenario() {   # qt_scenario <dir> <owner> <group>
     finish "$gs"
     local gs_rc=$last_rc
     finish "$gs2"
-    show "$d/gserv.err" "$d/gserv.log" "$d/a.err" "$d/b.err" "$d/gserv2.err" "$d/c.err"
-    local ida idb
+    show "$d/gserv.err" "$d/gserv.log" "$d/a.err" "$d/b.err" "$d/e.err" "$d/gserv2.err" "$d/c.err"
+    local ida idb ide
     ida=$(qt_user_id "$d/a.err")
     idb=$(qt_user_id "$d/b.err")
+    ide=$(qt_user_id "$d/e.err")
     expect "gserv exited 0 (exit $gs_rc)" test "$gs_rc" -eq 0 || ok=1
     expect "TU A exited 0 (exit $a_rc)" test "$a_rc" -eq 0 || ok=1
     expect "TU A printed its user id (${ida:-none})" test -n "$ida" || ok=1
@@ -337,6 +363,11 @@ qt_scenario() {   # qt_scenario <dir> <owner> <group>
     expect "TU B wrote data before leaving" test -s "$d/b.out" || ok=1
     expect "gserv reported that TU B (${idb:-none}) left" \
         grep -q "^user ${idb:-x} left$" "$d/gserv.err" || ok=1
+    expect "TU E exited 130 after SIGINT (exit $e_rc)" test "$e_rc" -eq 130 || ok=1
+    expect "TU E left by itself (it printed its summary)" \
+        grep -q "^qtclnt: [0-9]* messages, " "$d/e.err" || ok=1
+    expect "gserv reported that TU E (${ide:-none}) left" \
+        grep -q "^user ${ide:-x} left$" "$d/gserv.err" || ok=1
     expect "TU C exited 3 when its TO died (exit $c_rc)" test "$c_rc" -eq 3 || ok=1
     expect "TU C reported ECONNRESET" \
         grep -q "^qtclnt: mrecvmsg: Connection reset by peer" "$d/c.err" || ok=1

@@ -55,7 +55,7 @@ bool setUpSignals(QObject *context, Tu *tu)
     struct sigaction sa {};
     sa.sa_handler = onStopSignal;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESETHAND; // a second signal kills at once
+    sa.sa_flags = SA_RESETHAND | SA_RESTART; // a second signal kills at once
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
     // A player at the other end of a pipe that quits: EPIPE, then leave.
