@@ -13,9 +13,11 @@ cd "$(dirname "$0")/.."
 # System packages the tests use, installed by the project itself.
 need=()
 for tool in cc:gcc c++:g++ make:make ip:iproute2 unshare:util-linux iptables:iptables \
-            ffmpeg:ffmpeg groff:groff-base tshark:tshark; do
+            ffmpeg:ffmpeg groff:groff-base tshark:tshark cmake:cmake; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
+# Qt 6 for CMake (the Qt example): qt6-base-dev has no program to look for.
+compgen -G '/usr/lib/*/cmake/Qt6Core/Qt6CoreConfig.cmake' >/dev/null || need+=(qt6-base-dev)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing: ${need[*]}"
     # tshark's wireshark-common asks whether non-root users may capture: no.
