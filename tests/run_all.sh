@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 # System packages the tests use, installed by the project itself.
 need=()
-for tool in cc:gcc c++:g++ make:make ip:iproute2 unshare:util-linux iptables:iptables; do
+for tool in cc:gcc c++:g++ make:make ip:iproute2 unshare:util-linux iptables:iptables pkg-config:pkg-config cmake:cmake; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
