@@ -1,6 +1,7 @@
 /* two_rust.c -- the install test's (../ctest.sh) program linking two Rust
- * static libraries: the installed libectp.a and other.rs. Calls one
- * function of each; prints "two_rust: ok" and exits 0. */
+ * static libraries: the installed libectp.a and other.rs. Calls both (the
+ * other one with a panic caught inside it, too); prints "two_rust: ok" and
+ * exits 0, or what went wrong and exits 1. */
 #define _POSIX_C_SOURCE 200809L
 #include <ectp.h>
 
@@ -12,10 +13,11 @@ int other_answer(int x);
 
 int main(void)
 {
-    int sd, a = other_answer(20);
+    int sd, a = other_answer(20), b = other_answer(-5);
 
-    if (a != 41) {
-        fprintf(stderr, "two_rust: FAIL: other_answer(20) = %d, not 41\n", a);
+    if (a != 41 || b != -1) {
+        fprintf(stderr, "two_rust: FAIL: other_answer(20) = %d (not 41), other_answer(-5) = %d (not -1)\n",
+                a, b);
         return 1;
     }
     sd = msocket(AF_INET, SOCK_DGRAM, 0);
@@ -28,6 +30,6 @@ int main(void)
         fprintf(stderr, "two_rust: FAIL: msendm before mcreate did not give ENOTCONN\n");
         return 1;
     }
-    printf("two_rust: ok (other_answer 41, msocket %d)\n", sd);
+    printf("two_rust: ok (other_answer 41 and -1, msocket %d)\n", sd);
     return 0;
 }
