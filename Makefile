@@ -27,15 +27,17 @@
 #   CARGO CC LD AR OBJCOPY NM READELF; CARGO_TARGET_DIR is honoured.
 #
 # Why the libraries are linked here and not taken from cargo: rustc gives the
-# cdylib its own version script (every exported symbol global, unversioned),
-# and the linkers use the first script that names a symbol, so no script of
-# ours can put the API under a version node. The libraries are made from the
-# objects of cargo's libectp.a: `ld -r` joins them into one object (dropping
-# the sections no API function reaches), objcopy makes every symbol but the
-# API local and drops the debug info, then `cc -shared` with our version
-# script makes the .so and `ar` the .a (so two Rust libraries, each with its
-# own copy of the standard library, can be linked into one C program). target/release/libectp.so (SONAME from
-# build.rs) stays what the C examples and tests in the tree use.
+# cdylib a version script of its own (every exported function global and
+# unversioned); rust-lld keeps the version of the first script that names a
+# symbol and GNU ld refuses a second script beside it, so no script passed
+# from build.rs can put the API under a version node. The libraries are made
+# from the objects of cargo's libectp.a instead: `ld -r` joins them into one
+# object (dropping the sections no API function reaches), objcopy makes every
+# symbol but the API local and drops the debug info, then `cc -shared` with
+# our version script makes the .so and `ar` the .a. With its internals local,
+# the .a can be linked into one program beside another Rust static library
+# (each has its own copy of the standard library). target/release/libectp.so
+# (SONAME from build.rs) stays what the C examples and tests in the tree use.
 
 CARGO ?= cargo
 OBJCOPY ?= objcopy
