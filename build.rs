@@ -1,6 +1,12 @@
 //! Generates include/ectp.h from src/ffi with cbindgen (configured by
 //! cbindgen.toml). The header is committed; tests/header.rs fails when the
 //! committed header differs from what the sources generate.
+//!
+//! It also gives the shared library the SONAME `libectp.so.MAJOR` (the major
+//! version of Cargo.toml). The API's version node (`ECTP_MAJOR`) is not set
+//! here: rustc passes the linker a version script of its own, which names
+//! every exported function and wins over any script given after it, so the
+//! top-level Makefile links the installed libectp.so itself (see there).
 
 use std::env;
 use std::path::PathBuf;
@@ -9,6 +15,7 @@ fn main() {
     let dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
+    set_soname();
     let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml is valid");
     let out = dir.join("include").join("ectp.h");
     // Only src/ffi makes the C API: constants of the other layers stay out.
@@ -25,5 +32,15 @@ fn main() {
             // A syntax error in the sources is reported by rustc itself.
             println!("cargo:warning=cbindgen could not generate {}: {e}", out.display());
         }
+    }
+}
+
+/// The SONAME, on the systems whose shared libraries are ELF.
+fn set_soname() {
+    let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let elf = ["linux", "android", "freebsd", "netbsd", "openbsd", "dragonfly", "illumos", "solaris"];
+    if elf.contains(&os.as_str()) {
+        let major = env::var("CARGO_PKG_VERSION_MAJOR").expect("cargo sets CARGO_PKG_VERSION_MAJOR");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libectp.so.{major}");
     }
 }

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 # System packages the tests use, installed by the project itself.
 need=()
 for tool in cc:gcc c++:g++ make:make ip:iproute2 unshare:util-linux iptables:iptables \
-            ffmpeg:ffmpeg groff:groff-base tshark:tshark cmake:cmake; do
+            ffmpeg:ffmpeg groff:groff-base tshark:tshark cmake:cmake pkg-config:pkg-config; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 # Qt 6 for CMake (the Qt example): qt6-base-dev has no program to look for.
