@@ -211,3 +211,46 @@ both_families!(give_and_withdraw, token_give_and_withdraw_ipv4, token_give_and_w
 both_families!(pause_and_resume, pause_and_resume_ipv4, pause_and_resume_ipv6, 2);
 both_families!(abort, abort_ipv4, abort_ipv6, 3);
 both_families!(statistics, statistics_ipv4, statistics_ipv6, 4);
+
+/// What the join callback below got from the calls that wait for the
+/// library's thread: (return value, errno) for each.
+static FROM_CALLBACK: std::sync::Mutex<Vec<(i64, c_int)>> = std::sync::Mutex::new(Vec::new());
+
+unsafe extern "C" fn join_cb(sd: c_int, user_id: u32, _: *const libc::sockaddr, _: libc::socklen_t) {
+    let mut got = vec![];
+    let mut note = |r: i64| got.push((r, if r < 0 { errno() } else { 0 }));
+    note(i64::from(ectp_token_give(sd, user_id)));
+    note(i64::from(ectp_token_withdraw(sd, user_id)));
+    note(i64::from(mterminate(sd)));
+    note(i64::from(ectp_abort(sd)));
+    let mut buf = [0u8; 16];
+    note(mrecvmsg(sd, buf.as_mut_ptr().cast(), buf.len(), 0, std::ptr::null_mut()) as i64);
+    FROM_CALLBACK.lock().unwrap().extend(got);
+    assert_eq!(mjoin_confirm(sd, user_id, 1), 0);
+}
+
+/// A callback runs on the library's thread: a call that would wait for that
+/// thread gives EDEADLK there instead of hanging, and changes nothing.
+#[test]
+fn blocking_calls_from_a_callback_give_edeadlk() {
+    let (local, group) = v4(5);
+    let sd = msocket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+    for (o, v) in FAST {
+        assert_eq!(set_int(sd, o, v), 0);
+    }
+    let cb: ectp_join_callback = Some(join_cb);
+    let len = std::mem::size_of::<ectp_join_callback>() as libc::socklen_t;
+    assert_eq!(msetsockopt(sd, SOL_ECTP, ECTP_JOIN_CALLBACK, (&cb as *const ectp_join_callback).cast(), len), 0);
+    let (l, ll) = c_addr(local);
+    let (g, gl) = c_addr(group);
+    assert_eq!(mcreate(sd, ptr(&l), ll, ptr(&g), gl), 0);
+    let t = tu(local, group);
+    let got = FROM_CALLBACK.lock().unwrap().clone();
+    assert_eq!(got, vec![(-1, libc::EDEADLK); 5], "give, withdraw, terminate, abort, blocking recv");
+    // The connection is intact: the TU is in, and data flows.
+    assert_eq!(get_int(sd, ECTP_MEMBERS), Ok(1));
+    assert_eq!(send(sd, b"still here"), 10);
+    assert_eq!(recv(t, 64, 0).map(|r| r.0), Ok(b"still here".to_vec()));
+    assert_eq!(mterminate(sd), 0);
+    assert_eq!(mleave(t, 0), 0);
+}

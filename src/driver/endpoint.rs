@@ -124,6 +124,9 @@ pub struct Endpoint {
     primary: UdpSocket,
     multicast: OnceLock<UdpSocket>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The driver thread's id: a call from it (a callback) that would wait
+    /// for the driver fails with [`Error::Deadlock`] instead of hanging.
+    driver: OnceLock<std::thread::ThreadId>,
 }
 
 impl Endpoint {
@@ -153,6 +156,7 @@ impl Endpoint {
             primary: socket::udp(domain)?,
             multicast: OnceLock::new(),
             thread: Mutex::new(None),
+            driver: OnceLock::new(),
         }))
     }
 
@@ -325,7 +329,10 @@ impl Endpoint {
                 u.send(msg).map_err(user_error)
             };
             match r {
-                Err(Error::WouldBlock) if !nonblocking && !st.shutdown => self.cond.wait(&mut st),
+                Err(Error::WouldBlock) if !nonblocking && !st.shutdown => {
+                    self.not_on_driver()?;
+                    self.cond.wait(&mut st);
+                }
                 Err(e) => return Err(e),
                 Ok(()) => {
                     self.wake_driver(&mut st);
@@ -376,6 +383,7 @@ impl Endpoint {
             if nonblocking {
                 return Err(Error::WouldBlock);
             }
+            self.not_on_driver()?;
             self.cond.wait(&mut st);
         }
     }
@@ -442,6 +450,7 @@ impl Endpoint {
     /// Give member `user_id` a token and wait for its answer
     /// (`ectp_token_give`): the token id.
     pub fn token_give(&self, user_id: u32) -> Result<u8, Error> {
+        self.not_on_driver()?;
         let mut st = self.state.lock();
         owner_mut(&mut st)?.give_token(user_id, Instant::now()).map_err(owner_error)?;
         self.wake.set();
@@ -451,6 +460,7 @@ impl Endpoint {
     /// Take member `user_id`'s token back and wait until it gave it back
     /// or left (`ectp_token_withdraw`).
     pub fn token_withdraw(&self, user_id: u32) -> Result<(), Error> {
+        self.not_on_driver()?;
         let mut st = self.state.lock();
         owner_mut(&mut st)?.withdraw_token(user_id, Instant::now()).map_err(owner_error)?;
         self.wake.set();
@@ -573,6 +583,7 @@ impl Endpoint {
     /// On a failed endpoint the thread is stopped all the same, and the error
     /// returned.
     pub fn terminate(&self) -> Result<(), Error> {
+        self.not_on_driver()?;
         let r = {
             let mut st = self.state.lock();
             match st.node.as_mut() {
@@ -590,6 +601,7 @@ impl Endpoint {
 
     /// TO: end at once, CTR with F=1, without draining (`ectp_abort`).
     pub fn abort(&self) -> Result<(), Error> {
+        self.not_on_driver()?;
         let r = {
             let mut st = self.state.lock();
             match st.node.as_mut() {
@@ -675,8 +687,19 @@ impl Endpoint {
     fn spawn(self: &Arc<Self>, handler: Option<EventHandler>) -> Result<(), Error> {
         let ep = Arc::clone(self);
         let h = std::thread::Builder::new().name("ectp-driver".into()).spawn(move || ep.run(handler))?;
+        let _ = self.driver.set(h.thread().id());
         *self.thread.lock() = Some(h);
         Ok(())
+    }
+
+    /// Err(Deadlock) when called on the driver thread (from a callback):
+    /// a call that waits for the driver would wait for itself.
+    fn not_on_driver(&self) -> Result<(), Error> {
+        if self.driver.get().is_some_and(|id| *id == std::thread::current().id()) {
+            Err(Error::Deadlock)
+        } else {
+            Ok(())
+        }
     }
 
     /// The driver thread: rounds until shutdown, behind a panic boundary. A

@@ -49,6 +49,9 @@ pub enum Error {
     Busy,
     /// Paused already, or resumed when not paused.
     Already,
+    /// A call that waits for the library's thread, made on that thread (from
+    /// a callback): it would wait for itself.
+    Deadlock,
     /// The message is too long.
     TooLong,
     /// The endpoint is being closed.

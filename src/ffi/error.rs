@@ -28,6 +28,7 @@ impl From<Error> for Errno {
             Error::NotFound => libc::ENOENT,
             Error::Busy => libc::EBUSY,
             Error::Already => libc::EALREADY,
+            Error::Deadlock => libc::EDEADLK,
             Error::TooLong => libc::EMSGSIZE,
             Error::Closed => libc::EBADF,
             Error::Failed => libc::EIO,

@@ -395,7 +395,7 @@ pub extern "C" fn mterminate(sd: c_int) -> c_int {
         let h = table::get(sd)?;
         let r = h.ep.terminate();
         // Released even when the endpoint had failed (the error is reported).
-        if !matches!(r, Err(Error::WrongRole)) {
+        if !matches!(r, Err(Error::WrongRole | Error::Deadlock)) {
             table::remove(sd);
         }
         r?;
@@ -463,7 +463,7 @@ pub extern "C" fn ectp_abort(sd: c_int) -> c_int {
         let h = table::get(sd)?;
         let r = h.ep.abort();
         // Released even when the endpoint had failed (the error is reported).
-        if !matches!(r, Err(Error::WrongRole | Error::NotConnected)) {
+        if !matches!(r, Err(Error::WrongRole | Error::NotConnected | Error::Deadlock)) {
             table::remove(sd);
         }
         r?;
