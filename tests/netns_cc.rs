@@ -329,7 +329,8 @@ fn netns_tfmcc_and_tcp_share_a_bottleneck_and_neither_starves() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(net) = bottleneck_net("F", "p1") else { return };
     let port = 7950 + (std::process::id() % 40) as u16;
-    let secs = 8.0;
+    // ECTP_TCP_SECS=30 for a longer run (measured over its second half).
+    let secs: f64 = std::env::var("ECTP_TCP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8.0);
     let env =
         [("ECTP_PORT", port.to_string()), ("ECTP_SECS", secs.to_string()), ("ECTP_PEER", net.addr(1).to_string())];
     let mut rx = ChildRole::spawn(Some(&net.hosts[1]), "tcp_rx", &env);
@@ -364,8 +365,11 @@ fn netns_tfmcc_and_tcp_share_a_bottleneck_and_neither_starves() {
     }
     // Measured here, run after run: the ratio lands anywhere from 0.2 to 7
     // (whoever gets ahead at the start stays ahead: TFMCC's loss history
-    // converges slowly); issue 8's "within a factor of 2" is not met yet. What
-    // holds: neither starves, and together they fill the bottleneck.
+    // converges slowly); over 30 s it settles at 3.5-3.8 (TFMCC 7.5 MB/s):
+    // the paced TFMCC sees about 8x fewer loss events per packet than TCP's
+    // bursts into the same drop-tail bucket (p 7e-5 against TCP's 5e-4 at
+    // 38 ms). Issue 8's "within a factor of 2" is not met yet. What holds:
+    // neither starves, and together they fill the bottleneck.
     assert!(
         ectp > 0.05 * BOTTLENECK && tcp > 0.05 * BOTTLENECK,
         "a flow starved: TFMCC {ectp:.0} B/s, TCP {tcp:.0} B/s"
