@@ -35,6 +35,8 @@ pub mod sim;
 #[cfg(test)]
 mod sim_attack_tests;
 #[cfg(test)]
+mod sim_control_review_tests;
+#[cfg(test)]
 mod sim_control_tests;
 #[cfg(test)]
 mod sim_key_tests;

@@ -1,0 +1,52 @@
+//! The TO's controls under adversarial timing, found in review: a given
+//! token whose TGC was lost, a withdrawal whose TRC was lost meeting the
+//! SU's next request, overlapping gives and withdrawals.
+
+use std::time::Duration;
+
+use super::sim::Sim;
+use super::{Config, TokenStatus};
+use crate::wire::PacketType;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// The token TU `i` holds; panics when it holds none.
+#[track_caller]
+fn held(sim: &Sim, i: usize) -> u8 {
+    match sim.user(i).token() {
+        TokenStatus::Held(t) => t,
+        s => panic!("TU {i} holds no token: {s:?}"),
+    }
+}
+
+/// The TO gives a token, its TGC is lost, and the SU sends a message and
+/// returns the token before the TO's TGR comes again: that TGR must be
+/// answered as the first was (the SU still holds the token until its TRC),
+/// not refused, or the TO frees the token while the SU waits in
+/// `mtoken_return` for an acknowledgement that never comes.
+#[test]
+fn a_given_token_returned_before_the_lost_tgc_is_resent() {
+    let mut sim = Sim::joined(Config::default(), 1, 201);
+    let (id, now) = (sim.user(0).member_id(), sim.now);
+    sim.drop_next(PacketType::Tgc, 1);
+    sim.owner_mut().give_token(id, now).expect("give");
+    sim.run_until(SEC, "the TU takes the token", |s| matches!(s.user(0).token(), TokenStatus::Held(_)));
+    let token = held(&sim, 0);
+    sim.user_mut(0).send(b"sent at once").expect("send");
+    sim.user_mut(0).return_token().expect("return");
+    sim.run_until(5 * SEC, "the give ends", |s| s.owner().member(id).is_some());
+    let mut got = None;
+    for _ in 0..100 {
+        got = sim.owner_mut().take_token_outcome(id);
+        if got.is_some() {
+            break;
+        }
+        sim.run_for(Duration::from_millis(50));
+    }
+    assert_eq!(got, Some(Ok(token)), "the give succeeded: the TU took the token");
+    sim.run_until(5 * SEC, "mtoken_return returns", |s| s.user(0).token() == TokenStatus::None);
+    assert_eq!(sim.user_mut(0).take_token_result(), Some(Ok(0)));
+    assert_eq!(sim.incoming.len(), 1, "the message came in");
+    assert_eq!(sim.incoming[0].message.data, b"sent at once");
+    assert_eq!(sim.owner().member(id).map(|m| m.token_id), Some(0));
+}
