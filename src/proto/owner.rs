@@ -1175,6 +1175,11 @@ impl Owner {
         }
         let io = &mut self.io;
         self.tokens.on_tgr(&self.cfg, self.conn_id, user_id, from, isn, &mut self.events, &mut io.ctl, &mut io.stats);
+        // A new request ends a withdrawal (the SU gave the token back, its
+        // TRC lost): no TRR may follow, it would take the next token.
+        if !self.tokens.is_withdrawing(user_id) {
+            self.io.stop_repeat(Key::Withdraw(user_id));
+        }
         true
     }
 
@@ -1182,7 +1187,7 @@ impl Owner {
     fn on_trr(&mut self, from: SocketAddr, token_id: u8) -> bool {
         let Some(user_id) = self.member_at(from) else { return false };
         self.tokens.on_trr(self.conn_id, user_id, from, token_id, &mut self.io.ctl, &mut self.io.stats);
-        if self.tokens.token_of(user_id) == 0 {
+        if !self.tokens.is_withdrawing(user_id) {
             self.io.stop_repeat(Key::Withdraw(user_id));
         }
         true

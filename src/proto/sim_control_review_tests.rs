@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use super::sim::Sim;
-use super::{Config, TokenStatus};
+use super::sim::{Sim, messages};
+use super::{Config, Rng, TokenStatus};
 use crate::wire::PacketType;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -49,4 +49,29 @@ fn a_given_token_returned_before_the_lost_tgc_is_resent() {
     assert_eq!(sim.incoming.len(), 1, "the message came in");
     assert_eq!(sim.incoming[0].message.data, b"sent at once");
     assert_eq!(sim.owner().member(id).map(|m| m.token_id), Some(0));
+}
+
+/// The TO withdraws a token and the SU's TRC is lost; the SU asks for a
+/// token again at once and gets the same id. The TO's TRR, sent again for
+/// the withdrawal that its TGR already ended, must not take the new token.
+#[test]
+fn a_resent_trr_does_not_withdraw_the_next_token() {
+    let mut sim = Sim::joined(Config::default(), 1, 202);
+    let first = sim.get_token(0).expect("token");
+    let (id, now) = (sim.user(0).member_id(), sim.now);
+    sim.drop_next(PacketType::Trc, 1);
+    sim.owner_mut().withdraw_token(id, now).expect("withdraw");
+    sim.run_until(SEC, "the SU gives the token back", |s| s.user(0).token() == TokenStatus::None);
+    let now = sim.now;
+    sim.user_mut(0).request_token(now).expect("request");
+    sim.run_until(SEC, "the SU holds a token again", |s| matches!(s.user(0).token(), TokenStatus::Held(_)));
+    assert_eq!(sim.owner_mut().take_token_outcome(id), Some(Ok(0)), "the withdrawal ended");
+    let second = held(&sim, 0);
+    assert_eq!(second, first, "the same id (the lowest free)");
+    sim.run_for(5 * SEC);
+    assert_eq!(sim.user(0).token(), TokenStatus::Held(second), "the SU keeps its new token");
+    assert_eq!(sim.owner().member(id).map(|m| m.token_id), Some(second), "and the TO agrees");
+    let msgs = messages(&mut Rng::new(202), 0, 5, 1..=500);
+    sim.user_send_all(0, &msgs);
+    sim.run_until(2 * SEC, "the TO receives 5 messages", |s| s.incoming.len() >= 5);
 }

@@ -67,6 +67,12 @@ impl Tokens {
         }
     }
 
+    /// Whether the TO is taking member `user_id`'s token back (its TRR with
+    /// F=1 is being repeated).
+    pub(crate) fn is_withdrawing(&self, user_id: u32) -> bool {
+        matches!(self.state.get(&user_id), Some(TokenState::Withdrawing { .. }))
+    }
+
     /// Give member `user_id` at `addr` a token without its asking
     /// (`ectp_token_give`): the TGR (F=1) to repeat until its TGC.
     pub(crate) fn give(
