@@ -2,9 +2,11 @@
 //! token whose TGC was lost, a withdrawal whose TRC was lost meeting the
 //! SU's next request, overlapping gives and withdrawals.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
-use super::sim::{Sim, messages};
+use super::sim::{OWNER_ADDR, Sim, messages, user_addr};
 use super::{Config, Rng, TokenStatus};
 use crate::wire::PacketType;
 
@@ -74,4 +76,51 @@ fn a_resent_trr_does_not_withdraw_the_next_token() {
     let msgs = messages(&mut Rng::new(202), 0, 5, 1..=500);
     sim.user_send_all(0, &msgs);
     sim.run_until(2 * SEC, "the TO receives 5 messages", |s| s.incoming.len() >= 5);
+}
+
+/// While the TO takes a token back, a late copy of the TGR that got it
+/// (same initial PSN) comes in: it is the old request, not a new one, and
+/// must not end the withdrawal early, before the SU's data came in (in the
+/// reliable mode that lost the data still in flight).
+#[test]
+fn a_late_copy_of_the_tgr_does_not_cut_a_withdrawal_short() {
+    let mut sim = Sim::joined(Config { mss: 500, ..Config::default() }, 1, 203);
+    let copy: Rc<RefCell<Option<Vec<u8>>>> = Rc::default();
+    let keep = Rc::clone(&copy);
+    sim.set_filter(move |w| {
+        if w.packet_type() == Some(PacketType::Tgr) && w.from == user_addr(0) {
+            *keep.borrow_mut() = Some(w.bytes.to_vec());
+        }
+        false
+    });
+    let token = sim.get_token(0).expect("token");
+    sim.clear_filter();
+    let tgr = copy.borrow().clone().expect("the TU's TGR");
+    // The first half comes in and is acknowledged; some of the second is lost.
+    let msgs = messages(&mut Rng::new(203), 0, 40, 1..=2000);
+    sim.user_send_all(0, &msgs[..20]);
+    sim.run_until(2 * SEC, "the first half comes in", |s| s.incoming.len() == 20);
+    sim.run_for(SEC);
+    sim.user_send_all(0, &msgs[20..]);
+    sim.drop_next(PacketType::Data, 3);
+    let (id, now) = (sim.user(0).member_id(), sim.now);
+    sim.owner_mut().withdraw_token(id, now).expect("withdraw");
+    sim.run_for(Duration::from_millis(3));
+    sim.inject(user_addr(0), OWNER_ADDR, &tgr);
+    let mut got = None;
+    for _ in 0..200 {
+        got = sim.owner_mut().take_token_outcome(id);
+        if got.is_some() {
+            break;
+        }
+        sim.run_for(Duration::from_millis(50));
+    }
+    assert_eq!(got, Some(Ok(0)), "the withdrawal ended");
+    sim.run_for(SEC);
+    assert_eq!(sim.incoming.len(), 40, "every message came in:\n{}", sim.summary());
+    for (k, inc) in sim.incoming.iter().enumerate() {
+        assert!(inc.message.data == msgs[k] && inc.token_id == token && !inc.message.gap, "message {k}");
+    }
+    assert_eq!(sim.user(0).token(), TokenStatus::None);
+    assert_eq!(sim.owner().member(id).map(|m| m.token_id), Some(0), "the TO agrees");
 }

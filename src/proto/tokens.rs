@@ -223,7 +223,9 @@ impl Tokens {
         stats: &mut Stats,
     ) {
         match self.state.get(&user_id).copied() {
-            Some(TokenState::Held { id, isn: held }) if held == isn => {
+            // The request granted (a copy sent again or late): the same TGC,
+            // also while the TO takes the token back.
+            Some(TokenState::Held { id, isn: held } | TokenState::Withdrawing { id, isn: held }) if held == isn => {
                 out.push_back(Tokens::tgc(conn_id, addr, isn, Some(id)))
             }
             Some(TokenState::Refused(r)) if r == isn => out.push_back(Tokens::tgc(conn_id, addr, isn, None)),
