@@ -66,6 +66,7 @@ pub use rng::Rng;
 pub use sender::{QueueError, Sender};
 pub use stats::Stats;
 pub use store::{RepairStore, Segment};
+pub use tokens::TokenOp;
 pub use user::{End, JoinStatus, TokenStatus, User, UserError};
 
 use retry::Repeats;

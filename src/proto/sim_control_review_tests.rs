@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::sim::{OWNER_ADDR, Sim, messages, user_addr};
+use super::sim_control_tests::outcome;
 use super::{Config, Rng, TokenStatus};
 use crate::wire::PacketType;
 
@@ -31,21 +32,12 @@ fn a_given_token_returned_before_the_lost_tgc_is_resent() {
     let mut sim = Sim::joined(Config::default(), 1, 201);
     let (id, now) = (sim.user(0).member_id(), sim.now);
     sim.drop_next(PacketType::Tgc, 1);
-    sim.owner_mut().give_token(id, now).expect("give");
+    let op = sim.owner_mut().give_token(id, now).expect("give");
     sim.run_until(SEC, "the TU takes the token", |s| matches!(s.user(0).token(), TokenStatus::Held(_)));
     let token = held(&sim, 0);
     sim.user_mut(0).send(b"sent at once").expect("send");
     sim.user_mut(0).return_token().expect("return");
-    sim.run_until(5 * SEC, "the give ends", |s| s.owner().member(id).is_some());
-    let mut got = None;
-    for _ in 0..100 {
-        got = sim.owner_mut().take_token_outcome(id);
-        if got.is_some() {
-            break;
-        }
-        sim.run_for(Duration::from_millis(50));
-    }
-    assert_eq!(got, Some(Ok(token)), "the give succeeded: the TU took the token");
+    assert_eq!(outcome(&mut sim, op), Ok(token), "the give succeeded: the TU took the token");
     sim.run_until(5 * SEC, "mtoken_return returns", |s| s.user(0).token() == TokenStatus::None);
     assert_eq!(sim.user_mut(0).take_token_result(), Some(Ok(0)));
     assert_eq!(sim.incoming.len(), 1, "the message came in");
@@ -62,12 +54,12 @@ fn a_resent_trr_does_not_withdraw_the_next_token() {
     let first = sim.get_token(0).expect("token");
     let (id, now) = (sim.user(0).member_id(), sim.now);
     sim.drop_next(PacketType::Trc, 1);
-    sim.owner_mut().withdraw_token(id, now).expect("withdraw");
+    let op = sim.owner_mut().withdraw_token(id, now).expect("withdraw");
     sim.run_until(SEC, "the SU gives the token back", |s| s.user(0).token() == TokenStatus::None);
     let now = sim.now;
     sim.user_mut(0).request_token(now).expect("request");
     sim.run_until(SEC, "the SU holds a token again", |s| matches!(s.user(0).token(), TokenStatus::Held(_)));
-    assert_eq!(sim.owner_mut().take_token_outcome(id), Some(Ok(0)), "the withdrawal ended");
+    assert_eq!(sim.owner_mut().take_token_outcome(op), Some(Ok(0)), "the withdrawal ended");
     let second = held(&sim, 0);
     assert_eq!(second, first, "the same id (the lowest free)");
     sim.run_for(5 * SEC);
@@ -104,18 +96,10 @@ fn a_late_copy_of_the_tgr_does_not_cut_a_withdrawal_short() {
     sim.user_send_all(0, &msgs[20..]);
     sim.drop_next(PacketType::Data, 3);
     let (id, now) = (sim.user(0).member_id(), sim.now);
-    sim.owner_mut().withdraw_token(id, now).expect("withdraw");
+    let op = sim.owner_mut().withdraw_token(id, now).expect("withdraw");
     sim.run_for(Duration::from_millis(3));
     sim.inject(user_addr(0), OWNER_ADDR, &tgr);
-    let mut got = None;
-    for _ in 0..200 {
-        got = sim.owner_mut().take_token_outcome(id);
-        if got.is_some() {
-            break;
-        }
-        sim.run_for(Duration::from_millis(50));
-    }
-    assert_eq!(got, Some(Ok(0)), "the withdrawal ended");
+    assert_eq!(outcome(&mut sim, op), Ok(0), "the withdrawal ended");
     sim.run_for(SEC);
     assert_eq!(sim.incoming.len(), 40, "every message came in:\n{}", sim.summary());
     for (k, inc) in sim.incoming.iter().enumerate() {
@@ -123,4 +107,28 @@ fn a_late_copy_of_the_tgr_does_not_cut_a_withdrawal_short() {
     }
     assert_eq!(sim.user(0).token(), TokenStatus::None);
     assert_eq!(sim.owner().member(id).map(|m| m.token_id), Some(0), "the TO agrees");
+}
+
+/// Two application threads: one gives member M a token and is slow to
+/// wake up; meanwhile another starts withdrawing it. Each call must get
+/// its own outcome: the give's was dropped when the withdrawal began, so
+/// the giver took the withdrawal's and the withdrawer waited forever.
+#[test]
+fn overlapping_calls_each_get_their_own_outcome() {
+    let mut sim = Sim::joined(Config::default(), 1, 204);
+    let (id, now) = (sim.user(0).member_id(), sim.now);
+    let give = sim.owner_mut().give_token(id, now).expect("give");
+    sim.run_until(SEC, "the TO has the TGC", |s| s.owner().member(id).is_some_and(|m| m.token_id != 0));
+    let token = held(&sim, 0);
+    let now = sim.now;
+    let withdrawal = sim.owner_mut().withdraw_token(id, now).expect("withdraw");
+    sim.run_until(SEC, "the TO has the TRC", |s| s.owner().member(id).is_some_and(|m| m.token_id == 0));
+    assert_eq!(sim.owner_mut().take_token_outcome(withdrawal), Some(Ok(0)));
+    assert_eq!(sim.owner_mut().take_token_outcome(give), Some(Ok(token)), "the giver's, kept for it");
+    assert_eq!(sim.owner_mut().take_token_outcome(give), None, "taken once");
+    // A later give of the same member: its own outcome, not a stale one.
+    let now = sim.now;
+    let again = sim.owner_mut().give_token(id, now).expect("give again");
+    assert_eq!(sim.owner_mut().take_token_outcome(again), None, "not answered yet");
+    assert_eq!(outcome(&mut sim, again), Ok(token));
 }
