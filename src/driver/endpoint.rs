@@ -17,8 +17,8 @@ use super::Error;
 use super::socket::{self, RawOption};
 use super::sys::{self, EventFd};
 use crate::proto::{
-    Config, Dest, End, Event, JoinStatus, MAX_DATAGRAM, MemberInfo, Node, Owner, OwnerError, Rng, Stats, Transmit,
-    User, UserError,
+    Config, Dest, End, Event, JoinStatus, MAX_DATAGRAM, MemberInfo, Node, Owner, OwnerError, Rng, Stats, TokenOp,
+    Transmit, User, UserError,
 };
 
 /// Most datagrams read from one socket, or written, in one round of the
@@ -452,9 +452,9 @@ impl Endpoint {
     pub fn token_give(&self, user_id: u32) -> Result<u8, Error> {
         self.not_on_driver()?;
         let mut st = self.state.lock();
-        owner_mut(&mut st)?.give_token(user_id, Instant::now()).map_err(owner_error)?;
+        let op = owner_mut(&mut st)?.give_token(user_id, Instant::now()).map_err(owner_error)?;
         self.wake.set();
-        self.wait_token_outcome(&mut st, user_id)
+        self.wait_token_outcome(&mut st, op)
     }
 
     /// Take member `user_id`'s token back and wait until it gave it back
@@ -462,18 +462,18 @@ impl Endpoint {
     pub fn token_withdraw(&self, user_id: u32) -> Result<(), Error> {
         self.not_on_driver()?;
         let mut st = self.state.lock();
-        owner_mut(&mut st)?.withdraw_token(user_id, Instant::now()).map_err(owner_error)?;
+        let op = owner_mut(&mut st)?.withdraw_token(user_id, Instant::now()).map_err(owner_error)?;
         self.wake.set();
-        self.wait_token_outcome(&mut st, user_id).map(|_| ())
+        self.wait_token_outcome(&mut st, op).map(|_| ())
     }
 
-    fn wait_token_outcome(&self, st: &mut MutexGuard<'_, State>, user_id: u32) -> Result<u8, Error> {
+    fn wait_token_outcome(&self, st: &mut MutexGuard<'_, State>, op: TokenOp) -> Result<u8, Error> {
         loop {
             live(st)?;
             if st.shutdown {
                 return Err(Error::Closed);
             }
-            if let Some(r) = owner_mut(st)?.take_token_outcome(user_id) {
+            if let Some(r) = owner_mut(st)?.take_token_outcome(op) {
                 return r.map_err(owner_error);
             }
             self.cond.wait(st);

@@ -35,6 +35,8 @@ pub mod sim;
 #[cfg(test)]
 mod sim_attack_tests;
 #[cfg(test)]
+mod sim_control_review_tests;
+#[cfg(test)]
 mod sim_control_tests;
 #[cfg(test)]
 mod sim_key_tests;
@@ -64,6 +66,7 @@ pub use rng::Rng;
 pub use sender::{QueueError, Sender};
 pub use stats::Stats;
 pub use store::{RepairStore, Segment};
+pub use tokens::TokenOp;
 pub use user::{End, JoinStatus, TokenStatus, User, UserError};
 
 use retry::Repeats;

@@ -24,7 +24,7 @@ use super::retry::Key;
 use super::sender::{QueueError, Sender};
 use super::stats::Outcome;
 use super::timer::Timer;
-use super::tokens::Tokens;
+use super::tokens::{TokenOp, Tokens};
 use super::{CcMode, Config, Ctl, Dest, Event, Io, LeaveReason, MAX_CHILDREN, Rng, Stats, Transmit};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro, Tco};
 
@@ -339,30 +339,30 @@ impl Owner {
     /// Give member `user_id` a token without its asking (`ectp_token_give`):
     /// TGR with F=1, resent every RXT until its TGC; poll
     /// [`Owner::take_token_outcome`].
-    pub fn give_token(&mut self, user_id: u32, now: Instant) -> Result<(), OwnerError> {
+    pub fn give_token(&mut self, user_id: u32, now: Instant) -> Result<TokenOp, OwnerError> {
         if !matches!(self.phase, Phase::Open | Phase::Creating) {
             return Err(OwnerError::Terminated);
         }
         let addr = self.members.get(user_id).filter(|m| m.is_member()).ok_or(OwnerError::NotFound)?.addr;
-        let ctl = self.tokens.give(&self.cfg, self.conn_id, user_id, addr)?;
+        let (ctl, op) = self.tokens.give(&self.cfg, self.conn_id, user_id, addr)?;
         self.io.repeat(Key::Give(user_id), ctl, self.cfg.retries, self.cfg.rxt, now);
-        Ok(())
+        Ok(op)
     }
 
     /// Take member `user_id`'s token back (`ectp_token_withdraw`): TRR with
     /// F=1, resent every RXT until its TRC, which comes once everything it
     /// sent was acknowledged; poll [`Owner::take_token_outcome`].
-    pub fn withdraw_token(&mut self, user_id: u32, now: Instant) -> Result<(), OwnerError> {
+    pub fn withdraw_token(&mut self, user_id: u32, now: Instant) -> Result<TokenOp, OwnerError> {
         let addr = self.members.get(user_id).ok_or(OwnerError::NotFound)?.addr;
-        let ctl = self.tokens.withdraw(self.conn_id, user_id, addr)?;
+        let (ctl, op) = self.tokens.withdraw(self.conn_id, user_id, addr)?;
         self.io.repeat(Key::Withdraw(user_id), ctl, self.cfg.retries, self.cfg.rxt, now);
-        Ok(())
+        Ok(op)
     }
 
-    /// How the last give (Ok(token id)) or withdrawal (Ok(0)) for member
-    /// `user_id` ended, once it has.
-    pub fn take_token_outcome(&mut self, user_id: u32) -> Option<Result<u8, OwnerError>> {
-        self.tokens.take_outcome(user_id)
+    /// How give `op` (Ok(token id)) or withdrawal `op` (Ok(0)) ended, once
+    /// it has; each outcome is taken once.
+    pub fn take_token_outcome(&mut self, op: TokenOp) -> Option<Result<u8, OwnerError>> {
+        self.tokens.take_outcome(op)
     }
 
     /// Eject a member (`mleave` on the TO), wherever it is in the tree: ULR
@@ -1175,6 +1175,11 @@ impl Owner {
         }
         let io = &mut self.io;
         self.tokens.on_tgr(&self.cfg, self.conn_id, user_id, from, isn, &mut self.events, &mut io.ctl, &mut io.stats);
+        // A new request ends a withdrawal (the SU gave the token back, its
+        // TRC lost): no TRR may follow, it would take the next token.
+        if !self.tokens.is_withdrawing(user_id) {
+            self.io.stop_repeat(Key::Withdraw(user_id));
+        }
         true
     }
 
@@ -1182,7 +1187,7 @@ impl Owner {
     fn on_trr(&mut self, from: SocketAddr, token_id: u8) -> bool {
         let Some(user_id) = self.member_at(from) else { return false };
         self.tokens.on_trr(self.conn_id, user_id, from, token_id, &mut self.io.ctl, &mut self.io.stats);
-        if self.tokens.token_of(user_id) == 0 {
+        if !self.tokens.is_withdrawing(user_id) {
             self.io.stop_repeat(Key::Withdraw(user_id));
         }
         true

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::sim::{Answer, OWNER_ADDR, Sim, messages, user_addr};
-use super::{Config, Dest, End, Event, JoinStatus, OwnerError, Rng, TokenStatus, UserError};
+use super::{Config, Dest, End, Event, JoinStatus, OwnerError, Rng, TokenOp, TokenStatus, UserError};
 use crate::wire::PacketType;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -14,33 +14,32 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// Run until the TO's give or withdrawal for TU `i` has ended; its outcome.
+/// Run until the TO's give or withdrawal `op` has ended; its outcome.
 #[track_caller]
-fn outcome(sim: &mut Sim, i: usize) -> Result<u8, OwnerError> {
-    let id = sim.user(i).member_id();
+pub(super) fn outcome(sim: &mut Sim, op: TokenOp) -> Result<u8, OwnerError> {
     for _ in 0..2000 {
-        if let Some(r) = sim.owner_mut().take_token_outcome(id) {
+        if let Some(r) = sim.owner_mut().take_token_outcome(op) {
             return r;
         }
         sim.run_for(ms(5));
     }
-    panic!("no outcome for TU {i} after 10 s:\n{}", sim.summary());
+    panic!("no outcome for {op:?} after 10 s:\n{}", sim.summary());
 }
 
 /// The TO gives TU `i` a token; the outcome.
 #[track_caller]
 fn give(sim: &mut Sim, i: usize) -> Result<u8, OwnerError> {
     let (id, now) = (sim.user(i).member_id(), sim.now);
-    sim.owner_mut().give_token(id, now)?;
-    outcome(sim, i)
+    let op = sim.owner_mut().give_token(id, now)?;
+    outcome(sim, op)
 }
 
 /// The TO withdraws TU `i`'s token; the outcome.
 #[track_caller]
 fn withdraw(sim: &mut Sim, i: usize) -> Result<u8, OwnerError> {
     let (id, now) = (sim.user(i).member_id(), sim.now);
-    sim.owner_mut().withdraw_token(id, now)?;
-    outcome(sim, i)
+    let op = sim.owner_mut().withdraw_token(id, now)?;
+    outcome(sim, op)
 }
 
 fn sent(sim: &Sim, ty: PacketType, flag: bool) -> usize {
@@ -110,8 +109,8 @@ fn a_give_meets_the_tus_own_request() {
     let (id, now) = (sim.user(0).member_id(), sim.now);
     sim.user_mut(0).request_token(now).expect("request");
     sim.drop_next(PacketType::Tgr, 1); // the TU's TGR is lost: the TO's offer comes first
-    sim.owner_mut().give_token(id, now).expect("give");
-    let token = outcome(&mut sim, 0).expect("give");
+    let op = sim.owner_mut().give_token(id, now).expect("give");
+    let token = outcome(&mut sim, op).expect("give");
     assert_eq!(sim.user_mut(0).take_token_result(), Some(Ok(token)), "its mtoken_get returns the given token");
     sim.run_for(SEC);
     assert_eq!(sim.user(0).token(), TokenStatus::Held(token), "its resent TGR changes nothing");
@@ -147,8 +146,8 @@ fn a_withdrawal_meets_the_sus_own_return() {
     sim.get_token(0).expect("token");
     let (id, now) = (sim.user(0).member_id(), sim.now);
     sim.user_mut(0).return_token().expect("return");
-    sim.owner_mut().withdraw_token(id, now).expect("withdraw");
-    assert_eq!(outcome(&mut sim, 0), Ok(0));
+    let op = sim.owner_mut().withdraw_token(id, now).expect("withdraw");
+    assert_eq!(outcome(&mut sim, op), Ok(0));
     sim.run_until(SEC, "returned", |s| s.user(0).token() == TokenStatus::None);
     assert_eq!(sim.user_mut(0).take_token_result(), Some(Ok(0)), "its mtoken_return returns");
 }
@@ -159,10 +158,10 @@ fn a_withdrawal_of_a_member_that_leaves_succeeds() {
     sim.get_token(0).expect("token");
     sim.set_filter(|w| w.packet_type() == Some(PacketType::Trr));
     let (id, now) = (sim.user(0).member_id(), sim.now);
-    sim.owner_mut().withdraw_token(id, now).expect("withdraw");
+    let op = sim.owner_mut().withdraw_token(id, now).expect("withdraw");
     sim.run_for(ms(300));
     sim.user_mut(0).leave();
-    assert_eq!(outcome(&mut sim, 0), Ok(0), "0 once it left");
+    assert_eq!(outcome(&mut sim, op), Ok(0), "0 once it left");
 }
 
 #[test]

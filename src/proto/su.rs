@@ -295,8 +295,9 @@ impl Su {
                 self.result = Some(Ok(id));
                 true
             }
-            // Our TGC was lost: the same answer again.
-            TokenStatus::Held(held) if held == id => {
+            // Our TGC was lost: the same answer again, also while this SU
+            // returns the token (the TO holds it for us only once it has it).
+            TokenStatus::Held(held) | TokenStatus::Returning(held) if held == id => {
                 self.send_tgc(me, id, true, io);
                 return true;
             }

@@ -42,10 +42,19 @@ pub(crate) struct Tokens {
     cc: BTreeMap<u8, CcReceiver>,
     /// Whole messages received from SUs, for `recv`.
     pub inbox: VecDeque<Incoming>,
-    /// How each member's give or withdrawal ended: Ok(token id) for a
-    /// give, Ok(0) for a withdrawal; taken by the waiting call.
-    outcomes: HashMap<u32, Result<u8, OwnerError>>,
+    /// The give or withdrawal under way for each member (one at a time).
+    ops: HashMap<u32, TokenOp>,
+    next_op: u64,
+    /// How each give or withdrawal ended: Ok(token id) for a give, Ok(0)
+    /// for a withdrawal; taken by its waiting call, so that two calls on
+    /// the same member (from two threads) never take each other's.
+    outcomes: HashMap<TokenOp, Result<u8, OwnerError>>,
 }
+
+/// One give or withdrawal by the TO, whose outcome its caller waits for
+/// ([`super::Owner::take_token_outcome`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TokenOp(u64);
 
 impl Tokens {
     pub(crate) fn new() -> Tokens {
@@ -55,6 +64,8 @@ impl Tokens {
             backward: BTreeMap::new(),
             cc: BTreeMap::new(),
             inbox: VecDeque::new(),
+            ops: HashMap::new(),
+            next_op: 0,
             outcomes: HashMap::new(),
         }
     }
@@ -67,6 +78,12 @@ impl Tokens {
         }
     }
 
+    /// Whether the TO is taking member `user_id`'s token back (its TRR with
+    /// F=1 is being repeated).
+    pub(crate) fn is_withdrawing(&self, user_id: u32) -> bool {
+        matches!(self.state.get(&user_id), Some(TokenState::Withdrawing { .. }))
+    }
+
     /// Give member `user_id` at `addr` a token without its asking
     /// (`ectp_token_give`): the TGR (F=1) to repeat until its TGC.
     pub(crate) fn give(
@@ -75,7 +92,7 @@ impl Tokens {
         conn_id: u32,
         user_id: u32,
         addr: SocketAddr,
-    ) -> Result<Ctl, OwnerError> {
+    ) -> Result<(Ctl, TokenOp), OwnerError> {
         match self.state.get(&user_id) {
             Some(TokenState::Held { .. } | TokenState::Withdrawing { .. } | TokenState::Offered(_)) => {
                 return Err(OwnerError::Already);
@@ -85,11 +102,10 @@ impl Tokens {
         let id = self.free_token_id(cfg.max_tokens).ok_or(OwnerError::Busy)?;
         self.state.insert(user_id, TokenState::Offered(id));
         self.holders[usize::from(id)] = Some((user_id, addr));
-        self.outcomes.remove(&user_id);
         let mut h = Header::new(PacketType::Tgr, conn_id);
         h.flag = true;
         h.token_id = id;
-        Ok(Ctl::new(Dest::Unicast(addr), h))
+        Ok((Ctl::new(Dest::Unicast(addr), h), self.start_op(user_id)))
     }
 
     /// TGC from member `user_id`: its answer to a give, F=1 with its
@@ -111,28 +127,32 @@ impl Tokens {
             self.state.insert(user_id, TokenState::Held { id, isn });
             let rx = Receiver::new(isn, cfg.rx_capacity(), MAX_MESSAGE);
             self.backward.insert(id, if cfg.ro == Ro::Reliable { rx.reliable() } else { rx });
-            self.outcomes.insert(user_id, Ok(id));
+            self.finish(user_id, Ok(id));
             log::info!("member {user_id} took token {id} given by the TO");
         } else {
             self.holders[usize::from(id)] = None;
             self.state.remove(&user_id);
-            self.outcomes.insert(user_id, Err(OwnerError::Already));
+            self.finish(user_id, Err(OwnerError::Already));
         }
         true
     }
 
     /// Take member `user_id`'s token back (`ectp_token_withdraw`): the TRR
     /// (F=1) to repeat until its TRC.
-    pub(crate) fn withdraw(&mut self, conn_id: u32, user_id: u32, addr: SocketAddr) -> Result<Ctl, OwnerError> {
+    pub(crate) fn withdraw(
+        &mut self,
+        conn_id: u32,
+        user_id: u32,
+        addr: SocketAddr,
+    ) -> Result<(Ctl, TokenOp), OwnerError> {
         let Some(TokenState::Held { id, isn }) = self.state.get(&user_id).copied() else {
             return Err(OwnerError::NotFound);
         };
         self.state.insert(user_id, TokenState::Withdrawing { id, isn });
-        self.outcomes.remove(&user_id);
         let mut h = Header::new(PacketType::Trr, conn_id);
         h.flag = true;
         h.token_id = id;
-        Ok(Ctl::new(Dest::Unicast(addr), h))
+        Ok((Ctl::new(Dest::Unicast(addr), h), self.start_op(user_id)))
     }
 
     /// TRC from member `user_id`: it gave back the token being withdrawn,
@@ -141,7 +161,7 @@ impl Tokens {
         match self.state.get(&user_id).copied() {
             Some(TokenState::Withdrawing { id, .. }) if id == token_id => {
                 self.release(user_id, id, stats);
-                self.outcomes.insert(user_id, Ok(0));
+                self.finish(user_id, Ok(0));
                 log::info!("member {user_id} gave token {id} back to the TO");
                 true
             }
@@ -168,12 +188,27 @@ impl Tokens {
             }
             _ => return,
         }
-        self.outcomes.insert(user_id, Err(OwnerError::TimedOut));
+        self.finish(user_id, Err(OwnerError::TimedOut));
     }
 
-    /// How the last give or withdrawal for `user_id` ended, once it has.
-    pub(crate) fn take_outcome(&mut self, user_id: u32) -> Option<Result<u8, OwnerError>> {
-        self.outcomes.remove(&user_id)
+    /// A give or withdrawal for `user_id` begins.
+    fn start_op(&mut self, user_id: u32) -> TokenOp {
+        self.next_op += 1;
+        let op = TokenOp(self.next_op);
+        self.ops.insert(user_id, op);
+        op
+    }
+
+    /// The give or withdrawal under way for `user_id` ended so.
+    fn finish(&mut self, user_id: u32, r: Result<u8, OwnerError>) {
+        if let Some(op) = self.ops.remove(&user_id) {
+            self.outcomes.insert(op, r);
+        }
+    }
+
+    /// How give or withdrawal `op` ended, once it has.
+    pub(crate) fn take_outcome(&mut self, op: TokenOp) -> Option<Result<u8, OwnerError>> {
+        self.outcomes.remove(&op)
     }
 
     /// Whether member `user_id` holds token `token_id`.
@@ -217,7 +252,9 @@ impl Tokens {
         stats: &mut Stats,
     ) {
         match self.state.get(&user_id).copied() {
-            Some(TokenState::Held { id, isn: held }) if held == isn => {
+            // The request granted (a copy sent again or late): the same TGC,
+            // also while the TO takes the token back.
+            Some(TokenState::Held { id, isn: held } | TokenState::Withdrawing { id, isn: held }) if held == isn => {
                 out.push_back(Tokens::tgc(conn_id, addr, isn, Some(id)))
             }
             Some(TokenState::Refused(r)) if r == isn => out.push_back(Tokens::tgc(conn_id, addr, isn, None)),
@@ -232,7 +269,7 @@ impl Tokens {
                 // A TU asks with a new ISN only when it holds no token: it gave up
                 // waiting for our TGC. That grant is void; this is a new request.
                 if self.state.get(&user_id).is_some_and(|s| matches!(s, TokenState::Withdrawing { .. })) {
-                    self.outcomes.insert(user_id, Ok(0));
+                    self.finish(user_id, Ok(0));
                 }
                 self.release(user_id, id, stats);
                 self.on_tgr(cfg, conn_id, user_id, addr, isn, events, out, stats);
@@ -294,7 +331,7 @@ impl Tokens {
             // It returned the token by itself while the TO was taking it back.
             Some(TokenState::Withdrawing { id, .. }) if id == token_id => {
                 self.release(user_id, token_id, stats);
-                self.outcomes.insert(user_id, Ok(0));
+                self.finish(user_id, Ok(0));
             }
             _ => {}
         }
@@ -310,11 +347,11 @@ impl Tokens {
             Some(TokenState::Held { id, .. }) => self.release(user_id, id, stats),
             Some(TokenState::Withdrawing { id, .. }) => {
                 self.release(user_id, id, stats);
-                self.outcomes.insert(user_id, Ok(0));
+                self.finish(user_id, Ok(0));
             }
             Some(TokenState::Offered(id)) => {
                 self.holders[usize::from(id)] = None;
-                self.outcomes.insert(user_id, Err(OwnerError::NotFound));
+                self.finish(user_id, Err(OwnerError::NotFound));
             }
             _ => {}
         }
