@@ -6,10 +6,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::sim::{OWNER_ADDR, Sim, messages, user_addr};
+use super::sim::{OWNER_ADDR, STRANGER_ADDR, Sim, messages, user_addr};
 use super::sim_control_tests::outcome;
 use super::{Config, End, Rng, Security, TokenStatus};
-use crate::wire::{PacketType, Ro, Tco};
+use crate::wire::{Elements, Header, Packet, PacketType, Ro, Tco};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -261,4 +261,66 @@ fn a_long_pause_in_a_keyed_tree_then_terminate() {
         let got: Vec<_> = sim.users[i].delivered.iter().map(|m| m.data.clone()).collect();
         assert!(got == want, "TU {i}: {} of {} messages", got.len(), want.len());
     }
+}
+
+/// A datagram of type `ty` with this header and no elements.
+fn bare(ty: PacketType, conn: u32, psn: u32, flag: bool, token_id: u8) -> Vec<u8> {
+    let header = Header { packet_type: ty, connection_id: conn, psn, flag, token_id };
+    let mut buf = vec![0u8; super::MAX_DATAGRAM];
+    let n = Packet { header, elements: Elements::default(), data: &[] }.emit(&mut buf).expect("emit");
+    buf.truncate(n);
+    buf
+}
+
+/// Answers nobody asked for: a TGC or TRC from a member the TO is neither
+/// giving nor taking a token from changes nothing and is counted as
+/// unexpected (a TRC released the token the SU was still using); a TGR or
+/// TRR with F=1 from anybody but the TO is counted and changes nothing on
+/// the TU.
+#[test]
+fn unasked_answers_and_forged_orders_change_nothing() {
+    let mut sim = Sim::joined(Config::default(), 2, 211);
+    let token = sim.get_token(0).expect("token");
+    let (id, conn) = (sim.user(0).member_id(), sim.owner().connection_id());
+    let before = sim.owner().stats().dropped_unexpected;
+    sim.inject(user_addr(0), OWNER_ADDR, &bare(PacketType::Trc, conn, 0, true, token));
+    sim.inject(user_addr(1), OWNER_ADDR, &bare(PacketType::Tgc, conn, 77, true, 9));
+    sim.inject(user_addr(1), OWNER_ADDR, &bare(PacketType::Trc, conn, 0, true, token));
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(sim.owner().member(id).map(|m| m.token_id), Some(token), "the token stays with its SU");
+    assert_eq!(sim.owner().stats().dropped_unexpected, before + 3);
+    // Orders from a stranger and from the other TU, on TU 1.
+    let before = sim.user(1).stats().dropped_source;
+    for from in [STRANGER_ADDR, user_addr(0)] {
+        sim.inject(from, user_addr(1), &bare(PacketType::Tgr, conn, 0, true, 5));
+        sim.inject(from, user_addr(0), &bare(PacketType::Trr, conn, 0, true, token));
+    }
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(sim.user(1).token(), TokenStatus::None);
+    assert_eq!(sim.user(0).token(), TokenStatus::Held(token));
+    assert_eq!(sim.user(1).stats().dropped_source, before + 2);
+    let msgs = messages(&mut Rng::new(211), 0, 5, 1..=500);
+    sim.user_send_all(0, &msgs);
+    sim.run_until(2 * SEC, "the TO receives 5 messages", |s| s.incoming.len() >= 5);
+}
+
+/// A withdrawal that times out because the SU has much to send: the TO
+/// still takes the TRC that comes later, and the token is free again.
+#[test]
+fn a_late_trc_after_a_withdrawal_timed_out_frees_the_token() {
+    let cfg = Config { retries: 3, max_tokens: 1, ..Config::default() };
+    let mut sim = Sim::joined(cfg, 2, 212);
+    sim.get_token(0).expect("token");
+    sim.user_mut(0).set_max_rate(50_000);
+    let msgs = messages(&mut Rng::new(212), 0, 100, 1000..=3000);
+    sim.user_send_all(0, &msgs);
+    let (id, now) = (sim.user(0).member_id(), sim.now);
+    let op = sim.owner_mut().withdraw_token(id, now).expect("withdraw");
+    assert_eq!(outcome(&mut sim, op), Err(super::OwnerError::TimedOut));
+    assert!(sim.incoming.len() < 100, "the SU was still sending");
+    sim.run_until(20 * SEC, "the SU gives the token back", |s| s.user(0).token() == TokenStatus::None);
+    sim.run_for(SEC);
+    assert_eq!(sim.incoming.len(), 100);
+    assert_eq!(sim.owner().member(id).map(|m| m.token_id), Some(0));
+    assert!(sim.get_token(1).is_ok(), "the only token is free again");
 }
