@@ -238,6 +238,33 @@ fn blocked_token_calls((local, group): (SocketAddr, SocketAddr)) {
     }
 }
 
+/// `ectp_abort` from another thread while `mterminate` waits for a TU that
+/// receives nothing: both return, at once rather than when that TU would be
+/// ejected, and the TUs see ECONNRESET (CTR with F=1), not the normal end.
+fn abort_while_terminating((local, group): (SocketAddr, SocketAddr)) {
+    let opts = [(ECTP_HGT, 1000), (ECTP_RXT, 100), (ECTP_RETRIES, 100)];
+    let to = owner(local, group, &opts);
+    let tus: Vec<c_int> = (0..2).map(|_| user(local, group, &opts).expect("join")).collect();
+    assert_eq!(set_int(tus[0], ECTP_RX_LOSS, 100), 0);
+    for i in 0..20 {
+        assert_eq!(send(to, &pattern(1000, i)), 1000);
+    }
+    let terminating = thread::spawn(move || (mterminate(to), errno()));
+    // The other TU has everything: the drain now waits for the deaf one.
+    for i in 0..20 {
+        assert!(recv(tus[1], 1 << 16, 0).is_ok(), "message {i}");
+    }
+    assert_eq!(stats(to).members_failed, 0, "nobody ejected yet");
+    assert_eq!(ectp_abort(to), 0, "errno {}", errno());
+    let (r, e) = terminating.join().expect("mterminate");
+    assert!(r == 0 || e == libc::EBADF, "mterminate: {r}, errno {e}");
+    assert_eq!(set_int(tus[0], ECTP_RX_LOSS, 0), 0);
+    assert_eq!(recv(tus[1], 16, 0).map(|r| r.0.len()), Err(libc::ECONNRESET), "an abnormal end");
+    for t in tus {
+        assert_eq!(mleave(t, 0), 0);
+    }
+}
+
 macro_rules! both_families {
     ($scenario:ident, $v4:ident, $v6:ident, $n:expr) => {
         #[test]
@@ -259,3 +286,4 @@ both_families!(pause_and_resume, pause_and_resume_ipv4, pause_and_resume_ipv6, 2
 both_families!(abort, abort_ipv4, abort_ipv6, 3);
 both_families!(statistics, statistics_ipv4, statistics_ipv6, 4);
 both_families!(blocked_token_calls, blocked_token_calls_ipv4, blocked_token_calls_ipv6, 5);
+both_families!(abort_while_terminating, abort_while_terminating_ipv4, abort_while_terminating_ipv6, 6);
