@@ -191,6 +191,80 @@ fn statistics((local, group): (SocketAddr, SocketAddr)) {
     assert_eq!(mleave(tus[2], 0), 0);
 }
 
+/// Blocked `ectp_token_give` / `ectp_token_withdraw` calls end when their
+/// member is ejected (ENOENT for a give, 0 for a withdrawal) or the TO
+/// aborts (EBADF), long before their retries run out (ETIMEDOUT); a second
+/// call for the same member meanwhile gives EALREADY or ENOENT at once.
+fn blocked_token_calls((local, group): (SocketAddr, SocketAddr)) {
+    // Retries for 10 s; nobody goes silent for FDN x HGT meanwhile.
+    let opts = [(ECTP_HGT, 1000), (ECTP_RXT, 100), (ECTP_RETRIES, 100)];
+    let to = owner(local, group, &opts);
+    let tus: Vec<c_int> = (0..3).map(|_| user(local, group, &opts).expect("join")).collect();
+    let ids: Vec<u32> = tus.iter().map(|&t| member_id(t)).collect();
+    // The TO asks again and again: a call is under way.
+    let retried = |n: u64| wait_for(5, || stats(to).retransmissions >= n);
+    let blocked = |f: extern "C" fn(c_int, u32) -> c_int, id: u32| thread::spawn(move || (f(to, id), errno()));
+
+    // A give to a TU that answers nothing, ended by the ejection of that TU.
+    assert_eq!(set_int(tus[0], ECTP_TX_LOSS, 100), 0);
+    let give = blocked(ectp_token_give, ids[0]);
+    assert!(retried(2), "the TGR is sent again");
+    fails_with(ectp_token_give(to, ids[0]), libc::EALREADY);
+    fails_with(ectp_token_withdraw(to, ids[0]), libc::ENOENT);
+    assert_eq!(mleave(to, ids[0]), 0);
+    assert_eq!(give.join().expect("giver"), (-1, libc::ENOENT), "ended by the ejection");
+
+    // A withdrawal from an SU that answers nothing, ended by its ejection.
+    let token = mtoken_get(tus[1]);
+    assert!(token > 0, "mtoken_get: errno {}", errno());
+    assert_eq!(set_int(tus[1], ECTP_TX_LOSS, 100), 0);
+    let before = stats(to).retransmissions;
+    let withdrawal = blocked(ectp_token_withdraw, ids[1]);
+    assert!(retried(before + 2), "the TRR is sent again");
+    fails_with(ectp_token_withdraw(to, ids[1]), libc::ENOENT);
+    fails_with(ectp_token_give(to, ids[1]), libc::EALREADY);
+    assert_eq!(mleave(to, ids[1]), 0);
+    assert_eq!(withdrawal.join().expect("withdrawer"), (0, 0), "0 once it was ejected");
+
+    // A give under way when another thread aborts the connection.
+    assert_eq!(set_int(tus[2], ECTP_TX_LOSS, 100), 0);
+    let before = stats(to).retransmissions;
+    let give = blocked(ectp_token_give, ids[2]);
+    assert!(retried(before + 2), "the TGR is sent again");
+    assert_eq!(ectp_abort(to), 0, "errno {}", errno());
+    assert_eq!(give.join().expect("giver"), (-1, libc::EBADF), "released by the abort");
+    for t in tus {
+        assert_eq!(mleave(t, 0), 0);
+    }
+}
+
+/// `ectp_abort` from another thread while `mterminate` waits for a TU that
+/// receives nothing: both return, at once rather than when that TU would be
+/// ejected, and the TUs see ECONNRESET (CTR with F=1), not the normal end.
+fn abort_while_terminating((local, group): (SocketAddr, SocketAddr)) {
+    let opts = [(ECTP_HGT, 1000), (ECTP_RXT, 100), (ECTP_RETRIES, 100)];
+    let to = owner(local, group, &opts);
+    let tus: Vec<c_int> = (0..2).map(|_| user(local, group, &opts).expect("join")).collect();
+    assert_eq!(set_int(tus[0], ECTP_RX_LOSS, 100), 0);
+    for i in 0..20 {
+        assert_eq!(send(to, &pattern(1000, i)), 1000);
+    }
+    let terminating = thread::spawn(move || (mterminate(to), errno()));
+    // The other TU has everything: the drain now waits for the deaf one.
+    for i in 0..20 {
+        assert!(recv(tus[1], 1 << 16, 0).is_ok(), "message {i}");
+    }
+    assert_eq!(stats(to).members_failed, 0, "nobody ejected yet");
+    assert_eq!(ectp_abort(to), 0, "errno {}", errno());
+    let (r, e) = terminating.join().expect("mterminate");
+    assert!(r == 0 || e == libc::EBADF, "mterminate: {r}, errno {e}");
+    assert_eq!(set_int(tus[0], ECTP_RX_LOSS, 0), 0);
+    assert_eq!(recv(tus[1], 16, 0).map(|r| r.0.len()), Err(libc::ECONNRESET), "an abnormal end");
+    for t in tus {
+        assert_eq!(mleave(t, 0), 0);
+    }
+}
+
 macro_rules! both_families {
     ($scenario:ident, $v4:ident, $v6:ident, $n:expr) => {
         #[test]
@@ -211,6 +285,8 @@ both_families!(give_and_withdraw, token_give_and_withdraw_ipv4, token_give_and_w
 both_families!(pause_and_resume, pause_and_resume_ipv4, pause_and_resume_ipv6, 2);
 both_families!(abort, abort_ipv4, abort_ipv6, 3);
 both_families!(statistics, statistics_ipv4, statistics_ipv6, 4);
+both_families!(blocked_token_calls, blocked_token_calls_ipv4, blocked_token_calls_ipv6, 5);
+both_families!(abort_while_terminating, abort_while_terminating_ipv4, abort_while_terminating_ipv6, 6);
 
 /// What the join callback below got from the calls that wait for the
 /// library's thread: (return value, errno) for each.
@@ -233,7 +309,7 @@ unsafe extern "C" fn join_cb(sd: c_int, user_id: u32, _: *const libc::sockaddr, 
 /// thread gives EDEADLK there instead of hanging, and changes nothing.
 #[test]
 fn blocking_calls_from_a_callback_give_edeadlk() {
-    let (local, group) = v4(5);
+    let (local, group) = v4(7);
     let sd = msocket(libc::AF_INET, libc::SOCK_DGRAM, 0);
     for (o, v) in FAST {
         assert_eq!(set_int(sd, o, v), 0);

@@ -20,6 +20,14 @@ unsafe extern "C" fn collect(level: c_int, message: *const c_char, arg: *mut c_v
     LINES.lock().unwrap().push((level, text, arg as usize));
 }
 
+/// A callback that sets the log again from inside itself (to `collect`,
+/// argument 0x22): it must not deadlock, and the next lines go there.
+unsafe extern "C" fn switch(level: c_int, message: *const c_char, arg: *mut c_void) {
+    ectp_set_log(ECTP_LOG_INFO, Some(collect), 0x22 as *mut c_void);
+    // SAFETY: passing on the library's arguments, valid for this call.
+    unsafe { collect(level, message, arg) };
+}
+
 fn take_lines() -> Vec<(c_int, String, usize)> {
     std::mem::take(&mut *LINES.lock().unwrap())
 }
@@ -81,6 +89,15 @@ fn log_lines_reach_the_callback_by_level() {
     let lines = take_lines();
     let warned = lines.iter().find(|(_, m, _)| m.contains(&format!("descriptor {sd} was closed")));
     assert_eq!(warned.map(|(l, _, _)| *l), Some(ECTP_LOG_WARN), "the warning, at its level: {lines:?}");
+
+    // A callback that calls ectp_set_log (from the library's thread and
+    // from the application's): no deadlock, the last call wins.
+    assert_eq!(ectp_set_log(ECTP_LOG_INFO, Some(switch), 0x11 as *mut c_void), 0);
+    let (_, to) = join_and_leave(port());
+    assert_eq!(mterminate(to), 0);
+    let lines = take_lines();
+    let args: Vec<usize> = lines.iter().map(|l| l.2).collect();
+    assert!(args.len() > 1 && args[0] == 0x11 && args[1..].iter().all(|&a| a == 0x22), "{lines:?}");
 
     // Off: nothing at all.
     assert_eq!(ectp_set_log(ECTP_LOG_OFF, Some(collect), std::ptr::null_mut()), 0);

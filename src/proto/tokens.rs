@@ -2,7 +2,7 @@
 //! (draft-dykim-ectp-00 §6.3): who asked for a token, who holds which, and
 //! for each token held the receive window of that SU's unicast data.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,9 @@ pub(crate) struct Tokens {
     cc: BTreeMap<u8, CcReceiver>,
     /// Whole messages received from SUs, for `recv`.
     pub inbox: VecDeque<Incoming>,
+    /// Members whose withdrawal timed out: they still give the token back
+    /// by themselves (TRC) once their data is acknowledged.
+    late_return: HashSet<u32>,
     /// The give or withdrawal under way for each member (one at a time).
     ops: HashMap<u32, TokenOp>,
     next_op: u64,
@@ -64,6 +67,7 @@ impl Tokens {
             backward: BTreeMap::new(),
             cc: BTreeMap::new(),
             inbox: VecDeque::new(),
+            late_return: HashSet::new(),
             ops: HashMap::new(),
             next_op: 0,
             outcomes: HashMap::new(),
@@ -166,7 +170,8 @@ impl Tokens {
                 true
             }
             // After a withdrawal that timed out: it gave the token back later.
-            Some(TokenState::Held { id, .. }) if id == token_id => {
+            // Unasked, it changes nothing.
+            Some(TokenState::Held { id, .. }) if id == token_id && self.late_return.contains(&user_id) => {
                 self.release(user_id, id, stats);
                 true
             }
@@ -185,6 +190,7 @@ impl Tokens {
             }
             Some(TokenState::Withdrawing { id, isn }) => {
                 self.state.insert(user_id, TokenState::Held { id, isn });
+                self.late_return.insert(user_id);
             }
             _ => return,
         }
@@ -372,6 +378,7 @@ impl Tokens {
         }
         self.holders[usize::from(token_id)] = None;
         self.state.remove(&user_id);
+        self.late_return.remove(&user_id);
     }
 
     /// DATA/RDATA from member `user_id`, tagged with its token id; `rtt`:
