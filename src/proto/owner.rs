@@ -387,9 +387,7 @@ impl Owner {
         }
         self.paused = true;
         log::info!("connection {:#x} paused", self.conn_id);
-        self.send_ndata();
-        self.ndata_interval = self.round_trips(2);
-        self.io.timers.set(Timer::Ndata, now + self.ndata_interval);
+        self.tell_pause(now);
         Ok(())
     }
 
@@ -401,10 +399,16 @@ impl Owner {
         }
         self.paused = false;
         log::info!("connection {:#x} resumed", self.conn_id);
+        self.tell_pause(now);
+        Ok(())
+    }
+
+    /// NDATA at once with the pause flag as it now is, then on the idle
+    /// schedule (two round trips, doubling up to HGT).
+    fn tell_pause(&mut self, now: Instant) {
         self.send_ndata();
         self.ndata_interval = self.round_trips(2);
         self.io.timers.set(Timer::Ndata, now + self.ndata_interval);
-        Ok(())
     }
 
     /// Whether the TO is paused (ECTP_PAUSED).

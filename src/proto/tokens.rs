@@ -128,9 +128,7 @@ impl Tokens {
         }
         let isn = Psn(h.psn);
         if h.flag && isn.is_valid() {
-            self.state.insert(user_id, TokenState::Held { id, isn });
-            let rx = Receiver::new(isn, cfg.rx_capacity(), MAX_MESSAGE);
-            self.backward.insert(id, if cfg.ro == Ro::Reliable { rx.reliable() } else { rx });
+            self.hold(cfg, user_id, id, isn);
             self.finish(user_id, Ok(id));
             log::info!("member {user_id} took token {id} given by the TO");
         } else {
@@ -217,6 +215,14 @@ impl Tokens {
         self.outcomes.remove(&op)
     }
 
+    /// Member `user_id` holds token `id` (its holder entry set already): its
+    /// backward channel starts at initial PSN `isn`.
+    fn hold(&mut self, cfg: &Config, user_id: u32, id: u8, isn: Psn) {
+        self.state.insert(user_id, TokenState::Held { id, isn });
+        let rx = Receiver::new(isn, cfg.rx_capacity(), MAX_MESSAGE);
+        self.backward.insert(id, if cfg.ro == Ro::Reliable { rx.reliable() } else { rx });
+    }
+
     /// Whether member `user_id` holds token `token_id`.
     fn holds(&self, user_id: u32, token_id: u8) -> bool {
         token_id != 0 && self.holders[usize::from(token_id)].is_some_and(|(u, _)| u == user_id)
@@ -274,7 +280,7 @@ impl Tokens {
             Some(TokenState::Held { id, .. } | TokenState::Withdrawing { id, .. }) => {
                 // A TU asks with a new ISN only when it holds no token: it gave up
                 // waiting for our TGC. That grant is void; this is a new request.
-                if self.state.get(&user_id).is_some_and(|s| matches!(s, TokenState::Withdrawing { .. })) {
+                if self.is_withdrawing(user_id) {
                     self.finish(user_id, Ok(0));
                 }
                 self.release(user_id, id, stats);
@@ -308,10 +314,8 @@ impl Tokens {
         let id = if accept { self.free_token_id(cfg.max_tokens) } else { None };
         match id {
             Some(id) => {
-                self.state.insert(user_id, TokenState::Held { id, isn });
                 self.holders[usize::from(id)] = Some((user_id, addr));
-                let rx = Receiver::new(isn, cfg.rx_capacity(), MAX_MESSAGE);
-                self.backward.insert(id, if cfg.ro == Ro::Reliable { rx.reliable() } else { rx });
+                self.hold(cfg, user_id, id, isn);
             }
             None => {
                 self.state.insert(user_id, TokenState::Refused(isn));
