@@ -295,3 +295,22 @@ void progress_stop(void)
                     (unsigned long long)st.members_failed);
     }
 }
+
+int set_group_key(int sd, const char *prog, const char *path)
+{
+    unsigned char key[32];
+    char err[160];
+    int klen = read_key_file(path, key, err, sizeof err);
+    int r = 0;
+
+    if (klen == -1) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return -1;
+    }
+    if (msetsockopt(sd, SOL_ECTP, ECTP_GROUP_KEY, key, (socklen_t)klen) == -1) {
+        fprintf(stderr, "%s: msetsockopt(ECTP_GROUP_KEY): %s\n", prog, strerror(errno));
+        r = -1;
+    }
+    memset(key, 0, sizeof key);
+    return r;
+}

@@ -34,6 +34,10 @@ int parse_long(const char *text, long min, long max, long *out);
  * 32 bytes. Returns its length, or -1 with a message written to `err`. */
 int read_key_file(const char *path, unsigned char key[32], char *err, size_t errlen);
 
+/* Sets ECTP_GROUP_KEY on `sd` from the key file `path` (read_key_file) and
+ * wipes the copy. Returns 0, or -1 after a message on stderr. */
+int set_group_key(int sd, const char *prog, const char *path);
+
 /* Monotonic clock, nanoseconds and milliseconds. */
 uint64_t now_ns(void);
 uint64_t now_ms(void);

@@ -362,19 +362,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: msetsockopt(ECTP_RA): %s\n", prog, strerror(errno));
         return 1;
     }
-    if (key_file != NULL) {
-        unsigned char key[32];
-        int klen = read_key_file(key_file, key, err, sizeof err);
-        if (klen == -1) {
-            fprintf(stderr, "%s: %s\n", prog, err);
-            return 1;
-        }
-        if (msetsockopt(sd, SOL_ECTP, ECTP_GROUP_KEY, key, (socklen_t)klen) == -1) {
-            fprintf(stderr, "%s: msetsockopt(ECTP_GROUP_KEY): %s\n", prog, strerror(errno));
-            return 1;
-        }
-        memset(key, 0, sizeof key);
-    }
+    if (key_file != NULL && set_group_key(sd, prog, key_file) == -1)
+        return 1;
     if (rx_loss >= 0) {
         int v = (int)rx_loss;
         if (msetsockopt(sd, SOL_ECTP, ECTP_RX_LOSS, &v, (socklen_t)sizeof v) == -1) {
