@@ -296,10 +296,10 @@ netns_possible() {
     ip netns del "$ns" >/dev/null 2>&1
 }
 
-t_ipv6() {
-    local d=$1
-    # shellcheck disable=SC2016 # expanded by the inner shell
-    unshare -n bash -c '
+# Run in a fresh network namespace (bash -c): lo up, a veth pair va/vb with
+# fd00::1 on va, and IPv6 multicast routed by va.
+# shellcheck disable=SC2016 # expanded by the inner shell
+V6_SETUP='
         set -e
         ip link set lo up
         ip link add va type veth peer name vb
@@ -312,6 +312,12 @@ t_ipv6() {
         done
         ip -6 route show table all | grep -q "^multicast ff00::/8 dev va" \
             || ip -6 route add multicast ff00::/8 dev va table local
+'
+
+t_ipv6() {
+    local d=$1
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    unshare -n bash -c "$V6_SETUP"'
         exec env LOCAL=fd00::1 GROUP=ff15::ec7b "$@"
     ' ipv6 env GSERV="$B/gserv" GCLNT="$B/gclnt" TMPDIR="$d" "$here/demo.sh"
 }
@@ -714,21 +720,7 @@ t_qt_ipv6() {
     local rc=0
     qt_netns=ectp-qt-$$-$RANDOM
     ip netns add "$qt_netns" || return 1
-    # shellcheck disable=SC2016 # expanded by the inner shell
-    ip netns exec "$qt_netns" bash -c '
-        set -e
-        ip link set lo up
-        ip link add va type veth peer name vb
-        ip link set va up
-        ip link set vb up
-        ip -6 addr add fd00::1/64 dev va nodad
-        for _ in $(seq 50); do
-            ip link show va | grep -q LOWER_UP && break
-            sleep 0.1
-        done
-        ip -6 route show table all | grep -q "^multicast ff00::/8 dev va" \
-            || ip -6 route add multicast ff00::/8 dev va table local
-    ' || rc=1
+    ip netns exec "$qt_netns" bash -c "$V6_SETUP" || rc=1
     if [[ $rc -eq 0 ]]; then
         qt_pre=(ip netns exec "$qt_netns")
         qt_scenario "$1" fd00::1 ff15::ec7b || rc=1
