@@ -244,6 +244,22 @@ fn role_tcp_tx() {
     }
     let to: std::net::IpAddr = env_str("ECTP_PEER").parse().unwrap();
     let mut s = std::net::TcpStream::connect((to, TCP_PORT)).expect("connect");
+    // ECTP_TCP_CC=cubic (or bbr, reno): the TCP's congestion control; the
+    // system's default (net.ipv4.tcp_congestion_control) without it.
+    if let Some(cc) = std::env::var("ECTP_TCP_CC").ok().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a live socket, and the name's bytes for their length.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_CONGESTION,
+                cc.as_ptr().cast(),
+                cc.len() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "TCP_CONGESTION {cc}");
+    }
     tell("connected");
     assert_eq!(hear(), "go");
     let secs: f64 = env_num("ECTP_SECS");
@@ -331,8 +347,12 @@ fn netns_tfmcc_and_tcp_share_a_bottleneck_and_neither_starves() {
     let port = 7950 + (std::process::id() % 40) as u16;
     // ECTP_TCP_SECS=30 for a longer run (measured over its second half).
     let secs: f64 = std::env::var("ECTP_TCP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8.0);
-    let env =
-        [("ECTP_PORT", port.to_string()), ("ECTP_SECS", secs.to_string()), ("ECTP_PEER", net.addr(1).to_string())];
+    let env = [
+        ("ECTP_PORT", port.to_string()),
+        ("ECTP_SECS", secs.to_string()),
+        ("ECTP_PEER", net.addr(1).to_string()),
+        ("ECTP_TCP_CC", std::env::var("ECTP_TCP_CC").unwrap_or_default()),
+    ];
     let mut rx = ChildRole::spawn(Some(&net.hosts[1]), "tcp_rx", &env);
     rx.expect_line("listening", 20);
     let mut tx = ChildRole::spawn(Some(&net.hosts[0]), "tcp_tx", &env);
