@@ -393,8 +393,10 @@ impl CcReceiver {
                 // The interval that gives the rate data came at (RFC 5348 §6.3.1).
                 if x_recv > 0.0 { 1.0 / p_for_rate(s, rtt, x_recv) } else { 100.0 }
             });
-            // A new loss event: the CLR reports at once (RFC 5348 §6.2).
-            self.urgent |= new_event;
+            // A new loss event that takes the rate below the sender's: the
+            // CLR reports at once (RFC 5348 §6.2).
+            let below = self.sender.is_some_and(|i| self.calc_rate() < i.rate as f64);
+            self.urgent |= new_event && below;
         }
     }
 
