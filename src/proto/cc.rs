@@ -334,8 +334,8 @@ pub(crate) struct CcReceiver {
     forwarded: f64,
     /// Data packets since the last report: with none, nothing is reported.
     fresh: u32,
-    /// A loss event began since the last report: the CLR reports at once
-    /// (RFC 5348 §6.2), not at the end of its period.
+    /// A loss event began since the last report: the CLR reports half an
+    /// RTT after its last (RFC 5348 §6.2: at once), not a whole one.
     urgent: bool,
     epoch: Instant,
 }
@@ -471,8 +471,9 @@ impl CcReceiver {
     /// When a report may be due (the feedback timer, the CLR's period).
     pub(crate) fn deadline(&self, me: u32) -> Option<Instant> {
         let clr = (self.is_clr(me) && self.fresh > 0).then(|| match self.last_report {
-            Some(t) if !self.urgent => t + self.clr_period(),
-            Some(_) | None => self.epoch,
+            Some(t) if self.urgent => t + self.clr_period() / 2,
+            Some(t) => t + self.clr_period(),
+            None => self.epoch,
         });
         match (self.timer, clr) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -500,7 +501,9 @@ impl CcReceiver {
         let info = self.sender?;
         let due_clr = self.is_clr(me)
             && self.fresh > 0
-            && (self.urgent || self.last_report.is_none_or(|t| now >= t + self.clr_period()));
+            && self
+                .last_report
+                .is_none_or(|t| now >= t + if self.urgent { self.clr_period() / 2 } else { self.clr_period() });
         let due_timer = self.timer.is_some_and(|t| now >= t);
         if !(due_clr || due_timer) {
             return None;
