@@ -45,8 +45,6 @@ const CLR_ROUNDS: u32 = 6;
 const QUEUE_CAP: f64 = 1.25;
 /// Segments the pacer lets go together once it held packets back.
 const PACE_BATCH: f64 = 16.0;
-/// The least burst: two segments (as TCP's smallest TSO burst).
-const MIN_BURST: f64 = 2.0;
 /// How far back the CLR's best receive rate counts for the cap (at least
 /// its last three reports).
 const RECV_HORIZON: Duration = Duration::from_millis(100);
@@ -128,37 +126,10 @@ pub(crate) fn p_from_wire(p: u32) -> f64 {
     f64::from(p) / P_SCALE
 }
 
-/// A PSN missing is lost once this many later packets arrived (RFC 5348
-/// §5.1: NDUPACK)...
-const REORDER_PACKETS: u32 = 3;
-/// ... and this share of the RTT passed (a reordering window, as TCP's
-/// RACK), at least [`REORDER_MIN`], at most [`REORDER_MAX`]: a multi-core
-/// host reorders datagrams by several packets (each CPU's backlog), which
-/// must not count as congestion.
-const REORDER_SHARE: f64 = 0.25;
-const REORDER_MIN: Duration = Duration::from_millis(1);
-const REORDER_MAX: Duration = Duration::from_millis(20);
-/// Runs of missing PSNs kept waiting; beyond, the oldest is lost at once.
-const MISSING_RUNS: usize = 64;
-
-/// A run of PSNs skipped by a later packet: not yet lost.
-#[derive(Debug, Clone, Copy)]
-struct Missing {
-    first: Psn,
-    /// How many are missing from `first` on.
-    count: u32,
-    /// When a later packet showed the gap.
-    seen: Instant,
-    /// Packets that arrived after it.
-    after: u32,
-}
-
 /// Loss intervals (RFC 5348 §5), in packets.
 #[derive(Debug, Default)]
 pub(crate) struct LossHistory {
     highest: Option<Psn>,
-    /// Gaps waiting for the reordering window, oldest first.
-    missing: VecDeque<Missing>,
     /// When the current loss event began.
     event_at: Option<Instant>,
     /// Closed intervals, the most recent first, at most eight.
@@ -169,93 +140,35 @@ pub(crate) struct LossHistory {
 
 const WEIGHTS: [f64; 8] = [1.0, 1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2];
 
-/// The reordering window for a round trip `rtt`.
-fn reorder_window(rtt: Duration) -> Duration {
-    rtt.mul_f64(REORDER_SHARE).clamp(REORDER_MIN, REORDER_MAX)
-}
-
 impl LossHistory {
-    /// A packet first sent with `psn` arrived. PSNs it skips are missing; a
-    /// missing one that arrives late was reordered, not lost; one still
-    /// missing after [`REORDER_PACKETS`] later packets and the reordering
-    /// window is lost. Returns whether a new loss event began; `first` gives
-    /// the first interval then (from the receive rate, RFC 5348 §6.3.1).
+    /// A packet first sent with `psn` arrived: PSNs skipped since the highest
+    /// are lost. Returns whether a new loss event began; `first` gives the
+    /// first interval then (from the receive rate, RFC 5348 §6.3.1).
     pub(crate) fn on_packet(&mut self, psn: Psn, now: Instant, rtt: Duration, first: impl FnOnce() -> f64) -> bool {
         let Some(h) = self.highest else {
             self.highest = Some(psn);
             self.open += 1.0;
             return false;
         };
-        if h.is_before(psn) {
-            for m in &mut self.missing {
-                m.after += 1;
-            }
-            let skipped = (psn.diff(h) - 1).max(0) as u32;
-            if skipped > 0 {
-                self.missing.push_back(Missing { first: h.next(), count: skipped, seen: now, after: 1 });
-            }
-            self.highest = Some(psn);
-            self.open += f64::from(skipped) + 1.0;
-        } else {
-            self.arrived_late(psn);
-        }
-        let window = reorder_window(rtt);
-        let mut new_event = false;
-        let mut first = Some(first);
-        while let Some(&m) = self.missing.front() {
-            let overflow = self.missing.len() > MISSING_RUNS;
-            if !overflow && (m.after < REORDER_PACKETS || now.saturating_duration_since(m.seen) < window) {
-                break;
-            }
-            self.missing.pop_front();
-            new_event |= self.lost(m, rtt, &mut first);
-        }
-        new_event
-    }
-
-    /// A PSN below the highest arrived: if it was missing, it is no more.
-    fn arrived_late(&mut self, psn: Psn) {
-        let Some(k) =
-            self.missing.iter().position(|m| !psn.is_before(m.first) && psn.diff(m.first) < i64::from(m.count))
-        else {
-            return;
-        };
-        let m = &mut self.missing[k];
-        let at = psn.diff(m.first) as u32;
-        if at == 0 {
-            m.first = m.first.next();
-            m.count -= 1;
-        } else if at == m.count - 1 {
-            m.count -= 1;
-        } else {
-            // The middle of a run: split it.
-            let tail = Missing { first: psn.next(), count: m.count - at - 1, ..*m };
-            m.count = at;
-            self.missing.insert(k + 1, tail);
-        }
-        if self.missing[k].count == 0 {
-            self.missing.remove(k);
-        }
-    }
-
-    /// A run of PSNs is lost: a new loss event unless one began less than
-    /// an RTT before the gap showed.
-    fn lost(&mut self, m: Missing, rtt: Duration, first: &mut Option<impl FnOnce() -> f64>) -> bool {
-        if self.event_at.is_some_and(|t| m.seen.saturating_duration_since(t) <= rtt) {
+        if !h.is_before(psn) {
             return false;
         }
-        // The packets from the first lost one on belong to the new interval.
-        let since = self.highest.map_or(0, |h| h.diff(m.first) + 1).max(0) as f64;
-        if self.event_at.is_some() {
-            self.intervals.push_front((self.open - since).max(1.0));
-            self.intervals.truncate(WEIGHTS.len());
-        } else {
-            let f = first.take().map_or(1.0, |f| f());
-            self.intervals.push_front(f.max(1.0));
+        let lost = (psn.diff(h) - 1).max(0) as f64;
+        self.highest = Some(psn);
+        let mut new_event = false;
+        if lost > 0.0 && self.event_at.is_none_or(|t| now.saturating_duration_since(t) > rtt) {
+            if self.event_at.is_some() {
+                self.intervals.push_front(self.open.max(1.0));
+                self.intervals.truncate(WEIGHTS.len());
+            } else {
+                self.intervals.push_front(first().max(1.0));
+            }
+            self.event_at = Some(now);
+            self.open = 0.0;
+            new_event = true;
         }
-        self.event_at = Some(m.seen);
-        self.open = since;
-        true
+        self.open += lost + 1.0;
+        new_event
     }
 
     /// Whether a loss event was seen.
@@ -334,9 +247,6 @@ pub(crate) struct CcReceiver {
     forwarded: f64,
     /// Data packets since the last report: with none, nothing is reported.
     fresh: u32,
-    /// A loss event began since the last report: the CLR reports half an
-    /// RTT after its last (RFC 5348 §6.2: at once), not a whole one.
-    urgent: bool,
     epoch: Instant,
 }
 
@@ -355,7 +265,6 @@ impl CcReceiver {
             forward: None,
             forwarded: f64::INFINITY,
             fresh: 0,
-            urgent: false,
             epoch: now,
         }
     }
@@ -389,14 +298,10 @@ impl CcReceiver {
         self.recv.on_bytes(now, len, rtt, span);
         if first {
             let (s, x_recv) = (self.s, self.recv.rate);
-            let new_event = self.loss.on_packet(psn, now, rtt, || {
+            self.loss.on_packet(psn, now, rtt, || {
                 // The interval that gives the rate data came at (RFC 5348 §6.3.1).
                 if x_recv > 0.0 { 1.0 / p_for_rate(s, rtt, x_recv) } else { 100.0 }
             });
-            // A new loss event that takes the rate below the sender's: the
-            // CLR reports at once (RFC 5348 §6.2).
-            let below = self.sender.is_some_and(|i| self.calc_rate() < i.rate as f64);
-            self.urgent |= new_event && below;
         }
     }
 
@@ -470,11 +375,8 @@ impl CcReceiver {
 
     /// When a report may be due (the feedback timer, the CLR's period).
     pub(crate) fn deadline(&self, me: u32) -> Option<Instant> {
-        let clr = (self.is_clr(me) && self.fresh > 0).then(|| match self.last_report {
-            Some(t) if self.urgent => t + self.clr_period() / 2,
-            Some(t) => t + self.clr_period(),
-            None => self.epoch,
-        });
+        let clr =
+            (self.is_clr(me) && self.fresh > 0).then(|| self.last_report.map_or(self.epoch, |t| t + self.clr_period()));
         match (self.timer, clr) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -499,11 +401,8 @@ impl CcReceiver {
             return Some(r);
         }
         let info = self.sender?;
-        let due_clr = self.is_clr(me)
-            && self.fresh > 0
-            && self
-                .last_report
-                .is_none_or(|t| now >= t + if self.urgent { self.clr_period() / 2 } else { self.clr_period() });
+        let due_clr =
+            self.is_clr(me) && self.fresh > 0 && self.last_report.is_none_or(|t| now >= t + self.clr_period());
         let due_timer = self.timer.is_some_and(|t| now >= t);
         if !(due_clr || due_timer) {
             return None;
@@ -519,7 +418,6 @@ impl CcReceiver {
         self.reported = Some(info.round);
         self.last_report = Some(now);
         self.fresh = 0;
-        self.urgent = false;
         Some(self.report(now, me))
     }
 
@@ -551,7 +449,7 @@ struct Pacer {
 
 impl Pacer {
     fn burst(rate: f64, s: f64) -> f64 {
-        (rate / 1000.0).max(MIN_BURST * s)
+        (rate / 1000.0).max(PACE_BATCH * s)
     }
 
     fn refill(&mut self, now: Instant, rate: f64, s: f64) {
@@ -909,67 +807,32 @@ mod tests {
         assert!((p - 0.01).abs() < 1e-4, "{p}");
     }
 
-    /// Feed `h` the PSNs `from..from+n` (those in `skip` left out), one
-    /// every `gap`; returns the time after and how many events began.
-    fn feed(h: &mut LossHistory, t: &mut Instant, from: u32, n: u32, skip: &[u32], gap: Duration) -> u32 {
-        let rtt = Duration::from_millis(10);
-        let mut events = 0;
-        for k in from..from + n {
-            if !skip.contains(&k) {
-                events += u32::from(h.on_packet(Psn(k), *t, rtt, || 50.0));
-            }
-            *t += gap;
-        }
-        events
-    }
-
     #[test]
     fn losses_within_one_rtt_are_one_event() {
-        let mut t = Instant::now();
-        let ms = Duration::from_millis(1);
-        let mut h = LossHistory::default();
-        assert_eq!(feed(&mut h, &mut t, 1, 100, &[], ms / 10), 0);
-        // 3 lost in a row, 2 more 5 ms later (within the 10 ms RTT): one
-        // event, declared only after 3 later packets and the 2.5 ms window.
-        assert_eq!(feed(&mut h, &mut t, 101, 20, &[101, 102, 103], ms / 10), 0, "not before the window");
-        assert_eq!(feed(&mut h, &mut t, 121, 30, &[], ms / 10), 1);
-        assert_eq!(h.intervals.len(), 1);
-        assert_eq!(h.intervals[0], 50.0, "the first interval comes from the receive rate");
-        assert_eq!(feed(&mut h, &mut t, 151, 30, &[151, 152], ms / 10), 0, "within the event's RTT");
-        // Then a loss every 100 packets, each more than an RTT later: p tends to 1%.
-        let mut psn = 181;
-        for _ in 0..20 {
-            feed(&mut h, &mut t, psn, 100, &[psn], ms / 5);
-            psn += 100;
-        }
-        assert!((h.p() - 0.01).abs() < 0.0005, "{}", h.p());
-        assert!(h.missing.is_empty());
-    }
-
-    #[test]
-    fn reordered_packets_are_not_losses() {
-        let mut t = Instant::now();
-        let us = Duration::from_micros(1);
+        let t0 = Instant::now();
         let rtt = Duration::from_millis(10);
         let mut h = LossHistory::default();
-        feed(&mut h, &mut t, 1, 100, &[], us * 100);
-        // 101..=103 come after 104..=113 (a multi-core host's backlogs);
-        // 120 after 3 later ones, but within the window.
-        assert_eq!(feed(&mut h, &mut t, 104, 10, &[], us * 10), 0);
-        for k in [102, 101, 103] {
-            assert!(!h.on_packet(Psn(k), t, rtt, || 50.0));
+        let mut psn = Psn(1);
+        // 100 packets, then 3 lost in a row and 2 more lost within the RTT: one event.
+        for _ in 0..100 {
+            assert!(!h.on_packet(psn, t0, rtt, || 50.0));
+            psn = psn.next();
         }
-        assert_eq!(feed(&mut h, &mut t, 114, 10, &[120], us * 10), 0);
-        assert!(!h.on_packet(Psn(120), t, rtt, || 50.0));
-        assert_eq!(feed(&mut h, &mut t, 124, 10, &[], us * 100), 0);
-        assert!(!h.has_loss(), "{:?}", h.missing);
-        // A PSN late from the middle of a missing run splits it; the rest is lost.
-        assert_eq!(feed(&mut h, &mut t, 134, 10, &[135, 136, 137], us * 10), 0);
-        assert!(!h.on_packet(Psn(136), t, rtt, || 50.0));
-        assert_eq!(h.missing.len(), 2);
-        assert_eq!(feed(&mut h, &mut t, 144, 40, &[], us * 100), 1);
-        assert!(h.has_loss());
-        assert!(h.missing.is_empty());
+        assert!(h.on_packet(psn.add(3), t0, rtt, || 50.0));
+        assert!(!h.on_packet(psn.add(6), t0 + Duration::from_millis(5), rtt, || 50.0));
+        assert_eq!(h.intervals.len(), 1);
+        assert_eq!(h.intervals[0], 50.0, "the first interval comes from the receive rate");
+        // Then a loss every 100 packets, each more than an RTT later: p tends to 1%.
+        let mut t = t0;
+        let mut psn = psn.add(6);
+        for _ in 0..20 {
+            t += Duration::from_millis(20);
+            psn = psn.add(100);
+            h.on_packet(psn, t, rtt, || 0.0);
+        }
+        assert!((h.p() - 0.01).abs() < 0.0005, "{}", h.p());
+        // A late packet (reordered) changes nothing.
+        assert!(!h.on_packet(Psn(5), t, rtt, || 0.0));
     }
 
     fn report(member: u32, calc: u64, recv: u64, loss: bool) -> RateReport {
