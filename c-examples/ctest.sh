@@ -453,8 +453,12 @@ t_dissector() {
     function class(   c) {
         if ((R["outer"] + 0) == 1) return "icmp"          # quoted in an ICMP error
         if (R["dst"] == "127.0.0.2") return "inj"
-        if (R["connid"] == tcid || R["sport"] == port || R["dport"] == port) return "tree"
-        if (R["connid"] == kcid || R["sport"] == kport || R["dport"] == kport) return "keyed"
+        # By the connection id; by the group port only for the LJR (id 0): the
+        # ephemeral port of a TU may be the group port of the other connection.
+        if (R["connid"] == tcid) return "tree"
+        if (R["connid"] == kcid) return "keyed"
+        if (R["sport"] == port || R["dport"] == port) return "tree"
+        if (R["sport"] == kport || R["dport"] == kport) return "keyed"
         return "other"
     }
     NR == FNR {
@@ -977,6 +981,9 @@ run() {   # run <name> <function>
     else
         echo "FAIL - $name"
         sed 's/^/#   /' "$dir/log"
+        # A long log may be cut in the middle where it is shown: the failed
+        # checks once more, last.
+        grep '^NOT' "$dir/log" | sed 's/^/#   failed: /'
         failed=$((failed + 1))
     fi
 }
