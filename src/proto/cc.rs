@@ -449,6 +449,9 @@ impl CcReceiver {
 struct Pacer {
     tokens: f64,
     last: Instant,
+    /// When the sender last left more than a burst of credit unused: it had
+    /// nothing it could send (its window full, or the application idle).
+    limited_at: Option<Instant>,
 }
 
 impl Pacer {
@@ -459,7 +462,12 @@ impl Pacer {
     fn refill(&mut self, now: Instant, rate: f64, s: f64) {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + rate * dt).min(Self::burst(rate, s));
+        let burst = Self::burst(rate, s);
+        let credit = self.tokens + rate * dt;
+        if credit > 2.0 * burst {
+            self.limited_at = Some(now);
+        }
+        self.tokens = credit.min(burst);
     }
 }
 
@@ -483,6 +491,8 @@ pub(crate) struct RateControl {
     round_reports: u32,
     /// The largest round trip known.
     max_rtt: Duration,
+    /// The largest round trip measured in the current round (zero: none).
+    round_max_rtt: Duration,
     /// The last report, to echo: member, timestamp, delay so far, arrival.
     echo: Option<(u32, u32, u32, Instant)>,
     /// When the Rate element was last sent, and whether an echo waits.
@@ -526,12 +536,13 @@ impl RateControl {
             round_low_recv: f64::INFINITY,
             round_reports: 0,
             max_rtt,
+            round_max_rtt: Duration::ZERO,
             echo: None,
             announced: None,
             echo_waiting: false,
             sent_in_round: 0,
             sent_since_announce: 0,
-            pacer: Pacer { tokens: 4.0 * s, last: now },
+            pacer: Pacer { tokens: 4.0 * s, last: now, limited_at: None },
             last_increase: now,
             min_rtt: Duration::MAX,
             clr_recv: VecDeque::new(),
@@ -569,6 +580,7 @@ impl RateControl {
         } else {
             self.max_rtt = self.max_rtt.max(rtt);
         }
+        self.round_max_rtt = self.round_max_rtt.max(rtt);
     }
 
     /// A receiver's report (the CLR's, or one lower than the CLR's).
@@ -581,6 +593,7 @@ impl RateControl {
         let rtt = Duration::from_micros(u64::from(r.rtt_us.max(1)));
         if r.measured {
             self.max_rtt = self.max_rtt.max(rtt);
+            self.round_max_rtt = self.round_max_rtt.max(rtt);
         }
         let recv = r.recv as f64;
         let x = if r.loss { r.calc as f64 } else { recv };
@@ -630,7 +643,14 @@ impl RateControl {
             // of the last 100 ms or 8 RTTs, at least its last three, so that
             // a sender that paused, or a dip in one measure, does not hold
             // the rate back).
-            self.clr_recv.push_back((recv, now));
+            // A receive rate measured while the sender had nothing to send
+            // says nothing of the path: it does not lower the best one
+            // (RFC 5348 §4.3, a data-limited interval). Otherwise a stall
+            // for repairs would cap the rate at twice the trickle it left.
+            let before = self.clr_recv.iter().map(|&(r, _)| r).fold(0.0, f64::max);
+            let limited =
+                self.pacer.limited_at.is_some_and(|t| now.saturating_duration_since(t) <= RECV_SPAN + rtt * 2);
+            self.clr_recv.push_back((if limited { recv.max(before) } else { recv }, now));
             let horizon = (self.max_rtt * 8).max(RECV_HORIZON);
             while self.clr_recv.len() > 3 && self.clr_recv.front().is_some_and(|&(_, t)| now - t > horizon) {
                 self.clr_recv.pop_front();
@@ -682,6 +702,14 @@ impl RateControl {
         {
             self.clr = None;
         }
+        // The largest RTT decays: quartered each round, down to the largest
+        // measured in the round (one slow early sample, a join while the TO
+        // was busy, must not make every round, and so the slow start, last
+        // seconds). A round without a measure keeps it.
+        if self.round_max_rtt > Duration::ZERO {
+            self.max_rtt = self.round_max_rtt.max(self.max_rtt / 4);
+        }
+        self.round_max_rtt = Duration::ZERO;
         self.round = self.round.wrapping_add(1);
         self.round_start = now;
         self.round_low = f64::INFINITY;
@@ -851,11 +879,14 @@ mod tests {
         assert_eq!(rc.rate(), 400_000.0, "4 segments per RTT");
         assert_eq!(RateControl::new(CcMode::Tfmcc, 0, 1000, Some(rtt / 100), t0).rate(), 4_000_000.0, "at most 4 MB/s");
         let round = round_length(rtt);
-        rc.on_report(t0, report(7, u64::MAX, 300_000, false));
+        // (Slow start reports at the RTT given, so that the largest RTT
+        // stays 10 ms and with it the floor, 100 kB/s.)
+        let at_rtt = |r: RateReport| RateReport { rtt_us: 10_000, ..r };
+        rc.on_report(t0, at_rtt(report(7, u64::MAX, 300_000, false)));
         rc.spend(1000);
         rc.tick(t0 + round);
         assert_eq!(rc.rate(), 600_000.0, "twice the lowest receive rate");
-        rc.on_report(t0 + round, report(8, u64::MAX, 100_000_000, false));
+        rc.on_report(t0 + round, at_rtt(report(8, u64::MAX, 100_000_000, false)));
         rc.spend(1000);
         rc.tick(t0 + round * 2);
         assert_eq!(rc.rate(), 1_200_000.0, "doubling");
@@ -890,18 +921,50 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_rtt_decays_to_what_the_rounds_measure() {
+        let t0 = Instant::now();
+        let mut rc = RateControl::new(CcMode::Tfmcc, 0, 1000, Some(Duration::from_millis(1)), t0);
+        // One slow sample (250 ms), then reports at 1 ms: quartered each round.
+        rc.on_report(t0, RateReport { rtt_us: 250_000, ..report(7, u64::MAX, 300_000, false) });
+        assert_eq!(rc.max_rtt, Duration::from_millis(250));
+        let mut t = t0;
+        let mut rounds = 0;
+        while rc.max_rtt > Duration::from_millis(1) {
+            t += round_length(rc.max_rtt);
+            rc.on_report(t, report(7, u64::MAX, 300_000, false));
+            rc.spend(1000);
+            rc.tick(t);
+            rounds += 1;
+            assert!(rounds < 20, "{:?}", rc.max_rtt);
+        }
+        assert_eq!(rc.max_rtt, Duration::from_millis(1));
+        // Its own round and the next at 1.5 s each, then 0.4 s and less.
+        assert!(t - t0 < Duration::from_secs(4), "{:?}", t - t0);
+        // A round without a measure keeps it.
+        rc.on_report(t, RateReport { rtt_us: 8000, ..report(7, u64::MAX, 300_000, false) });
+        rc.spend(1000);
+        rc.tick(t + round_length(rc.max_rtt));
+        t += round_length(rc.max_rtt);
+        rc.spend(1000);
+        rc.tick(t + round_length(rc.max_rtt));
+        assert_eq!(rc.max_rtt, Duration::from_millis(8));
+    }
+
+    #[test]
     fn slow_start_ends_when_the_receive_rate_stops_growing_or_a_queue_builds() {
         let t0 = Instant::now();
         let rtt = Duration::from_millis(10);
         let round = round_length(rtt);
         let mut rc = RateControl::new(CcMode::Tfmcc, 0, 1000, Some(rtt), t0);
-        rc.on_report(t0, report(7, u64::MAX, 300_000, false));
+        // At the RTT given: the largest RTT, and the floor, stay.
+        let at_rtt = |r: RateReport| RateReport { rtt_us: 10_000, ..r };
+        rc.on_report(t0, at_rtt(report(7, u64::MAX, 300_000, false)));
         rc.spend(1000);
         rc.tick(t0 + round);
         assert_eq!(rc.rate(), 600_000.0);
         for recv in [310_000, 310_000, 305_000, 320_000] {
             assert!(rc.is_slow_start(), "a repeated measure counts for nothing");
-            rc.on_report(t0 + round, report(7, u64::MAX, recv, false));
+            rc.on_report(t0 + round, at_rtt(report(7, u64::MAX, recv, false)));
         }
         assert!(!rc.is_slow_start(), "three new measures without growth");
         assert_eq!((rc.rate(), rc.clr()), (320_000.0, Some(7)));
