@@ -449,7 +449,7 @@ impl CcReceiver {
 struct Pacer {
     tokens: f64,
     last: Instant,
-    /// When the sender last left more than a burst of credit unused: it had
+    /// When the sender last left more than two bursts of credit unused: it had
     /// nothing it could send (its window full, or the application idle).
     limited_at: Option<Instant>,
 }
@@ -647,10 +647,10 @@ impl RateControl {
             // says nothing of the path: it does not lower the best one
             // (RFC 5348 §4.3, a data-limited interval). Otherwise a stall
             // for repairs would cap the rate at twice the trickle it left.
-            let before = self.clr_recv.iter().map(|&(r, _)| r).fold(0.0, f64::max);
             let limited =
                 self.pacer.limited_at.is_some_and(|t| now.saturating_duration_since(t) <= RECV_SPAN + rtt * 2);
-            self.clr_recv.push_back((if limited { recv.max(before) } else { recv }, now));
+            let counted = if limited { recv.max(self.best_clr_recv()) } else { recv };
+            self.clr_recv.push_back((counted, now));
             let horizon = (self.max_rtt * 8).max(RECV_HORIZON);
             while self.clr_recv.len() > 3 && self.clr_recv.front().is_some_and(|&(_, t)| now - t > horizon) {
                 self.clr_recv.pop_front();
@@ -658,7 +658,7 @@ impl RateControl {
             while self.clr_recv.len() > 64 {
                 self.clr_recv.pop_front();
             }
-            let lately = self.clr_recv.iter().map(|&(r, _)| r).fold(0.0, f64::max);
+            let lately = self.best_clr_recv();
             // A standing queue (the round trip well above the least seen):
             // little more than what arrives, so that it grows slowly, if at
             // all, while the rate still probes upward.
@@ -679,6 +679,11 @@ impl RateControl {
             self.last_increase = now;
         }
         self.rate = self.rate.max(self.floor());
+    }
+
+    /// The best receive rate the CLR reported lately (0 with none).
+    fn best_clr_recv(&self) -> f64 {
+        self.clr_recv.iter().map(|&(r, _)| r).fold(0.0, f64::max)
     }
 
     /// The slowest the sender goes: one segment per largest round trip, as
@@ -942,11 +947,11 @@ mod tests {
         assert!(t - t0 < Duration::from_secs(4), "{:?}", t - t0);
         // A round without a measure keeps it.
         rc.on_report(t, RateReport { rtt_us: 8000, ..report(7, u64::MAX, 300_000, false) });
-        rc.spend(1000);
-        rc.tick(t + round_length(rc.max_rtt));
-        t += round_length(rc.max_rtt);
-        rc.spend(1000);
-        rc.tick(t + round_length(rc.max_rtt));
+        for _ in 0..2 {
+            t += round_length(rc.max_rtt);
+            rc.spend(1000);
+            rc.tick(t);
+        }
         assert_eq!(rc.max_rtt, Duration::from_millis(8));
     }
 
