@@ -723,6 +723,7 @@ impl Owner {
                         && matches!(self.phase, Phase::Open | Phase::Creating | Phase::Draining) =>
                 {
                     self.send_ndata();
+                    self.probe_laggards(now);
                     self.ndata_interval = (self.ndata_interval * 2).min(self.cfg.hgt);
                     self.io.timers.set(Timer::Ndata, now + self.ndata_interval);
                 }
@@ -789,8 +790,21 @@ impl Owner {
         self.io.ctl.push_back(Ctl::new(Dest::Group, h));
     }
 
-    /// An HB to child `id` alone (it just attached): its answer measures
-    /// the round trip to it at once.
+    /// Idle, with data kept for some child: an HB to each child that lags
+    /// and was quiet for two of its round trips, whose answer (HBACK)
+    /// carries its acknowledgement. A lost last ACK would otherwise hold
+    /// the window, or the end of the connection, until its keep-alive.
+    fn probe_laggards(&mut self, now: Instant) {
+        if self.parent.store.is_empty() {
+            return;
+        }
+        for id in self.parent.quiet_laggards(self.sender.first_unsent(), now, self.cfg.rxt / 8) {
+            self.probe(id, now);
+        }
+    }
+
+    /// An HB to child `id` alone (it just attached, or it lags): its answer
+    /// measures the round trip to it at once.
     fn probe(&mut self, id: u32, now: Instant) {
         let ctl = self.parent.probe(self.conn_id, self.lowest_repairable(), id, 0, TO, now);
         self.io.ctl.extend(ctl);

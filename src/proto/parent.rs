@@ -388,6 +388,24 @@ impl Parent {
         stuck
     }
 
+    /// The active children whose subtree still lacks something before `end`
+    /// and that were not heard from for two of their round trips (`unknown`
+    /// while that is not measured yet). Called while the sender is idle
+    /// (NDATA): such a child's last acknowledgement may have been lost, and
+    /// a child with no hole sends no other, so its parent asks it (an HB
+    /// naming it) rather than wait for its keep-alive, HGT/2 later.
+    pub(crate) fn quiet_laggards(&self, end: Psn, now: Instant, unknown: Duration) -> Vec<u32> {
+        self.children
+            .iter()
+            .filter(|(_, c)| c.active && c.stable.is_before(end))
+            .filter(|(_, c)| {
+                let quiet = c.rtt.map_or(unknown, |r| (r * 2).max(Duration::from_millis(1)));
+                now.saturating_duration_since(c.heard) >= quiet
+            })
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
     /// The active children silent for longer than `limit` (one that has
     /// not attached yet has its own deadline, see `Members::unattached`).
     pub(crate) fn silent(&self, now: Instant, limit: Duration) -> Vec<u32> {

@@ -289,6 +289,22 @@ impl Ra {
         self.parent.release(own_lsn);
     }
 
+    /// NDATA from the TO (it is idle): an HB to each child whose subtree
+    /// lacks something before this RA's own LSN and that was quiet for two
+    /// of its round trips. Its answer carries its acknowledgement: a lost
+    /// last ACK would otherwise hold the TO's window, or the end of the
+    /// connection, until the child's keep-alive, HGT/2 later.
+    pub(crate) fn probe_laggards(&self, me: &Me, cfg: &Config, now: Instant, own_lsn: Psn, io: &mut Io) {
+        if cfg.ro == Ro::Unreliable {
+            return;
+        }
+        let (lowest, level) = (self.repairable_from(own_lsn), me.membership.tree_level.saturating_add(1));
+        let conn_id = me.conn_id.unwrap_or(0);
+        for id in self.parent.quiet_laggards(own_lsn, now, cfg.rxt / 8) {
+            io.ctl.extend(self.parent.probe(conn_id, lowest, id, level, me.membership.member_id, now));
+        }
+    }
+
     /// The lowest PSN from which this RA can repair everything a child may
     /// lack below its own LSN: HB's PSN (semi-reliable children give up
     /// below it).

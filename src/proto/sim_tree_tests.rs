@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::sim::{Direction, OWNER_ADDR, STRANGER_ADDR, Sim, message_id, messages, user_addr};
-use super::{Config, Dest, End, Event, JoinStatus, LeaveReason, Message, Rng};
+use super::{CcMode, Config, Dest, End, Event, JoinStatus, LeaveReason, Message, Rng};
 use crate::wire::{Header, Membership, Packet, PacketType, Psn, Ro, Tco};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -47,7 +47,11 @@ fn ra_cfg(cfg: Config) -> Config {
 /// A tree: `ras` repair agents joined first (fan-out `fanout`: with 2, RAs
 /// fill levels 1, 2, 3...), then `leaves` leaves.
 fn tree(fanout: u16, ras: usize, leaves: usize, ro: Ro, seed: u64) -> Sim {
-    let cfg = tree_cfg(fanout, ro);
+    tree_of(tree_cfg(fanout, ro), ras, leaves, seed)
+}
+
+/// [`tree`], of TUs and a TO configured as `cfg`.
+fn tree_of(cfg: Config, ras: usize, leaves: usize, seed: u64) -> Sim {
     let mut sim = Sim::new(seed);
     sim.add_owner(cfg);
     for _ in 0..ras {
@@ -571,4 +575,48 @@ fn tfmcc_reports_per_round_stay_few_whatever_the_group_size() {
         small.line(),
         large.line()
     );
+}
+
+/// A lost last acknowledgement does not hold the TO's window (or the end of
+/// the connection) until the child's keep-alive, HGT/2 later: while the TO
+/// is idle, each parent asks a child that lags and fell quiet (an HB naming
+/// it), whether that parent is the TO or a repair agent.
+#[test]
+fn a_lost_last_acknowledgement_is_asked_for_not_waited_for() {
+    for ras in [0, 1] {
+        // Without TFMCC: its reports would carry an acknowledgement too, when due.
+        let cfg = Config { cc: CcMode::None, ..tree_cfg(8, Ro::Reliable) };
+        let mut sim = tree_of(cfg, ras, 1, 7);
+        let leaf = user_addr(ras);
+        // Its round trip measured (its answer to the parent's first HB).
+        sim.run_for(ms(10));
+        let parent = if ras == 0 { OWNER_ADDR } else { user_addr(0) };
+        // Everything the leaf acknowledges is lost while the data flows.
+        sim.set_filter(move |w| w.from == leaf && matches!(w.packet_type(), Some(PacketType::Ack | PacketType::Hback)));
+        let msgs = messages(&mut Rng::new(7), 0, 20, 100..=1200);
+        sim.owner_send_all(&msgs);
+        let all: Vec<usize> = (0..sim.users.len()).collect();
+        sim.run_until_delivered(&all, msgs.len(), SEC);
+        // And its answer to the TO's first NDATA (the TO is idle now).
+        let ndata = sim.sent_count(PacketType::Ndata);
+        sim.run_until(SEC, "NDATA", |s| s.sent_count(PacketType::Ndata) > ndata);
+        sim.run_for(ms(3));
+        assert!(sim.owner().in_window() > 0, "{ras} RA: the TO still waits for the leaf");
+        sim.clear_filter();
+        let asked_from = sim.elapsed();
+        sim.run_until(SEC, "everything released", |s| s.owner().in_window() == 0);
+        let waited = sim.elapsed() - asked_from;
+        assert!(
+            waited < cfg.hgt / 10,
+            "{ras} RA: released {waited:?} after the last ACK was lost (keep-alive: {:?})",
+            cfg.hgt / 2
+        );
+        let probes = sim.sent.iter().filter(|r| {
+            r.at >= asked_from && r.from == parent && r.packet_type == PacketType::Hb && r.dest == Dest::Unicast(leaf)
+        });
+        assert!(probes.count() >= 1, "{ras} RA: the leaf's parent asked it");
+        for u in &sim.users {
+            assert_exactly("the leaf", &u.delivered, &msgs);
+        }
+    }
 }

@@ -1054,7 +1054,8 @@ impl User {
         if accept == Accept::TooFarAhead { Outcome::Range } else { Outcome::Taken }
     }
 
-    /// NDATA: the TO is idle; its PSN is the next it will use.
+    /// NDATA: the TO is idle; its PSN is the next it will use. A repair
+    /// agent asks its quiet laggards where they stand (`Ra::probe_laggards`).
     fn on_ndata(&mut self, now: Instant, next: Psn) -> Outcome {
         let acks = self.acks();
         let sub = self.subtree();
@@ -1062,6 +1063,9 @@ impl User {
             Some(c) => c.on_ndata(&self.me, &self.cfg, sub, acks, now, next, &mut self.io),
             None => true,
         };
+        if believable && let (Some(ra), Some(c)) = (self.ra.as_ref(), self.child.as_ref()) {
+            ra.probe_laggards(&self.me, &self.cfg, now, c.rx.lsn(), &mut self.io);
+        }
         if believable { Outcome::Taken } else { Outcome::Range }
     }
 
