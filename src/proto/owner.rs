@@ -1291,6 +1291,11 @@ impl Owner {
         if !self.parent.on_ack(user_id, &ack, end, next, repair, now, self.cfg.rxt) {
             return Outcome::Range;
         }
+        // Its round trip still not measured (the first HB or its answer was
+        // lost): asked again, for its repairs are backed off by RXT until then.
+        if self.parent.unmeasured(user_id, now, self.cfg.rxt / 8) {
+            self.probe(user_id, now);
+        }
         if let Some(r) = packet.elements.report.filter(|_| self.cc.mode() == CcMode::Tfmcc) {
             self.cc.on_report(now, r);
             if r.measured && r.member == user_id {

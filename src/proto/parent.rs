@@ -41,6 +41,9 @@ pub(crate) struct ChildState {
     pub heard: Instant,
     /// Round-trip time measured by HB/HBACK.
     pub rtt: Option<Duration>,
+    /// When an HB naming it was last sent, while its round trip was not
+    /// measured yet.
+    pub probed: Option<Instant>,
     /// When its LSN last moved, or it last had everything: a child that
     /// acknowledges nothing new while data waits for it is stuck, whatever
     /// else it sends. (Its own LSN, not its subtree's Stable: a stuck
@@ -117,6 +120,7 @@ impl Parent {
             adn: 1,
             heard: now,
             rtt: None,
+            probed: None,
             progress: now,
         };
         if let Some(old) = self.children.insert(id, c) {
@@ -249,12 +253,32 @@ impl Parent {
     /// An HB to child `id` alone, naming it, so that its answer measures the
     /// round trip at once (sent when it attaches: repairs and the end of a
     /// transfer are then timed by it, not by RXT).
-    pub(crate) fn probe(&self, conn_id: u32, lowest: Psn, id: u32, level: u8, me: u32, now: Instant) -> Option<Ctl> {
-        let c = self.children.get(&id)?;
+    pub(crate) fn probe(
+        &mut self,
+        conn_id: u32,
+        lowest: Psn,
+        id: u32,
+        level: u8,
+        me: u32,
+        now: Instant,
+    ) -> Option<Ctl> {
+        let c = self.children.get_mut(&id)?;
+        c.probed = Some(now);
+        let c = *c;
         let mut ctl = self.hb(conn_id, lowest, Dest::Unicast(c.addr), now);
         ctl.elements.membership =
             Some(Membership { tree_level: level, child_id: c.child_id, member_id: id, parent_id: me });
         Some(ctl)
+    }
+
+    /// Whether child `id` is to be probed again: its round trip is still not
+    /// measured (the first HB or its answer was lost) and the last probe
+    /// went `every` ago. Until it is measured its repairs are backed off by
+    /// RXT, which stalls a window at any loss.
+    pub(crate) fn unmeasured(&self, id: u32, now: Instant, every: Duration) -> bool {
+        self.children.get(&id).is_some_and(|c| {
+            c.active && c.rtt.is_none() && c.probed.is_none_or(|t| now.saturating_duration_since(t) >= every)
+        })
     }
 
     /// An echoed Timestamp from child `id`: its round-trip time.

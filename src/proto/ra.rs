@@ -294,15 +294,30 @@ impl Ra {
     /// of its round trips. Its answer carries its acknowledgement: a lost
     /// last ACK would otherwise hold the TO's window, or the end of the
     /// connection, until the child's keep-alive, HGT/2 later.
-    pub(crate) fn probe_laggards(&self, me: &Me, cfg: &Config, now: Instant, own_lsn: Psn, io: &mut Io) {
+    pub(crate) fn probe_laggards(&mut self, me: &Me, cfg: &Config, now: Instant, own_lsn: Psn, io: &mut Io) {
         if cfg.ro == Ro::Unreliable {
             return;
         }
+        for id in self.parent.quiet_laggards(own_lsn, now, cfg.rxt / 8) {
+            self.probe(me, now, own_lsn, id, io);
+        }
+    }
+
+    /// Child `id` sent an acknowledgement: if its round trip is still not
+    /// measured, ask again (every RXT/8), for its repairs are backed off by
+    /// RXT until it is.
+    pub(crate) fn probe_unmeasured(&mut self, me: &Me, cfg: &Config, now: Instant, own_lsn: Psn, id: u32, io: &mut Io) {
+        if self.parent.unmeasured(id, now, cfg.rxt / 8) {
+            self.probe(me, now, own_lsn, id, io);
+        }
+    }
+
+    /// An HB to child `id` alone, naming it: its answer measures the round
+    /// trip and carries its acknowledgement.
+    fn probe(&mut self, me: &Me, now: Instant, own_lsn: Psn, id: u32, io: &mut Io) {
         let (lowest, level) = (self.repairable_from(own_lsn), me.membership.tree_level.saturating_add(1));
         let conn_id = me.conn_id.unwrap_or(0);
-        for id in self.parent.quiet_laggards(own_lsn, now, cfg.rxt / 8) {
-            io.ctl.extend(self.parent.probe(conn_id, lowest, id, level, me.membership.member_id, now));
-        }
+        io.ctl.extend(self.parent.probe(conn_id, lowest, id, level, me.membership.member_id, now));
     }
 
     /// The lowest PSN from which this RA can repair everything a child may

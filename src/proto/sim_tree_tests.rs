@@ -620,3 +620,36 @@ fn a_lost_last_acknowledgement_is_asked_for_not_waited_for() {
         }
     }
 }
+
+/// A child whose round trip its parent could not measure (the answer to
+/// the first HB was lost) is asked again on its next acknowledgement: its
+/// repairs are then backed off by that round trip, not by RXT, and a lost
+/// repair is sent again within a few round trips.
+#[test]
+fn a_child_whose_first_probe_was_lost_is_measured_on_its_next_ack() {
+    for ras in [0, 1] {
+        let cfg = Config { cc: CcMode::None, ..tree_cfg(8, Ro::Reliable) };
+        let mut sim = tree_of(cfg, ras, 0, 9);
+        let (leaf, parent) = (user_addr(ras), if ras == 0 { OWNER_ADDR } else { user_addr(0) });
+        sim.drop_next_to(PacketType::Hback, parent, 1);
+        sim.join_one(cfg);
+        sim.run_for(ms(20));
+        let id = sim.user(ras).member_id();
+        if ras == 0 {
+            assert_eq!(sim.owner().rtt(id), None, "the answer to the first HB was lost");
+        }
+        // The leaf's copy of the first DATA is lost, and so is its first repair.
+        sim.drop_next_to(PacketType::Data, leaf, 1);
+        sim.drop_next_to(PacketType::Rdata, leaf, 1);
+        let msgs = messages(&mut Rng::new(9), 0, 2, 100..=400);
+        let sent_at = sim.elapsed();
+        sim.owner_send_all(&msgs);
+        sim.run_until_delivered(&[ras], msgs.len(), SEC);
+        let took = sim.elapsed() - sent_at;
+        assert!(took < cfg.rxt / 2, "{ras} RA: repaired {took:?} after sending (RXT {:?})", cfg.rxt);
+        assert_exactly("the leaf", &sim.users[ras].delivered, &msgs);
+        if ras == 0 {
+            assert!(sim.owner().rtt(id).is_some(), "measured since");
+        }
+    }
+}

@@ -755,6 +755,7 @@ impl User {
         let (Some(ra), Some(c)) = (self.ra.as_mut(), self.child.as_mut()) else { return false };
         let own = c.rx.lsn();
         let Some(stable) = ra.on_child_ack(&self.cfg, now, id, p, own, c.rx.known_end()) else { return false };
+        ra.probe_unmeasured(&self.me, &self.cfg, now, own, id, &mut self.io);
         let sub = ra.subtree();
         let caught_up = c.is_acked() && stable == own && c.acked_stable() != Some(stable);
         if acks && (caught_up || sub.adn != before) {
@@ -1063,7 +1064,7 @@ impl User {
             Some(c) => c.on_ndata(&self.me, &self.cfg, sub, acks, now, next, &mut self.io),
             None => true,
         };
-        if believable && let (Some(ra), Some(c)) = (self.ra.as_ref(), self.child.as_ref()) {
+        if believable && let (Some(ra), Some(c)) = (self.ra.as_mut(), self.child.as_ref()) {
             ra.probe_laggards(&self.me, &self.cfg, now, c.rx.lsn(), &mut self.io);
         }
         if believable { Outcome::Taken } else { Outcome::Range }
