@@ -130,10 +130,18 @@ pub(crate) fn p_from_wire(p: u32) -> f64 {
     f64::from(p) / P_SCALE
 }
 
+/// Packets with a higher PSN that must arrive before a missing one is taken
+/// for lost (RFC 5348 §5.1): a datagram overtaken by a few others (veth and
+/// multi-queue NICs reorder that much) is not a loss event.
+const NDUPACK: i64 = 3;
+
 /// Loss intervals (RFC 5348 §5), in packets.
 #[derive(Debug, Default)]
 pub(crate) struct LossHistory {
     highest: Option<Psn>,
+    /// PSNs skipped and not taken for lost yet (fewer than NDUPACK later
+    /// ones arrived), in order: at most NDUPACK - 1 of them.
+    missing: VecDeque<Psn>,
     /// When the current loss event began.
     event_at: Option<Instant>,
     /// Closed intervals, the most recent first, at most eight.
@@ -145,9 +153,10 @@ pub(crate) struct LossHistory {
 const WEIGHTS: [f64; 8] = [1.0, 1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2];
 
 impl LossHistory {
-    /// A packet first sent with `psn` arrived: PSNs skipped since the highest
-    /// are lost. Returns whether a new loss event began; `first` gives the
-    /// first interval then (from the receive rate, RFC 5348 §6.3.1).
+    /// A packet first sent with `psn` arrived: a PSN skipped is lost once
+    /// NDUPACK later ones arrived, and a skipped one that arrives meanwhile
+    /// was only late. Returns whether a new loss event began; `first` gives
+    /// the first interval then (from the receive rate, RFC 5348 §6.3.1).
     pub(crate) fn on_packet(&mut self, psn: Psn, now: Instant, rtt: Duration, first: impl FnOnce() -> f64) -> bool {
         let Some(h) = self.highest else {
             self.highest = Some(psn);
@@ -155,10 +164,26 @@ impl LossHistory {
             return false;
         };
         if !h.is_before(psn) {
+            // Late: one of the missing ones, or a duplicate.
+            if let Some(i) = self.missing.iter().position(|&m| m == psn) {
+                self.missing.remove(i);
+                self.open += 1.0;
+            }
             return false;
         }
-        let lost = (psn.diff(h) - 1).max(0) as f64;
         self.highest = Some(psn);
+        // Skipped PSNs this far behind are lost at once, however many.
+        let skipped = psn.diff(h) - 1;
+        let mut lost = (skipped - (NDUPACK - 1)).max(0) as f64;
+        let mut p = psn.sub(skipped.min(NDUPACK - 1) as u32);
+        while p.is_before(psn) {
+            self.missing.push_back(p);
+            p = p.next();
+        }
+        while self.missing.front().is_some_and(|&m| psn.diff(m) >= NDUPACK) {
+            self.missing.pop_front();
+            lost += 1.0;
+        }
         let mut new_event = false;
         if lost > 0.0 && self.event_at.is_none_or(|t| now.saturating_duration_since(t) > rtt) {
             if self.event_at.is_some() {
@@ -870,6 +895,38 @@ mod tests {
         assert!((h.p() - 0.01).abs() < 0.0005, "{}", h.p());
         // A late packet (reordered) changes nothing.
         assert!(!h.on_packet(Psn(5), t, rtt, || 0.0));
+    }
+
+    #[test]
+    fn a_packet_overtaken_by_fewer_than_three_is_late_not_lost() {
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(10);
+        let mut h = LossHistory::default();
+        for k in 1..=100 {
+            h.on_packet(Psn(k), t0, rtt, || 50.0);
+        }
+        // 101 comes after 102 and 103: reordered, no loss.
+        assert!(!h.on_packet(Psn(102), t0, rtt, || 50.0));
+        assert!(!h.on_packet(Psn(103), t0, rtt, || 50.0));
+        assert!(!h.on_packet(Psn(101), t0, rtt, || 50.0));
+        assert!(!h.has_loss());
+        // 105 is missing while 106 and 107 arrive; 108, the third after it, makes it lost.
+        for k in 104..=107 {
+            if k != 105 {
+                assert!(!h.on_packet(Psn(k), t0, rtt, || 50.0));
+            }
+        }
+        assert!(!h.has_loss(), "two later packets: not lost yet");
+        assert!(h.on_packet(Psn(108), t0, rtt, || 50.0), "the third later packet: lost");
+        assert!(h.has_loss());
+        // Arriving now changes nothing: it was counted lost.
+        assert!(!h.on_packet(Psn(105), t0, rtt, || 50.0));
+        assert_eq!(h.intervals.len(), 1);
+        // 50 skipped: 48 lost at once (the event goes on), the last 2 pending.
+        let open = h.open;
+        assert!(!h.on_packet(Psn(159), t0, rtt, || 50.0));
+        assert_eq!(h.open - open, 49.0, "48 lost and the one that came");
+        assert_eq!(h.missing.len(), 2);
     }
 
     fn report(member: u32, calc: u64, recv: u64, loss: bool) -> RateReport {
