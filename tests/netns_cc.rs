@@ -345,8 +345,9 @@ fn netns_tfmcc_and_tcp_share_a_bottleneck_and_neither_starves() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(net) = bottleneck_net("F", "p1") else { return };
     let port = 7950 + (std::process::id() % 40) as u16;
-    // ECTP_TCP_SECS=30 for a longer run (measured over its second half).
-    let secs: f64 = std::env::var("ECTP_TCP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8.0);
+    // ECTP_TCP_SECS=60 for a longer run (measured over its second half):
+    // BBR takes seconds to find its share, and loss events come seconds apart.
+    let secs: f64 = std::env::var("ECTP_TCP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20.0);
     let env = [
         ("ECTP_PORT", port.to_string()),
         ("ECTP_SECS", secs.to_string()),
@@ -364,7 +365,7 @@ fn netns_tfmcc_and_tcp_share_a_bottleneck_and_neither_starves() {
     let t0 = Instant::now();
     to.say("go");
     tx.say("go");
-    let got = follow(&[&tu, &rx], 60);
+    let got = follow(&[&tu, &rx], secs as u64 + 60);
     // The second half: both well under way.
     let (ectp, tcp) = (got[0].between(t0, secs / 2.0, secs), got[1].between(t0, secs / 2.0, secs));
     eprintln!(
@@ -383,11 +384,12 @@ fn netns_tfmcc_and_tcp_share_a_bottleneck_and_neither_starves() {
     for r in [&mut to, &mut tu, &mut tx, &mut rx] {
         assert!(r.wait(30).is_some_and(|s| s.success()), "a role failed");
     }
-    // Measured here over 30 s: against BBR (this machine's default TCP)
-    // TFMCC/TCP is 3.0-3.9, against CUBIC 0.09-0.15 (ECTP_TCP_CC=cubic);
-    // over 8 s it lands anywhere from 0.2 to 10 (docs/congestion.md, "Not
-    // done yet"). Issue 8's "within a factor of 2" is not met yet. What
-    // holds: neither starves, and together they fill the bottleneck.
+    // Measured here over 20 s (2026-12-02, the second half): TFMCC/TCP
+    // 2.3-2.8 against BBR (this machine's default TCP), 0.37-0.57 against
+    // CUBIC, 0.25 against Reno (ECTP_TCP_CC=...); over 60 s 3.2, 0.16 and
+    // 0.37. Issue 8's "within a factor of 2" is not met (docs/congestion.md,
+    // "Not done yet"). What holds: neither starves, and together they fill
+    // the bottleneck.
     assert!(
         ectp > 0.05 * BOTTLENECK && tcp > 0.05 * BOTTLENECK,
         "a flow starved: TFMCC {ectp:.0} B/s, TCP {tcp:.0} B/s"

@@ -43,8 +43,12 @@ const CLR_ROUNDS: u32 = 6;
 /// With a standing queue, the rate is at most this many times the CLR's
 /// receive rate (else twice it).
 const QUEUE_CAP: f64 = 1.25;
-/// Segments the pacer lets go together once it held packets back.
+/// Segments the sender is woken for, at most, once the pacer held packets
+/// back (fewer at low rates: a millisecond's worth, see [`Pacer`]).
 const PACE_BATCH: f64 = 16.0;
+/// Credit left unused beyond which the sender counts as data-limited: a
+/// millisecond's worth, at least this many segments, twice over.
+const LIMITED_SEGMENTS: f64 = 16.0;
 /// How far back the CLR's best receive rate counts for the cap (at least
 /// its last three reports).
 const RECV_HORIZON: Duration = Duration::from_millis(100);
@@ -468,31 +472,40 @@ impl CcReceiver {
     }
 }
 
-/// A token bucket: bytes may leave at `rate`, in bursts of about a
-/// millisecond's worth.
+/// A token bucket: bytes may leave at `rate`, in bursts of a millisecond's
+/// worth (at least a segment). Below 16 segments a millisecond (22 MB/s of
+/// 1400-byte segments) packets leave one by one, not in batches: a bottleneck
+/// queue that TCP keeps nearly full has room for a packet at a time, and a
+/// burst into it loses its tail (against CUBIC, 16-segment bursts left
+/// TFMCC half the share that single packets do).
 #[derive(Debug)]
 struct Pacer {
     tokens: f64,
     last: Instant,
-    /// When the sender last left more than two bursts of credit unused: it had
-    /// nothing it could send (its window full, or the application idle).
+    /// When the sender last left more credit unused than [`Pacer::limited`]:
+    /// it had nothing it could send (its window full, or the application idle).
     limited_at: Option<Instant>,
 }
 
 impl Pacer {
     fn burst(rate: f64, s: f64) -> f64 {
-        (rate / 1000.0).max(PACE_BATCH * s)
+        (rate / 1000.0).max(s)
+    }
+
+    /// Credit that shows the sender had nothing to send: two milliseconds'
+    /// worth, at least 32 segments.
+    fn limited(rate: f64, s: f64) -> f64 {
+        2.0 * (rate / 1000.0).max(LIMITED_SEGMENTS * s)
     }
 
     fn refill(&mut self, now: Instant, rate: f64, s: f64) {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        let burst = Self::burst(rate, s);
         let credit = self.tokens + rate * dt;
-        if credit > 2.0 * burst {
+        if credit > Self::limited(rate, s) {
             self.limited_at = Some(now);
         }
-        self.tokens = credit.min(burst);
+        self.tokens = credit.min(Self::burst(rate, s));
     }
 }
 
