@@ -134,9 +134,10 @@ pub(crate) fn p_from_wire(p: u32) -> f64 {
     f64::from(p) / P_SCALE
 }
 
-/// Packets with a higher PSN that must arrive before a missing one is taken
-/// for lost (RFC 5348 §5.1): a datagram overtaken by a few others (veth and
-/// multi-queue NICs reorder that much) is not a loss event.
+/// How far past a missing PSN one must arrive before the missing one is taken
+/// for lost (RFC 5348 §5.1's NDUPACK, counted in PSNs: with h+1..h+3 all
+/// missing, h+4 makes h+1 lost): a datagram overtaken by a few others (veth
+/// and multi-queue NICs reorder that much) is not a loss event.
 const NDUPACK: i64 = 3;
 
 /// Loss intervals (RFC 5348 §5), in packets.
@@ -157,9 +158,9 @@ pub(crate) struct LossHistory {
 const WEIGHTS: [f64; 8] = [1.0, 1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2];
 
 impl LossHistory {
-    /// A packet first sent with `psn` arrived: a PSN skipped is lost once
-    /// NDUPACK later ones arrived, and a skipped one that arrives meanwhile
-    /// was only late. Returns whether a new loss event began; `first` gives
+    /// A packet first sent with `psn` arrived: a PSN skipped is lost once one
+    /// NDUPACK past it arrived, and a skipped one that arrives meanwhile was
+    /// only late. Returns whether a new loss event began; `first` gives
     /// the first interval then (from the receive rate, RFC 5348 §6.3.1).
     pub(crate) fn on_packet(&mut self, psn: Psn, now: Instant, rtt: Duration, first: impl FnOnce() -> f64) -> bool {
         let Some(h) = self.highest else {
@@ -473,11 +474,12 @@ impl CcReceiver {
 }
 
 /// A token bucket: bytes may leave at `rate`, in bursts of a millisecond's
-/// worth (at least a segment). Below 16 segments a millisecond (22 MB/s of
-/// 1400-byte segments) packets leave one by one, not in batches: a bottleneck
-/// queue that TCP keeps nearly full has room for a packet at a time, and a
-/// burst into it loses its tail (against CUBIC, 16-segment bursts left
-/// TFMCC half the share that single packets do).
+/// worth (at least a segment), not of at least 16 segments: at 2-4 MB/s of
+/// 1400-byte segments 2-3 packets leave together, below 1.4 MB/s one by one
+/// (above 22 MB/s nothing changed). A bottleneck queue that TCP keeps nearly
+/// full has room for a packet or two at a time, and a burst into it loses
+/// its tail (against CUBIC, 16-segment bursts left TFMCC half the share
+/// that millisecond bursts do).
 #[derive(Debug)]
 struct Pacer {
     tokens: f64,

@@ -146,6 +146,8 @@ pub struct Owner {
     events: VecDeque<Event>,
     /// NDATA: the current interval while idle.
     ndata_interval: Duration,
+    /// When the Ndata timer last sent NDATA.
+    last_ndata: Option<Instant>,
     /// `ectp_pause`: no new DATA leaves until `ectp_resume`; NDATA with F=1
     /// tells the TUs.
     paused: bool,
@@ -181,6 +183,7 @@ impl Owner {
             tokens: Tokens::new(),
             events: VecDeque::new(),
             ndata_interval: cfg.rxt,
+            last_ndata: None,
             paused: false,
             departed: HashMap::new(),
             rng: Rng::new(rng.next_u64()),
@@ -723,7 +726,8 @@ impl Owner {
                         && matches!(self.phase, Phase::Open | Phase::Creating | Phase::Draining) =>
                 {
                     self.send_ndata();
-                    self.probe_laggards(now);
+                    let since = self.last_ndata.replace(now);
+                    self.probe_laggards(now, since);
                     self.ndata_interval = (self.ndata_interval * 2).min(self.cfg.hgt);
                     self.io.timers.set(Timer::Ndata, now + self.ndata_interval);
                 }
@@ -791,14 +795,13 @@ impl Owner {
     }
 
     /// Idle, with data kept for some child: an HB to each child that lags
-    /// and was quiet for two of its round trips, whose answer (HBACK)
-    /// carries its acknowledgement. A lost last ACK would otherwise hold
-    /// the window, or the end of the connection, until its keep-alive.
-    fn probe_laggards(&mut self, now: Instant) {
-        if self.parent.store.is_empty() {
-            return;
-        }
-        for id in self.parent.quiet_laggards(self.sender.first_unsent(), now, self.cfg.rxt / 8) {
+    /// and was heard from neither since the previous NDATA (`since`) nor for
+    /// two of its round trips; its answer (HBACK) carries its
+    /// acknowledgement. A lost last ACK would otherwise hold the window, or
+    /// the end of the connection, until its keep-alive.
+    fn probe_laggards(&mut self, now: Instant, since: Option<Instant>) {
+        let Some(since) = since.filter(|_| !self.parent.store.is_empty()) else { return };
+        for id in self.parent.quiet_laggards(self.sender.first_unsent(), now, since, self.cfg.rxt / 8) {
             self.probe(id, now);
         }
     }
@@ -1326,13 +1329,15 @@ impl Owner {
     /// as an ACK.
     fn on_hback(&mut self, now: Instant, from: SocketAddr, packet: &Packet<'_>) -> Outcome {
         let Some(id) = self.parent.at(from) else { return Outcome::Unexpected };
-        if packet.elements.ack.is_some() && self.on_ack(now, from, packet) == Outcome::Range {
-            return Outcome::Range;
-        }
+        // The round trip first: the acknowledgement's repairs are backed off
+        // by it, and a child just measured is not probed again.
         if let Some(ts) = packet.elements.timestamp
             && let Some(rtt) = self.parent.on_timestamp(id, ts, now)
         {
             self.cc.note_rtt(rtt);
+        }
+        if packet.elements.ack.is_some() && self.on_ack(now, from, packet) == Outcome::Range {
+            return Outcome::Range;
         }
         Outcome::Taken
     }

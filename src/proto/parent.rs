@@ -41,8 +41,7 @@ pub(crate) struct ChildState {
     pub heard: Instant,
     /// Round-trip time measured by HB/HBACK.
     pub rtt: Option<Duration>,
-    /// When an HB naming it was last sent, while its round trip was not
-    /// measured yet.
+    /// When an HB naming it was last sent (see [`Parent::probe`]).
     pub probed: Option<Instant>,
     /// When its LSN last moved, or it last had everything: a child that
     /// acknowledges nothing new while data waits for it is stuck, whatever
@@ -250,9 +249,10 @@ impl Parent {
         self.children.values().filter(|c| c.active).filter_map(|c| c.rtt).max()
     }
 
-    /// An HB to child `id` alone, naming it, so that its answer measures the
-    /// round trip at once (sent when it attaches: repairs and the end of a
-    /// transfer are then timed by it, not by RXT).
+    /// An HB to child `id` alone, naming it: its answer (HBACK) measures the
+    /// round trip at once and carries its acknowledgement. Sent when it
+    /// attaches (repairs and the end of a transfer are then timed by it, not
+    /// by RXT), again while that is not measured, and to a quiet laggard.
     pub(crate) fn probe(
         &mut self,
         conn_id: u32,
@@ -413,15 +413,17 @@ impl Parent {
     }
 
     /// The active children whose subtree still lacks something before `end`
-    /// and that were not heard from for two of their round trips (`unknown`
-    /// while that is not measured yet). Called while the sender is idle
-    /// (NDATA): such a child's last acknowledgement may have been lost, and
-    /// a child with no hole sends no other, so its parent asks it (an HB
-    /// naming it) rather than wait for its keep-alive, HGT/2 later.
-    pub(crate) fn quiet_laggards(&self, end: Psn, now: Instant, unknown: Duration) -> Vec<u32> {
+    /// and that were heard from neither since `since` (the NDATA before the
+    /// current one: a child answers NDATA itself when its last ACK did not
+    /// cover the tail) nor for two of their round trips (`unknown` while
+    /// that is not measured yet). Called while the sender is idle (NDATA):
+    /// such a child's last acknowledgement may have been lost, and a child
+    /// with no hole sends no other, so its parent asks it (an HB naming it)
+    /// rather than wait for its keep-alive, HGT/2 later.
+    pub(crate) fn quiet_laggards(&self, end: Psn, now: Instant, since: Instant, unknown: Duration) -> Vec<u32> {
         self.children
             .iter()
-            .filter(|(_, c)| c.active && c.stable.is_before(end))
+            .filter(|(_, c)| c.active && c.stable.is_before(end) && c.heard < since)
             .filter(|(_, c)| {
                 let quiet = c.rtt.map_or(unknown, |r| (r * 2).max(Duration::from_millis(1)));
                 now.saturating_duration_since(c.heard) >= quiet

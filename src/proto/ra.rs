@@ -39,6 +39,8 @@ pub(crate) struct Ra {
     pending: HashMap<u32, Notice>,
     /// RTT last reported to the TO for each child, and when.
     rtt_reported: HashMap<u32, (Duration, Instant)>,
+    /// When the TO's last NDATA arrived.
+    last_ndata: Option<Instant>,
 }
 
 impl Ra {
@@ -48,6 +50,7 @@ impl Ra {
             parent: Parent::new(start, super::MAX_WINDOW as usize, now),
             pending: HashMap::new(),
             rtt_reported: HashMap::new(),
+            last_ndata: None,
         }
     }
 
@@ -290,15 +293,15 @@ impl Ra {
     }
 
     /// NDATA from the TO (it is idle): an HB to each child whose subtree
-    /// lacks something before this RA's own LSN and that was quiet for two
-    /// of its round trips. Its answer carries its acknowledgement: a lost
-    /// last ACK would otherwise hold the TO's window, or the end of the
-    /// connection, until the child's keep-alive, HGT/2 later.
+    /// lacks something before this RA's own LSN and that was heard from
+    /// neither since the previous NDATA nor for two of its round trips. Its
+    /// answer carries its acknowledgement: a lost last ACK would otherwise
+    /// hold the TO's window, or the end of the connection, until the
+    /// child's keep-alive, HGT/2 later.
     pub(crate) fn probe_laggards(&mut self, me: &Me, cfg: &Config, now: Instant, own_lsn: Psn, io: &mut Io) {
-        if cfg.ro == Ro::Unreliable {
-            return;
-        }
-        for id in self.parent.quiet_laggards(own_lsn, now, cfg.rxt / 8) {
+        let since = self.last_ndata.replace(now);
+        let Some(since) = since.filter(|_| cfg.ro != Ro::Unreliable) else { return };
+        for id in self.parent.quiet_laggards(own_lsn, now, since, cfg.rxt / 8) {
             self.probe(me, now, own_lsn, id, io);
         }
     }

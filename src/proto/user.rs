@@ -782,11 +782,13 @@ impl User {
 
     /// HBACK from child `id`: its acknowledgement, and its RTT.
     fn on_child_hback(&mut self, now: Instant, id: u32, p: &Packet<'_>) -> bool {
-        if p.elements.ack.is_some() {
-            self.on_child_ack(now, id, p);
-        }
+        // The round trip first: the acknowledgement's repairs are backed off
+        // by it, and a child just measured is not probed again.
         if let (Some(ts), Some(ra)) = (p.elements.timestamp, self.ra.as_mut()) {
             ra.on_timestamp(&self.me, &self.cfg, now, id, ts, &mut self.io);
+        }
+        if p.elements.ack.is_some() {
+            self.on_child_ack(now, id, p);
         }
         true
     }
