@@ -144,8 +144,8 @@ const NDUPACK: i64 = 3;
 #[derive(Debug, Default)]
 pub(crate) struct LossHistory {
     highest: Option<Psn>,
-    /// PSNs skipped and not taken for lost yet (fewer than NDUPACK later
-    /// ones arrived), in order: at most NDUPACK - 1 of them.
+    /// PSNs skipped and not taken for lost yet (none NDUPACK past them
+    /// arrived), in order: at most NDUPACK - 1 of them.
     missing: VecDeque<Psn>,
     /// When the current loss event began.
     event_at: Option<Instant>,

@@ -121,6 +121,12 @@ impl Config {
         self.hgt * u32::from(self.fdn.max(1))
     }
 
+    /// How long a parent waits for the answer to an HB naming a child whose
+    /// round trip it has not measured before it asks again: RXT/8.
+    pub fn probe_interval(&self) -> Duration {
+        self.rxt / 8
+    }
+
     /// Shortest join request (LJR, TJR) the TO answers, as sent.
     pub fn min_request(&self) -> usize {
         if self.security.is_some() { super::MIN_KEYED_REQUEST } else { super::MIN_REQUEST }

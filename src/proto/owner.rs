@@ -146,8 +146,6 @@ pub struct Owner {
     events: VecDeque<Event>,
     /// NDATA: the current interval while idle.
     ndata_interval: Duration,
-    /// When the Ndata timer last sent NDATA.
-    last_ndata: Option<Instant>,
     /// `ectp_pause`: no new DATA leaves until `ectp_resume`; NDATA with F=1
     /// tells the TUs.
     paused: bool,
@@ -183,7 +181,6 @@ impl Owner {
             tokens: Tokens::new(),
             events: VecDeque::new(),
             ndata_interval: cfg.rxt,
-            last_ndata: None,
             paused: false,
             departed: HashMap::new(),
             rng: Rng::new(rng.next_u64()),
@@ -726,8 +723,7 @@ impl Owner {
                         && matches!(self.phase, Phase::Open | Phase::Creating | Phase::Draining) =>
                 {
                     self.send_ndata();
-                    let since = self.last_ndata.replace(now);
-                    self.probe_laggards(now, since);
+                    self.probe_laggards(now);
                     self.ndata_interval = (self.ndata_interval * 2).min(self.cfg.hgt);
                     self.io.timers.set(Timer::Ndata, now + self.ndata_interval);
                 }
@@ -795,13 +791,16 @@ impl Owner {
     }
 
     /// Idle, with data kept for some child: an HB to each child that lags
-    /// and was heard from neither since the previous NDATA (`since`) nor for
-    /// two of its round trips; its answer (HBACK) carries its
-    /// acknowledgement. A lost last ACK would otherwise hold the window, or
-    /// the end of the connection, until its keep-alive.
-    fn probe_laggards(&mut self, now: Instant, since: Option<Instant>) {
-        let Some(since) = since.filter(|_| !self.parent.store.is_empty()) else { return };
-        for id in self.parent.quiet_laggards(self.sender.first_unsent(), now, since, self.cfg.rxt / 8) {
+    /// and was heard from neither since the previous NDATA nor for two of
+    /// its round trips; its answer (HBACK) carries its acknowledgement. A
+    /// lost last ACK would otherwise hold the window, or the end of the
+    /// connection, until its keep-alive.
+    fn probe_laggards(&mut self, now: Instant) {
+        let laggards = self.parent.quiet_laggards(self.sender.first_unsent(), now, self.cfg.probe_interval());
+        if self.parent.store.is_empty() {
+            return;
+        }
+        for id in laggards {
             self.probe(id, now);
         }
     }
@@ -1296,7 +1295,7 @@ impl Owner {
         }
         // Its round trip still not measured (the first HB or its answer was
         // lost): asked again, for its repairs are backed off by RXT until then.
-        if self.parent.unmeasured(user_id, now, self.cfg.rxt / 8) {
+        if self.parent.unmeasured(user_id, now, self.cfg.probe_interval()) {
             self.probe(user_id, now);
         }
         if let Some(r) = packet.elements.report.filter(|_| self.cc.mode() == CcMode::Tfmcc) {

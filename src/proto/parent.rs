@@ -79,6 +79,8 @@ pub(crate) struct Parent {
     epoch: Instant,
     /// Which child the next multicast HB asks to answer (round robin).
     hb_turn: u32,
+    /// When [`Parent::quiet_laggards`] was last asked (the last NDATA).
+    ndata_at: Option<Instant>,
     /// The next Child ID a repair agent gives.
     next_child_id: u16,
 }
@@ -96,6 +98,7 @@ impl Parent {
             pins: Vec::new(),
             epoch: now,
             hb_turn: 0,
+            ndata_at: None,
             next_child_id: 1,
         }
     }
@@ -412,15 +415,16 @@ impl Parent {
         stuck
     }
 
-    /// The active children whose subtree still lacks something before `end`
-    /// and that were heard from neither since `since` (the NDATA before the
-    /// current one: a child answers NDATA itself when its last ACK did not
-    /// cover the tail) nor for two of their round trips (`unknown` while
-    /// that is not measured yet). Called while the sender is idle (NDATA):
-    /// such a child's last acknowledgement may have been lost, and a child
-    /// with no hole sends no other, so its parent asks it (an HB naming it)
-    /// rather than wait for its keep-alive, HGT/2 later.
-    pub(crate) fn quiet_laggards(&self, end: Psn, now: Instant, since: Instant, unknown: Duration) -> Vec<u32> {
+    /// NDATA (the sender is idle): the active children whose subtree still
+    /// lacks something before `end` and that were heard from neither since
+    /// the previous NDATA (a child answers NDATA itself when its last ACK
+    /// did not cover the tail) nor for two of their round trips (`unknown`
+    /// while that is not measured yet). Such a child's last acknowledgement
+    /// may have been lost, and a child with no hole sends no other, so its
+    /// parent asks it (an HB naming it) rather than wait for its keep-alive,
+    /// HGT/2 later. None at the first NDATA.
+    pub(crate) fn quiet_laggards(&mut self, end: Psn, now: Instant, unknown: Duration) -> Vec<u32> {
+        let Some(since) = self.ndata_at.replace(now) else { return Vec::new() };
         self.children
             .iter()
             .filter(|(_, c)| c.active && c.stable.is_before(end) && c.heard < since)

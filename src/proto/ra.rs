@@ -39,8 +39,6 @@ pub(crate) struct Ra {
     pending: HashMap<u32, Notice>,
     /// RTT last reported to the TO for each child, and when.
     rtt_reported: HashMap<u32, (Duration, Instant)>,
-    /// When the TO's last NDATA arrived.
-    last_ndata: Option<Instant>,
 }
 
 impl Ra {
@@ -50,7 +48,6 @@ impl Ra {
             parent: Parent::new(start, super::MAX_WINDOW as usize, now),
             pending: HashMap::new(),
             rtt_reported: HashMap::new(),
-            last_ndata: None,
         }
     }
 
@@ -299,18 +296,20 @@ impl Ra {
     /// hold the TO's window, or the end of the connection, until the
     /// child's keep-alive, HGT/2 later.
     pub(crate) fn probe_laggards(&mut self, me: &Me, cfg: &Config, now: Instant, own_lsn: Psn, io: &mut Io) {
-        let since = self.last_ndata.replace(now);
-        let Some(since) = since.filter(|_| cfg.ro != Ro::Unreliable) else { return };
-        for id in self.parent.quiet_laggards(own_lsn, now, since, cfg.rxt / 8) {
+        let laggards = self.parent.quiet_laggards(own_lsn, now, cfg.probe_interval());
+        if cfg.ro == Ro::Unreliable {
+            return;
+        }
+        for id in laggards {
             self.probe(me, now, own_lsn, id, io);
         }
     }
 
     /// Child `id` sent an acknowledgement: if its round trip is still not
-    /// measured, ask again (every RXT/8), for its repairs are backed off by
-    /// RXT until it is.
+    /// measured, ask again (every `cfg.probe_interval()`), for its repairs
+    /// are backed off by RXT until it is.
     pub(crate) fn probe_unmeasured(&mut self, me: &Me, cfg: &Config, now: Instant, own_lsn: Psn, id: u32, io: &mut Io) {
-        if self.parent.unmeasured(id, now, cfg.rxt / 8) {
+        if self.parent.unmeasured(id, now, cfg.probe_interval()) {
             self.probe(me, now, own_lsn, id, io);
         }
     }
