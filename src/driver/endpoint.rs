@@ -739,6 +739,7 @@ impl Endpoint {
             }
         }
         let now = Instant::now();
+        let real_now = sys::realtime();
         let mut st = self.state.lock();
         // Taken under the lock: a call that finds a wake-up pending has
         // queued its work before this round looks at it.
@@ -764,13 +765,14 @@ impl Endpoint {
                     Ok(0) => break,
                     Ok(k) => {
                         n += k;
-                        for (j, &(len, from)) in d.rx_got.iter().enumerate() {
+                        for (j, g) in d.rx_got.iter().enumerate() {
                             let rx_loss = st.loss.rx;
                             if st.loss.drop(rx_loss) {
                                 continue;
                             }
+                            let at = arrival(g.kernel_rx, real_now, now, d.last_now);
                             if let Some(node) = st.node.as_mut() {
-                                node.handle(now, from, &d.rx_bufs[j][..len]);
+                                node.handle(at, g.from, &d.rx_bufs[j][..g.len]);
                             }
                         }
                         if k < d.rx_bufs.len() {
@@ -789,6 +791,7 @@ impl Endpoint {
         let tx = &mut d.tx;
         tx.clear();
         let group = st.group;
+        d.last_now = now;
         if let Some(node) = st.node.as_mut() {
             node.handle_timeout(now);
             // Backpressure: while the socket's queue is full, the core keeps
@@ -866,11 +869,24 @@ impl Drop for Endpoint {
     }
 }
 
+/// When a datagram came in, on the core's clock: `now` (taken, with
+/// `real_now` on the kernel's clock, before the datagram was read) less the
+/// time it waited in the socket by its kernel timestamp, no earlier than
+/// `floor`; `now` without a timestamp, or with one from after `real_now` or
+/// more than a second old (the realtime clock was set meanwhile).
+fn arrival(kernel_rx: Option<Duration>, real_now: Duration, now: Instant, floor: Instant) -> Instant {
+    let waited = kernel_rx.and_then(|k| real_now.checked_sub(k)).filter(|w| *w < Duration::from_secs(1));
+    waited.and_then(|w| now.checked_sub(w)).map_or(now, |t| t.max(floor).min(now))
+}
+
 /// What the driver thread keeps from one round to the next.
 struct Rounds<'a> {
     /// recvmmsg's buffers, and what it wrote in them (length, source).
     rx_bufs: Vec<Vec<u8>>,
-    rx_got: Vec<(usize, SocketAddr)>,
+    rx_got: Vec<sys::Got>,
+    /// The time the previous round ran its timers at: no datagram is handled
+    /// as if it came in earlier (the core's clock never goes back).
+    last_now: Instant,
     tx: TxBatch,
     events: Vec<Event>,
     fds: Vec<RawFd>,
@@ -892,6 +908,7 @@ impl<'a> Rounds<'a> {
         Rounds {
             rx_bufs: (0..RX_BATCH).map(|_| vec![0u8; MAX_DATAGRAM]).collect(),
             rx_got: Vec::with_capacity(RX_BATCH),
+            last_now: Instant::now(),
             tx: TxBatch::new(),
             events: Vec::new(),
             fds,
@@ -1029,4 +1046,26 @@ fn user_error(e: UserError) -> Error {
 fn seeded(cfg: Config) -> Result<Config, Error> {
     let Some(sec) = cfg.security else { return Ok(cfg) };
     Ok(Config { security: Some(sec.with_seed(sys::random_key_seed()?)), ..cfg })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_datagram_is_handled_as_of_when_it_came_in_never_before_the_last_round() {
+        let floor = Instant::now();
+        let now = floor + Duration::from_millis(10);
+        let real_now = Duration::from_secs(1_800_000_000);
+        let ms = Duration::from_millis;
+        // It waited 3 ms in the socket.
+        assert_eq!(arrival(Some(real_now - ms(3)), real_now, now, floor), now - ms(3));
+        // It came in before the last round ran its timers: that round's time.
+        assert_eq!(arrival(Some(real_now - ms(30)), real_now, now, floor), floor);
+        // No stamp, a stamp after `now` (read after the clocks were taken),
+        // one from more than a second back (the clock was set): `now`.
+        assert_eq!(arrival(None, real_now, now, floor), now);
+        assert_eq!(arrival(Some(real_now + ms(1)), real_now, now, floor), now);
+        assert_eq!(arrival(Some(real_now - ms(1500)), real_now, now, floor), now);
+    }
 }

@@ -39,6 +39,7 @@ pub fn udp(domain: Domain) -> io::Result<UdpSocket> {
         s.set_only_v6(true)?;
     }
     s.set_nonblocking(true)?;
+    sys::enable_rx_timestamps(&s);
     Ok(s.into())
 }
 

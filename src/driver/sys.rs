@@ -340,15 +340,77 @@ pub fn send_batch(fd: RawFd, batch: &[(std::net::SocketAddr, &[u8])]) -> usize {
     sent
 }
 
+/// One datagram [`recv_batch`] read: its length, its source, and when the
+/// kernel received it (CLOCK_REALTIME, see [`enable_rx_timestamps`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Got {
+    pub len: usize,
+    pub from: std::net::SocketAddr,
+    pub kernel_rx: Option<Duration>,
+}
+
+/// Ask the kernel to stamp each datagram `s` receives with the time it came
+/// in (SO_TIMESTAMPNS): the round trips TFMCC measures then leave out the
+/// time a datagram waited in the socket for a busy driver thread, as TCP's,
+/// measured in the kernel, do. Best effort: without it, the time the driver
+/// read the datagram stands in.
+pub fn enable_rx_timestamps(s: &impl AsRawFd) {
+    let on: libc::c_int = 1;
+    if let Err(e) = setsockopt(s, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &on.to_ne_bytes()) {
+        log::debug!("SO_TIMESTAMPNS: {e}");
+    }
+}
+
+/// CLOCK_REALTIME now, the clock of the kernel's receive timestamps.
+pub fn realtime() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid clock id and a live timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
+}
+
+/// Room for one SCM_TIMESTAMPNS control message (a 16-byte timespec).
+const CMSG_ROOM: usize = 64;
+
+/// The SCM_TIMESTAMPNS time in a received message's control data, if any.
+fn kernel_rx_time(h: &libc::msghdr) -> Option<Duration> {
+    // SAFETY: `h` is a msghdr recvmmsg filled in, its control buffer live and
+    // `msg_controllen` long; the CMSG_* macros stay within it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let data = libc::CMSG_DATA(c);
+                let len = (*c).cmsg_len as usize - (data as usize - c as usize);
+                // A 64-bit timespec (64-bit hosts, and SO_TIMESTAMPNS_NEW), or a 32-bit one.
+                let (sec, nsec) = if len >= 16 {
+                    (data.cast::<i64>().read_unaligned(), data.add(8).cast::<i64>().read_unaligned())
+                } else if len >= 8 {
+                    let sec = data.cast::<i32>().read_unaligned();
+                    (i64::from(sec), i64::from(data.add(4).cast::<i32>().read_unaligned()))
+                } else {
+                    return None;
+                };
+                return (sec > 0 && (0..1_000_000_000).contains(&nsec)).then(|| Duration::new(sec as u64, nsec as u32));
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
+}
+
 /// Up to `bufs.len()` datagrams at once from `fd` (non-blocking), with
-/// `recvmmsg`: their lengths and sources in `got`. Ok(0) when none waits.
-pub fn recv_batch(fd: RawFd, bufs: &mut [Vec<u8>], got: &mut Vec<(usize, std::net::SocketAddr)>) -> io::Result<usize> {
+/// `recvmmsg`: their lengths, sources and kernel receive times in `got`.
+/// Ok(0) when none waits.
+pub fn recv_batch(fd: RawFd, bufs: &mut [Vec<u8>], got: &mut Vec<Got>) -> io::Result<usize> {
     got.clear();
     let n = bufs.len();
     // SAFETY: all-zero sockaddr_storage values are valid.
     let mut names: Vec<libc::sockaddr_storage> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
     let mut iov: Vec<libc::iovec> =
         bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }).collect();
+    // u64s: the control buffers must be aligned for cmsghdr.
+    let mut control = vec![0u64; n * CMSG_ROOM / 8];
     // SAFETY: all-zero is a valid mmsghdr; the pointers are filled in below.
     let mut msgs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
     for (i, m) in msgs.iter_mut().enumerate() {
@@ -356,9 +418,12 @@ pub fn recv_batch(fd: RawFd, bufs: &mut [Vec<u8>], got: &mut Vec<(usize, std::ne
         m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         m.msg_hdr.msg_iov = &mut iov[i];
         m.msg_hdr.msg_iovlen = 1;
+        m.msg_hdr.msg_control = control[i * CMSG_ROOM / 8..].as_mut_ptr().cast();
+        m.msg_hdr.msg_controllen = CMSG_ROOM as _;
     }
-    // SAFETY: `msgs` points at live mmsghdrs whose names and buffers outlive
-    // the call; MSG_DONTWAIT makes it return at once when nothing waits.
+    // SAFETY: `msgs` points at live mmsghdrs whose names, buffers and control
+    // buffers outlive the call; MSG_DONTWAIT makes it return at once when
+    // nothing waits.
     let r =
         unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
     if r < 0 {
@@ -369,8 +434,9 @@ pub fn recv_batch(fd: RawFd, bufs: &mut [Vec<u8>], got: &mut Vec<(usize, std::ne
         };
     }
     for (i, m) in msgs.iter().take(r as usize).enumerate() {
-        if let Some(a) = socket_addr(&names[i]) {
-            got.push(((m.msg_len as usize).min(bufs[i].len()), a));
+        if let Some(from) = socket_addr(&names[i]) {
+            let len = (m.msg_len as usize).min(bufs[i].len());
+            got.push(Got { len, from, kernel_rx: kernel_rx_time(&m.msg_hdr) });
         }
     }
     Ok(got.len())
@@ -434,5 +500,39 @@ mod tests {
         assert!(interface_index_of("127.0.0.1".parse().unwrap()).is_some());
         assert!(interface_index_of("192.0.2.77".parse().unwrap()).is_none());
         assert_ne!(random_seed(), random_seed());
+    }
+
+    #[test]
+    fn a_datagram_read_carries_the_time_the_kernel_took_it_in() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut bufs = vec![vec![0u8; 64]; 4];
+        let mut got = Vec::new();
+        // Without SO_TIMESTAMPNS: the bytes and the source, no time.
+        tx.send_to(b"plain", rx.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(recv_batch(rx.as_raw_fd(), &mut bufs, &mut got).unwrap(), 1);
+        assert_eq!((&bufs[0][..got[0].len], got[0].from), (&b"plain"[..], tx.local_addr().unwrap()));
+        assert_eq!(got[0].kernel_rx, None);
+
+        enable_rx_timestamps(&rx);
+        // The kernel turns receive stamping on in a work item of its own,
+        // the first time a socket asks: until then a datagram is stamped
+        // when read.
+        std::thread::sleep(Duration::from_millis(50));
+        let before = realtime();
+        tx.send_to(b"stamped", rx.local_addr().unwrap()).unwrap();
+        tx.send_to(b"second", rx.local_addr().unwrap()).unwrap();
+        // Read 50 ms later: the stamps say when they came in, not when read.
+        std::thread::sleep(Duration::from_millis(50));
+        let read_at = realtime();
+        assert_eq!(recv_batch(rx.as_raw_fd(), &mut bufs, &mut got).unwrap(), 2);
+        assert_eq!(&bufs[0][..got[0].len], b"stamped");
+        assert_eq!(&bufs[1][..got[1].len], b"second");
+        let (a, b) = (got[0].kernel_rx.unwrap(), got[1].kernel_rx.unwrap());
+        assert!(before <= a && a <= b, "{before:?} {a:?} {b:?}");
+        assert!(read_at - a >= Duration::from_millis(40), "waited {:?}", read_at - a);
+        assert_eq!(recv_batch(rx.as_raw_fd(), &mut bufs, &mut got).unwrap(), 0);
     }
 }
