@@ -425,7 +425,10 @@ impl User {
         if let Some(r) = p.elements.report.filter(|_| from_child && self.ra.is_some()) {
             cc.on_child_report(now, r);
         }
-        self.poll_rate_report(now);
+        // A report that is due goes when the driver runs the timers, after
+        // the datagrams it read with this one: stamped then (or, passed up,
+        // held until then), its round trip does not count their handling.
+        self.io.timers.set(Timer::RateReport, now);
     }
 
     /// Send the report due, if any, in an ACK to the parent; set the timer
