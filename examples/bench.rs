@@ -68,8 +68,10 @@ usage: bench send --local IP --group IP:PORT --bytes N --size S --tus K [--tco f
        bench udp-recv --group IP:PORT --local IP [--bytes N] [--size S]
        bench matrix [--net lo|ns] [--tus 1,4,16,32] [--tco flat,tree] [--loss 0] [--bytes 64M] [--size 1400]
                     [--runs 1] [--fanout 8] [--timeout 120] [--rxt MS] [--hgt MS] [--window PACKETS] [--cc 0|1]
-                    [--key off|on|both]
-sizes take a K, M or G suffix (powers of 1024); --key: a group key (ECTP_GROUP_KEY) on every node";
+                    [--key off|on|both] [--split-gso]
+sizes take a K, M or G suffix (powers of 1024); --key: a group key (ECTP_GROUP_KEY) on every node;
+--split-gso (--net ns): every host's eth0 splits UDP GSO messages (gso_max_segs 1), so that
+the loss rules drop single datagrams, not whole GSO messages";
 
 /// The group key of keyed runs.
 const BENCH_KEY: &[u8; 32] = b"libectp benchmark group key, 32B";
@@ -87,7 +89,7 @@ const MODES: &[Mode] = &[
     (
         "matrix",
         "--net --tus --tco --loss --bytes --size --runs --fanout --timeout --rxt --hgt --window --cc --key",
-        "",
+        "--split-gso",
         matrix,
     ),
 ];
@@ -958,7 +960,11 @@ struct Netns {
 }
 
 impl Netns {
-    fn new(hosts: usize) -> Result<Netns, String> {
+    /// `split_gso`: each host's eth0 segments UDP GSO messages in software
+    /// before they leave (gso_max_segs 1): else a GSO message crosses the
+    /// veth pairs and the bridge as one packet, and a loss rule drops it
+    /// whole.
+    fn new(hosts: usize, split_gso: bool) -> Result<Netns, String> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err("--net ns needs root (network namespaces, iptables)".into());
@@ -980,6 +986,9 @@ impl Netns {
             run(&["ip", "-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
             run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
             run(&["ip", "-n", ns, "addr", "add", &format!("{}/24", Netns::addr(k)), "dev", "eth0"])?;
+            if split_gso {
+                run(&["ip", "-n", ns, "link", "set", "eth0", "gso_max_segs", "1"])?;
+            }
             run(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
             run(&["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
         }
@@ -1023,14 +1032,14 @@ struct Topology {
 }
 
 impl Topology {
-    fn new(net: &str) -> Result<Topology, String> {
+    fn new(net: &str, split_gso: bool) -> Result<Topology, String> {
         match net {
             "lo" => {
                 let host = || Host { ns: None, addr: IpAddr::V4(Ipv4Addr::LOCALHOST) };
                 Ok(Topology { sender: host(), receivers: vec![host()], netns: None })
             }
             "ns" => {
-                let n = Netns::new(3)?;
+                let n = Netns::new(3, split_gso)?;
                 let host = |k: usize| Host { ns: Some(n.hosts[k].clone()), addr: Netns::addr(k) };
                 Ok(Topology { sender: host(0), receivers: vec![host(1), host(2)], netns: Some(n) })
             }
@@ -1096,6 +1105,8 @@ struct Plan {
     trees: Vec<bool>,
     /// Without and/or with a group key.
     keys: Vec<bool>,
+    /// `--split-gso`: loss by datagram, not by GSO message.
+    split_gso: bool,
     losses: Vec<f64>,
     bytes: u64,
     size: usize,
@@ -1313,6 +1324,7 @@ fn plan(a: &Args) -> Result<Plan, String> {
         tus: a.list("--tus", "1,4,16,32")?,
         trees,
         keys,
+        split_gso: a.has("--split-gso"),
         losses: a.list("--loss", "0")?,
         bytes: a.bytes("--bytes")?.unwrap_or(64 << 20),
         size: a.get("--size").map(|_| message_size(a, 16..UDP_MAX + 1)).transpose()?.unwrap_or(1400),
@@ -1326,6 +1338,9 @@ fn plan(a: &Args) -> Result<Plan, String> {
     }
     if p.losses.iter().any(|l| !(0.0..=100.0).contains(l)) {
         return Err("--loss is a percentage, 0..100".into());
+    }
+    if p.split_gso && p.net != "ns" {
+        return Err("--split-gso needs --net ns".into());
     }
     if p.net == "lo" && p.losses.iter().any(|l| l.fract() != 0.0) {
         return Err("--net lo injects loss with ECTP_RX_LOSS, a whole percentage".into());
@@ -1428,7 +1443,7 @@ fn progress(what: &str, r: &Result<Sample, String>) {
 fn matrix(a: &Args) -> Result<bool, String> {
     let p = plan(a)?;
     catch_signals();
-    let topo = Topology::new(&p.net)?;
+    let topo = Topology::new(&p.net, p.split_gso)?;
     print_header(&p);
     let started = Instant::now();
     let mut port_counter = 0u16;
@@ -1514,6 +1529,14 @@ fn print_notes(p: &Plan) {
             "Packets lost: ECTP, UDP packets iptables dropped in the receivers' namespaces (data, repairs and \
              control); raw UDP, datagrams its receivers missed (iptables and socket buffer overflow)."
         );
+        if p.split_gso {
+            println!("--split-gso: the hosts split UDP GSO messages, so iptables dropped single datagrams.");
+        } else {
+            println!(
+                "The library sends with UDP GSO: a GSO message crosses the veth pairs as one packet, and iptables \
+                 drops it whole (up to 64 datagrams; --split-gso drops single datagrams)."
+            );
+        }
     }
 }
 
