@@ -384,12 +384,13 @@ fn netns_tfmcc_and_tcp_share_a_bottleneck_and_neither_starves() {
     for r in [&mut to, &mut tu, &mut tx, &mut rx] {
         assert!(r.wait(30).is_some_and(|s| s.success()), "a role failed");
     }
-    // Measured here over 20 s (2026-12-02, the second half): TFMCC/TCP
-    // 2.3-2.8 against BBR (this machine's default TCP), 0.37-0.57 against
-    // CUBIC, 0.25 against Reno (ECTP_TCP_CC=...); over 60 s 3.2, 0.16 and
-    // 0.37. Issue 8's "within a factor of 2" is not met (docs/congestion.md,
-    // "Not done yet"). What holds: neither starves, and together they fill
-    // the bottleneck.
+    // Measured here over 20 s (2026-12-03, the second half, 5 runs each):
+    // TFMCC/TCP 4.1-5.2 against BBR (this machine's default TCP), 0.49-0.87
+    // against CUBIC, 0.30-0.52 against Reno (ECTP_TCP_CC=...); over 60 s
+    // 4.1, 0.31 and 0.54. Issue 8's "within a factor of 2" holds against
+    // CUBIC in most runs, not against Reno or BBR (docs/congestion.md,
+    // "Beside a TCP flow"). What holds always: neither starves, and together
+    // they fill the bottleneck.
     assert!(
         ectp > 0.05 * BOTTLENECK && tcp > 0.05 * BOTTLENECK,
         "a flow starved: TFMCC {ectp:.0} B/s, TCP {tcp:.0} B/s"

@@ -140,6 +140,17 @@ pub(crate) fn p_from_wire(p: u32) -> f64 {
 /// and multi-queue NICs reorder that much) is not a loss event.
 const NDUPACK: i64 = 3;
 
+/// Losses that keep coming, each at most this many RTTs after the one
+/// before, belong to one loss event ...
+const EVENT_CHAIN_RTTS: u32 = 2;
+/// ... until this many RTTs after its start (RFC 5348 §5.2: one RTT, which
+/// still holds for a loss that follows none). A drop-tail queue that a TCP
+/// keeps full drops TFMCC's paced packets while the TCP's ACK clock refills
+/// each freed slot at once: TFMCC lost a packet every RTT or so until the
+/// TCP lost one and halved, and counted 2-3 events where the TCP had one
+/// recovery (docs/congestion.md, "Beside a TCP flow").
+const EVENT_MAX_RTTS: u32 = 4;
+
 /// Loss intervals (RFC 5348 §5), in packets.
 #[derive(Debug, Default)]
 pub(crate) struct LossHistory {
@@ -147,8 +158,9 @@ pub(crate) struct LossHistory {
     /// PSNs skipped and not taken for lost yet (none NDUPACK past them
     /// arrived), in order: at most NDUPACK - 1 of them.
     missing: VecDeque<Psn>,
-    /// When the current loss event began.
+    /// When the current loss event began, and when the last loss came.
     event_at: Option<Instant>,
+    last_loss_at: Option<Instant>,
     /// Closed intervals, the most recent first, at most eight.
     intervals: VecDeque<f64>,
     /// Packets since the current event began (the open interval).
@@ -190,7 +202,15 @@ impl LossHistory {
             lost += 1.0;
         }
         let mut new_event = false;
-        if lost > 0.0 && self.event_at.is_none_or(|t| now.saturating_duration_since(t) > rtt) {
+        let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
+        let same_event = since(self.event_at).is_some_and(|s| {
+            s <= rtt
+                || (s <= rtt * EVENT_MAX_RTTS && since(self.last_loss_at).is_some_and(|l| l <= rtt * EVENT_CHAIN_RTTS))
+        });
+        if lost > 0.0 {
+            self.last_loss_at = Some(now);
+        }
+        if lost > 0.0 && !same_event {
             if self.event_at.is_some() {
                 self.intervals.push_front(self.open.max(1.0));
                 self.intervals.truncate(WEIGHTS.len());
@@ -899,17 +919,53 @@ mod tests {
         assert!(!h.on_packet(psn.add(6), t0 + Duration::from_millis(5), rtt, || 50.0));
         assert_eq!(h.intervals.len(), 1);
         assert_eq!(h.intervals[0], 50.0, "the first interval comes from the receive rate");
-        // Then a loss every 100 packets, each more than an RTT later: p tends to 1%.
+        // Then a loss every 100 packets, each more than two RTTs later: p tends to 1%.
         let mut t = t0;
         let mut psn = psn.add(6);
         for _ in 0..20 {
-            t += Duration::from_millis(20);
+            t += Duration::from_millis(25);
             psn = psn.add(100);
             h.on_packet(psn, t, rtt, || 0.0);
         }
         assert!((h.p() - 0.01).abs() < 0.0005, "{}", h.p());
         // A late packet (reordered) changes nothing.
         assert!(!h.on_packet(Psn(5), t, rtt, || 0.0));
+    }
+
+    #[test]
+    fn losses_that_keep_coming_are_one_event_for_up_to_four_rtts() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let rtt = ms(10);
+        let mut h = LossHistory::default();
+        let mut psn = Psn(1);
+        let mut lose_one_at = |h: &mut LossHistory, t: Instant| {
+            for _ in 0..50 {
+                psn = psn.next();
+                h.on_packet(psn, t, rtt, || 1000.0);
+            }
+            // One skipped, then enough to take it for lost (NDUPACK).
+            psn = psn.next();
+            let mut new = false;
+            for _ in 0..3 {
+                psn = psn.next();
+                new |= h.on_packet(psn, t, rtt, || 1000.0);
+            }
+            new
+        };
+        assert!(lose_one_at(&mut h, t0), "the first loss begins an event");
+        // Every 15 ms (1.5 RTT) for 40 ms: one event, as a TCP has one recovery.
+        for k in 1..=2 {
+            assert!(!lose_one_at(&mut h, t0 + ms(15 * k)), "loss {k}");
+        }
+        // The event lasts at most 4 RTTs: 45 ms after it began, a new one.
+        assert!(lose_one_at(&mut h, t0 + ms(45)));
+        // A loss more than 2 RTTs after the last, and more than an RTT after
+        // the start of the event: a new event.
+        assert!(lose_one_at(&mut h, t0 + ms(70)));
+        // Within an RTT of the start: the same one, however many.
+        assert!(!lose_one_at(&mut h, t0 + ms(79)));
+        assert_eq!(h.intervals.len(), 3);
     }
 
     #[test]
