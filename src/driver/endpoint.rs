@@ -80,6 +80,18 @@ struct State {
     /// msendm while the driver is busy).
     wake_pending: bool,
     loss: Loss,
+    /// The latest time handed to the core: a datagram read later, though
+    /// stamped earlier by the kernel, is handled as of this time, not before
+    /// (the core's clock never goes back).
+    clock: Instant,
+}
+
+impl State {
+    /// The time for a call into the core now.
+    fn stamp(&mut self) -> Instant {
+        self.clock = Instant::now().max(self.clock);
+        self.clock
+    }
 }
 
 /// Testing aid (as NORM's NormSetRxLoss / NormSetTxLoss): drop this fraction
@@ -147,6 +159,7 @@ impl Endpoint {
                 ready_set: false,
                 wake_pending: false,
                 loss: Loss { rx: 0.0, tx: 0.0, corrupt: 0.0, rng: Rng::new(sys::random_seed()), dropped: 0 },
+                clock: Instant::now(),
             }),
             cond: Condvar::new(),
             ready,
@@ -264,7 +277,7 @@ impl Endpoint {
         let cfg = seeded(st.cfg)?;
         socket::setup_owner(&self.primary, local, group, &st.opts)?;
         let mut rng = Rng::new(sys::random_seed());
-        let owner = Owner::new(cfg, SocketAddr::new(local.ip(), group.port()), &mut rng, Instant::now());
+        let owner = Owner::new(cfg, SocketAddr::new(local.ip(), group.port()), &mut rng, st.stamp());
         log::info!("TO {} created connection {:#x} on {group}", local.ip(), owner.connection_id());
         st.node = Some(owner.into());
         st.group = Some(group);
@@ -289,7 +302,7 @@ impl Endpoint {
         let _ = self.multicast.set(m);
         // Requests go to the TO's unicast IP and the group port.
         let to = SocketAddr::new(owner.ip(), group.port());
-        let user = User::new(cfg, to, Rng::new(sys::random_seed()), Instant::now());
+        let user = User::new(cfg, to, Rng::new(sys::random_seed()), st.stamp());
         st.node = Some(user.into());
         st.group = Some(group);
         self.spawn(None)?;
@@ -393,11 +406,12 @@ impl Endpoint {
     /// Ask for a token and wait for the answer (`mtoken_get`).
     pub fn token_get(&self) -> Result<u8, Error> {
         let mut st = self.state.lock();
+        let now = st.stamp();
         let u = user_mut(&mut st)?;
         if let Some(e) = user_gone(u) {
             return Err(e);
         }
-        u.request_token(Instant::now()).map_err(user_error)?;
+        u.request_token(now).map_err(user_error)?;
         self.wake.set();
         self.wait_token(&mut st)
     }
@@ -427,22 +441,24 @@ impl Endpoint {
 
     /// Answer a join request (`mjoin_confirm`).
     pub fn confirm_join(&self, user_id: u32, accept: bool) -> Result<(), Error> {
-        self.with_owner(|o| o.confirm_join(user_id, accept, Instant::now()).map_err(owner_error))
+        self.with_owner(|o, now| o.confirm_join(user_id, accept, now).map_err(owner_error))
     }
 
     /// Answer a token request (`mtoken_confirm`).
     pub fn confirm_token(&self, user_id: u32, accept: bool) -> Result<(), Error> {
-        self.with_owner(|o| o.confirm_token(user_id, accept).map_err(owner_error))
+        self.with_owner(|o, _| o.confirm_token(user_id, accept).map_err(owner_error))
     }
 
     /// Eject a member (`mleave` on the TO).
     pub fn eject(&self, user_id: u32) -> Result<(), Error> {
-        self.with_owner(|o| o.eject(user_id, Instant::now()).map_err(owner_error))
+        self.with_owner(|o, now| o.eject(user_id, now).map_err(owner_error))
     }
 
-    fn with_owner<R>(&self, f: impl FnOnce(&mut Owner) -> Result<R, Error>) -> Result<R, Error> {
+    /// Run `f` on the TO with the time for it, and wake the driver.
+    fn with_owner<R>(&self, f: impl FnOnce(&mut Owner, Instant) -> Result<R, Error>) -> Result<R, Error> {
         let mut st = self.state.lock();
-        let r = owner_mut(&mut st).and_then(f);
+        let now = st.stamp();
+        let r = owner_mut(&mut st).and_then(|o| f(o, now));
         self.wake.set();
         r
     }
@@ -452,7 +468,8 @@ impl Endpoint {
     pub fn token_give(&self, user_id: u32) -> Result<u8, Error> {
         self.not_on_driver()?;
         let mut st = self.state.lock();
-        let op = owner_mut(&mut st)?.give_token(user_id, Instant::now()).map_err(owner_error)?;
+        let now = st.stamp();
+        let op = owner_mut(&mut st)?.give_token(user_id, now).map_err(owner_error)?;
         self.wake.set();
         self.wait_token_outcome(&mut st, op)
     }
@@ -462,7 +479,8 @@ impl Endpoint {
     pub fn token_withdraw(&self, user_id: u32) -> Result<(), Error> {
         self.not_on_driver()?;
         let mut st = self.state.lock();
-        let op = owner_mut(&mut st)?.withdraw_token(user_id, Instant::now()).map_err(owner_error)?;
+        let now = st.stamp();
+        let op = owner_mut(&mut st)?.withdraw_token(user_id, now).map_err(owner_error)?;
         self.wake.set();
         self.wait_token_outcome(&mut st, op).map(|_| ())
     }
@@ -482,12 +500,12 @@ impl Endpoint {
 
     /// Stop new forward DATA until `resume` (`ectp_pause`).
     pub fn pause(&self) -> Result<(), Error> {
-        self.with_owner(|o| o.pause(Instant::now()).map_err(owner_error))
+        self.with_owner(|o, now| o.pause(now).map_err(owner_error))
     }
 
     /// Let the queued data go again (`ectp_resume`).
     pub fn resume(&self) -> Result<(), Error> {
-        self.with_owner(|o| o.resume(Instant::now()).map_err(owner_error))
+        self.with_owner(|o, now| o.resume(now).map_err(owner_error))
     }
 
     /// ECTP_PAUSED, on either side: whether the TO has paused.
@@ -501,17 +519,17 @@ impl Endpoint {
 
     /// Active TUs in the whole tree (TO), for ECTP_MEMBERS: the ADN sum.
     pub fn members(&self) -> Result<usize, Error> {
-        self.with_owner(|o| Ok(o.adn() as usize))
+        self.with_owner(|o, _| Ok(o.adn() as usize))
     }
 
     /// What the TO knows of member `user_id` (`ectp_get_member`).
     pub fn member(&self, user_id: u32) -> Result<MemberInfo, Error> {
-        self.with_owner(|o| o.member(user_id).ok_or(Error::NotFound))
+        self.with_owner(|o, _| o.member(user_id).ok_or(Error::NotFound))
     }
 
     /// Every member id, ascending (`ectp_list_members`).
     pub fn member_ids(&self) -> Result<Vec<u32>, Error> {
-        self.with_owner(|o| Ok(o.member_ids()))
+        self.with_owner(|o, _| Ok(o.member_ids()))
     }
 
     /// This TU's parent id and tree level, for ECTP_PARENT / ECTP_TREE_LEVEL.
@@ -604,8 +622,9 @@ impl Endpoint {
         self.not_on_driver()?;
         let r = {
             let mut st = self.state.lock();
+            let now = st.stamp();
             match st.node.as_mut() {
-                Some(Node::Owner(o)) => o.abort(Instant::now()),
+                Some(Node::Owner(o)) => o.abort(now),
                 Some(Node::User(_)) => return Err(Error::WrongRole),
                 None => return Err(Error::NotConnected),
             }
@@ -741,6 +760,8 @@ impl Endpoint {
         let now = Instant::now();
         let real_now = sys::realtime();
         let mut st = self.state.lock();
+        // A call into the core may have come in between.
+        let now = now.max(st.clock);
         // Taken under the lock: a call that finds a wake-up pending has
         // queued its work before this round looks at it.
         if d.readable[0] || st.wake_pending {
@@ -771,7 +792,8 @@ impl Endpoint {
                             if st.loss.drop(rx_loss) {
                                 continue;
                             }
-                            let at = arrival(g.kernel_rx, real_now, now, d.last_now);
+                            let at = arrival(g.kernel_rx, real_now, now, st.clock);
+                            st.clock = at;
                             handled += 1;
                             if let Some(node) = st.node.as_mut() {
                                 node.handle(at, g.from, &d.rx_bufs[j][..g.len]);
@@ -797,7 +819,7 @@ impl Endpoint {
         // the time an echo was held, is not stretched by the time this round
         // took to handle what it read.
         let now = if handled > 0 { Instant::now() } else { now };
-        d.last_now = now;
+        st.clock = now;
         if let Some(node) = st.node.as_mut() {
             node.handle_timeout(now);
             // Backpressure: while the socket's queue is full, the core keeps
@@ -890,9 +912,6 @@ struct Rounds<'a> {
     /// recvmmsg's buffers, and what it wrote in them (length, source).
     rx_bufs: Vec<Vec<u8>>,
     rx_got: Vec<sys::Got>,
-    /// The time the previous round ran its timers at: no datagram is handled
-    /// as if it came in earlier (the core's clock never goes back).
-    last_now: Instant,
     tx: TxBatch,
     events: Vec<Event>,
     fds: Vec<RawFd>,
@@ -914,7 +933,6 @@ impl<'a> Rounds<'a> {
         Rounds {
             rx_bufs: (0..RX_BATCH).map(|_| vec![0u8; MAX_DATAGRAM]).collect(),
             rx_got: Vec::with_capacity(RX_BATCH),
-            last_now: Instant::now(),
             tx: TxBatch::new(),
             events: Vec::new(),
             fds,

@@ -63,6 +63,8 @@ const RECV_SPAN: Duration = Duration::from_millis(10);
 /// the CLR; a real queue still shows within a few reports).
 const RTT_WEIGHT_UP: f64 = 0.1;
 const RTT_WEIGHT_DOWN: f64 = 0.5;
+/// Children's reports a repair agent holds to pass up at once, at most.
+pub(crate) const FORWARD_CAP: usize = 8;
 /// Bytes of the Rate element.
 pub(crate) const RATE_LEN: usize = 28;
 /// Round trip assumed before anything is measured.
@@ -140,15 +142,17 @@ pub(crate) fn p_from_wire(p: u32) -> f64 {
 /// and multi-queue NICs reorder that much) is not a loss event.
 const NDUPACK: i64 = 3;
 
-/// Losses that keep coming, each at most this many RTTs after the one
-/// before, belong to one loss event ...
+/// While the receiver's round trip shows a standing queue, losses that keep
+/// coming, each at most this many RTTs after the one before, belong to one
+/// loss event ...
 const EVENT_CHAIN_RTTS: u32 = 2;
 /// ... until this many RTTs after its start (RFC 5348 §5.2: one RTT, which
 /// still holds for a loss that follows none). A drop-tail queue that a TCP
 /// keeps full drops TFMCC's paced packets while the TCP's ACK clock refills
 /// each freed slot at once: TFMCC lost a packet every RTT or so until the
 /// TCP lost one and halved, and counted 2-3 events where the TCP had one
-/// recovery (docs/congestion.md, "Beside a TCP flow").
+/// recovery (docs/congestion.md, "Beside a TCP flow"). Without a queue
+/// (random loss on a path), RFC 5348's rule alone.
 const EVENT_MAX_RTTS: u32 = 4;
 
 /// Loss intervals (RFC 5348 §5), in packets.
@@ -161,6 +165,8 @@ pub(crate) struct LossHistory {
     /// When the current loss event began, and when the last loss came.
     event_at: Option<Instant>,
     last_loss_at: Option<Instant>,
+    /// The receiver's round trip shows a standing queue: losses chain.
+    pub(crate) queue: bool,
     /// Closed intervals, the most recent first, at most eight.
     intervals: VecDeque<f64>,
     /// Packets since the current event began (the open interval).
@@ -204,8 +210,8 @@ impl LossHistory {
         let mut new_event = false;
         let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
         let same_event = since(self.event_at).is_some_and(|s| {
-            s <= rtt
-                || (s <= rtt * EVENT_MAX_RTTS && since(self.last_loss_at).is_some_and(|l| l <= rtt * EVENT_CHAIN_RTTS))
+            let chained = since(self.last_loss_at).is_some_and(|l| l <= rtt * EVENT_CHAIN_RTTS);
+            s <= rtt || (self.queue && s <= rtt * EVENT_MAX_RTTS && chained)
         });
         if lost > 0.0 {
             self.last_loss_at = Some(now);
@@ -282,8 +288,10 @@ pub(crate) struct CcReceiver {
     recv: RecvRate,
     /// Segment size, bytes.
     s: f64,
-    /// The round trip to the sender, once an echo measured it.
+    /// The round trip to the sender, once an echo measured it, and the
+    /// least sample.
     rtt: Option<Duration>,
+    min_rtt: Option<Duration>,
 
     /// The estimate used before: a round trip to the parent, or the
     /// sender's largest.
@@ -294,9 +302,10 @@ pub(crate) struct CcReceiver {
     reported: Option<u8>,
     timer: Option<Instant>,
     last_report: Option<Instant>,
-    /// A report of a child to pass up at once (repair agents), with the
-    /// time it arrived.
-    forward: Option<(RateReport, Instant)>,
+    /// Reports of children to pass up (repair agents), with the time each
+    /// arrived, in order: they go at the driver's next round, at most
+    /// [`FORWARD_CAP`] of them (the oldest dropped beyond).
+    forward: VecDeque<(RateReport, Instant)>,
     /// The lowest rate passed up in this round.
     forwarded: f64,
     /// Data packets since the last report: with none, nothing is reported.
@@ -311,12 +320,13 @@ impl CcReceiver {
             recv: RecvRate::new(now),
             s: f64::from(mss.max(1)),
             rtt: None,
+            min_rtt: None,
             rtt_hint: rtt_hint.unwrap_or(DEFAULT_RTT),
             sender: None,
             reported: None,
             timer: None,
             last_report: None,
-            forward: None,
+            forward: VecDeque::new(),
             forwarded: f64::INFINITY,
             fresh: 0,
             epoch: now,
@@ -352,6 +362,9 @@ impl CcReceiver {
         self.recv.on_bytes(now, len, rtt, span);
         if first {
             let (s, x_recv) = (self.s, self.recv.rate);
+            // A standing queue: the round trip well above the least seen (as
+            // the sender's test, `RateControl::on_report`).
+            self.loss.queue = self.rtt.zip(self.min_rtt).is_some_and(|(r, m)| r > (m * 2).max(m + SLOW_START_QUEUE));
             self.loss.on_packet(psn, now, rtt, || {
                 // The interval that gives the rate data came at (RFC 5348 §6.3.1).
                 if x_recv > 0.0 { 1.0 / p_for_rate(s, rtt, x_recv) } else { 100.0 }
@@ -385,6 +398,7 @@ impl CcReceiver {
             // A wrapped or absurd sample (more than a minute) is ignored.
             if sample < 60_000_000 {
                 let sample = Duration::from_micros(u64::from(sample.max(1)));
+                self.min_rtt = Some(self.min_rtt.map_or(sample, |m| m.min(sample)));
                 // Smoothed: slowly up (a queue building), fast down (a queue
                 // drained: the rate may rise again at once).
                 self.rtt = Some(match self.rtt {
@@ -415,15 +429,19 @@ impl CcReceiver {
         }
     }
 
-    /// A child's report (repair agents): passed up at once if it is the
-    /// CLR's, or clearly the lowest this agent heard in the round.
+    /// A child's report (repair agents): passed up at the next round of the
+    /// driver if it is the CLR's, or clearly the lowest this agent heard in
+    /// the round.
     pub(crate) fn on_child_report(&mut self, now: Instant, r: RateReport) {
         let Some(info) = self.sender else { return };
         let x = if r.loss { r.calc } else { r.recv } as f64;
         let bar = if info.suppress > 0 { info.suppress as f64 * SUPPRESS_SHARE } else { info.rate as f64 };
         if r.member == info.clr || (x < bar.min(self.forwarded) && (x < info.rate as f64 || info.slow_start)) {
             self.forwarded = self.forwarded.min(x);
-            self.forward = Some((r, now));
+            if self.forward.len() == FORWARD_CAP {
+                self.forward.pop_front();
+            }
+            self.forward.push_back((r, now));
         }
     }
 
@@ -450,7 +468,7 @@ impl CcReceiver {
     /// CLR's periodic one, or ours when our timer ran out and nobody
     /// reported a clearly lower rate meanwhile.
     pub(crate) fn poll_report(&mut self, now: Instant, me: u32) -> Option<RateReport> {
-        if let Some((mut r, at)) = self.forward.take() {
+        if let Some((mut r, at)) = self.forward.pop_front() {
             r.delay = r.delay.saturating_add(micros(now, at));
             return Some(r);
         }
@@ -919,13 +937,14 @@ mod tests {
         assert!(!h.on_packet(psn.add(6), t0 + Duration::from_millis(5), rtt, || 50.0));
         assert_eq!(h.intervals.len(), 1);
         assert_eq!(h.intervals[0], 50.0, "the first interval comes from the receive rate");
-        // Then a loss every 100 packets, each more than two RTTs later: p tends to 1%.
+        // Then a loss every 100 packets, each more than two RTTs later: each
+        // a new event, and p tends to 1%.
         let mut t = t0;
         let mut psn = psn.add(6);
         for _ in 0..20 {
-            t += Duration::from_millis(25);
+            t += Duration::from_millis(30);
             psn = psn.add(100);
-            h.on_packet(psn, t, rtt, || 0.0);
+            assert!(h.on_packet(psn, t, rtt, || 0.0));
         }
         assert!((h.p() - 0.01).abs() < 0.0005, "{}", h.p());
         // A late packet (reordered) changes nothing.
@@ -933,11 +952,11 @@ mod tests {
     }
 
     #[test]
-    fn losses_that_keep_coming_are_one_event_for_up_to_four_rtts() {
+    fn losses_that_keep_coming_into_a_queue_are_one_event_for_up_to_four_rtts() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let rtt = ms(10);
-        let mut h = LossHistory::default();
+        let mut h = LossHistory { queue: true, ..LossHistory::default() };
         let mut psn = Psn(1);
         let mut lose_one_at = |h: &mut LossHistory, t: Instant| {
             for _ in 0..50 {
@@ -966,6 +985,12 @@ mod tests {
         // Within an RTT of the start: the same one, however many.
         assert!(!lose_one_at(&mut h, t0 + ms(79)));
         assert_eq!(h.intervals.len(), 3);
+        // Without a standing queue (random loss on the path), RFC 5348's
+        // rule alone: 1.5 RTTs after the start, a new event.
+        h.queue = false;
+        assert!(lose_one_at(&mut h, t0 + ms(100)));
+        assert!(lose_one_at(&mut h, t0 + ms(115)));
+        assert!(!lose_one_at(&mut h, t0 + ms(124)));
     }
 
     #[test]
@@ -1170,5 +1195,32 @@ mod tests {
         let echo = Echo { member: 1, timestamp: r.timestamp, delay: 300 };
         slow.on_rate(ts + Duration::from_micros(800), RateInfo { echo: Some(echo), ..info }, 1, 0.5);
         assert_eq!(slow.rtt(), Duration::from_micros(500));
+    }
+
+    #[test]
+    fn a_repair_agent_passes_up_every_report_it_took_in_one_round() {
+        let t0 = Instant::now();
+        let mut ra = CcReceiver::new(1000, Some(Duration::from_millis(1)), t0);
+        let info = RateInfo {
+            slow_start: false,
+            round: 3,
+            max_rtt_us: 1000,
+            rate: 100_000_000,
+            suppress: 0,
+            clr: 7,
+            echo: None,
+        };
+        ra.on_rate(t0, info, 1, 0.5);
+        // A child's lower report, then the CLR's, before the driver's next round.
+        let lower = RateReport { delay: 40, ..report(9, 20_000_000, 30_000_000, true) };
+        ra.on_child_report(t0, lower);
+        ra.on_child_report(t0 + Duration::from_micros(10), report(7, 50_000_000, 60_000_000, true));
+        // A report neither the CLR's nor lower than what went up: it stops here.
+        ra.on_child_report(t0 + Duration::from_micros(20), report(11, 40_000_000, 60_000_000, true));
+        let at = t0 + Duration::from_micros(100);
+        let first = ra.poll_report(at, 1).expect("the lower report");
+        assert_eq!((first.member, first.delay), (9, 140), "held 100 us at the agent");
+        assert_eq!(ra.poll_report(at, 1).map(|r| (r.member, r.delay)), Some((7, 90)));
+        assert_eq!(ra.poll_report(at, 1), None, "nothing else is due");
     }
 }

@@ -23,11 +23,14 @@ use super::stats::Outcome;
 use super::su::Su;
 use super::timer::Timer;
 use super::{CcMode, Config, Ctl, Dest, Io, MSS_RANGE, Rng, Stats, Transmit};
-use crate::wire::{Header, Membership, Packet, PacketType, Psn, Tco};
+use crate::wire::{Header, Membership, Packet, PacketType, Psn, RateReport, Tco};
 
 /// DATA kept while the TU does not yet know where its data starts (it
 /// joined the group before the LJC arrived).
 const EARLY_CAPACITY: usize = 256;
+/// Rate Reports a TU sends up in one round of the driver, at most: the
+/// children's it passes up (see `CcReceiver::on_child_report`) and its own.
+const MAX_REPORTS_PER_ROUND: usize = super::cc::FORWARD_CAP + 1;
 
 /// Where the join stands (`mjoin`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -445,16 +448,22 @@ impl User {
             self.io.timers.stop(Timer::RateReport);
             return;
         }
-        // Called for every packet: the subtree (a walk over a repair agent's
-        // children) only when a report does go up.
-        let report = cc.poll_report(now, me);
+        // Each report in an ACK of its own: the children's passed up (a
+        // repair agent may have taken several since the last round), then
+        // ours if due. The subtree (a walk over a repair agent's children)
+        // only when a report does go up.
+        let mut reports = std::iter::from_fn(|| cc.poll_report(now, me)).take(MAX_REPORTS_PER_ROUND);
+        let first = reports.next();
+        let rest: Vec<RateReport> = if first.is_some() { reports.collect() } else { Vec::new() };
         let next = cc.deadline(me).map(|t| t.max(now + Duration::from_micros(100)));
         self.io.timers.set_opt(Timer::RateReport, next);
-        if let Some(r) = report {
+        if let Some(r) = first {
             let sub = self.subtree();
-            if let Some(c) = self.child.as_mut() {
-                c.send_ack_with(&self.me, &self.cfg, sub, now, Some(r), &mut self.io);
-                self.io.stats.rate_reports += 1;
+            for r in std::iter::once(r).chain(rest) {
+                if let Some(c) = self.child.as_mut() {
+                    c.send_ack_with(&self.me, &self.cfg, sub, now, Some(r), &mut self.io);
+                    self.io.stats.rate_reports += 1;
+                }
             }
         }
     }
