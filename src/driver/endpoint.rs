@@ -909,7 +909,8 @@ fn arrival(kernel_rx: Option<Duration>, real_now: Duration, now: Instant, floor:
 
 /// What the driver thread keeps from one round to the next.
 struct Rounds<'a> {
-    /// recvmmsg's buffers, and what it wrote in them (length, source).
+    /// recvmmsg's buffers, and what it wrote in them (length, source, the
+    /// kernel's time of arrival).
     rx_bufs: Vec<Vec<u8>>,
     rx_got: Vec<sys::Got>,
     tx: TxBatch,
@@ -1077,14 +1078,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_datagram_is_handled_as_of_when_it_came_in_never_before_the_last_round() {
+    fn a_datagram_is_handled_as_of_when_it_came_in_never_before_the_core_s_clock() {
         let floor = Instant::now();
         let now = floor + Duration::from_millis(10);
         let real_now = Duration::from_secs(1_800_000_000);
         let ms = Duration::from_millis;
         // It waited 3 ms in the socket.
         assert_eq!(arrival(Some(real_now - ms(3)), real_now, now, floor), now - ms(3));
-        // It came in before the last round ran its timers: that round's time.
+        // It came in before the latest time the core was given: that time.
         assert_eq!(arrival(Some(real_now - ms(30)), real_now, now, floor), floor);
         // No stamp, a stamp after `now` (read after the clocks were taken),
         // one from more than a second back (the clock was set): `now`.

@@ -77,6 +77,12 @@ const SLOW_START_QUEUE: Duration = Duration::from_millis(2);
 /// Slow start begins at most this fast, however short the round trip.
 const MAX_INITIAL_RATE: f64 = 4_000_000.0;
 
+/// Whether a round trip `rtt` shows a standing queue: well above the least
+/// seen, `min_rtt` (twice it, and [`SLOW_START_QUEUE`] more).
+fn queue_stands(rtt: Duration, min_rtt: Duration) -> bool {
+    rtt > (min_rtt * 2).max(min_rtt + SLOW_START_QUEUE)
+}
+
 /// The first rate: four segments per round trip (RFC 5348 §4.2), at most
 /// [`MAX_INITIAL_RATE`], at least one segment per second.
 fn initial_rate(s: f64, rtt: Duration) -> f64 {
@@ -363,9 +369,7 @@ impl CcReceiver {
         self.recv.on_bytes(now, len, rtt, span);
         if first {
             let (s, x_recv) = (self.s, self.recv.rate);
-            // A standing queue: the round trip well above the least seen (as
-            // the sender's test, `RateControl::on_report`).
-            self.loss.queue = self.rtt.zip(self.min_rtt).is_some_and(|(r, m)| r > (m * 2).max(m + SLOW_START_QUEUE));
+            self.loss.queue = self.rtt.zip(self.min_rtt).is_some_and(|(r, m)| queue_stands(r, m));
             self.loss.on_packet(psn, now, rtt, || {
                 // The interval that gives the rate data came at (RFC 5348 §6.3.1).
                 if x_recv > 0.0 { 1.0 / p_for_rate(s, rtt, x_recv) } else { 100.0 }
@@ -686,7 +690,7 @@ impl RateControl {
             }
             // A queue building up ends slow start as a loss does (as TCP's
             // HyStart): the round trip well above the least seen.
-            let queue = r.measured && rtt > (self.min_rtt * 2).max(self.min_rtt + SLOW_START_QUEUE);
+            let queue = r.measured && queue_stands(rtt, self.min_rtt);
             // Or the receive rate stopped growing while the rate doubled (a
             // bottleneck without loss yet): three reports without 25% more.
             // (A report repeating the last measure counts for nothing.)
@@ -744,7 +748,7 @@ impl RateControl {
             if r.measured {
                 self.min_rtt = self.min_rtt.min(rtt);
             }
-            let queue = r.measured && rtt > (self.min_rtt * 2).max(self.min_rtt + SLOW_START_QUEUE);
+            let queue = r.measured && queue_stands(rtt, self.min_rtt);
             let cap = (if queue { QUEUE_CAP * lately } else { 2.0 * lately }).max(initial_rate(self.s, rtt));
             let target = x.min(cap);
             if target < self.rate {

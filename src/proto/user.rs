@@ -23,7 +23,7 @@ use super::stats::Outcome;
 use super::su::Su;
 use super::timer::Timer;
 use super::{CcMode, Config, Ctl, Dest, Io, MSS_RANGE, Rng, Stats, Transmit};
-use crate::wire::{Header, Membership, Packet, PacketType, Psn, RateReport, Tco};
+use crate::wire::{Header, Membership, Packet, PacketType, Psn, Tco};
 
 /// DATA kept while the TU does not yet know where its data starts (it
 /// joined the group before the LJC arrived).
@@ -442,7 +442,9 @@ impl User {
         if self.child.is_none() {
             return;
         }
-        let Some(cc) = self.cc.as_mut() else { return };
+        if self.cc.is_none() {
+            return;
+        }
         if !acks {
             // Rebinding or not joined: nothing goes up; the next packet re-arms it.
             self.io.timers.stop(Timer::RateReport);
@@ -452,20 +454,17 @@ impl User {
         // repair agent may have taken several since the last round), then
         // ours if due. The subtree (a walk over a repair agent's children)
         // only when a report does go up.
-        let mut reports = std::iter::from_fn(|| cc.poll_report(now, me)).take(MAX_REPORTS_PER_ROUND);
-        let first = reports.next();
-        let rest: Vec<RateReport> = if first.is_some() { reports.collect() } else { Vec::new() };
-        let next = cc.deadline(me).map(|t| t.max(now + Duration::from_micros(100)));
-        self.io.timers.set_opt(Timer::RateReport, next);
-        if let Some(r) = first {
-            let sub = self.subtree();
-            for r in std::iter::once(r).chain(rest) {
-                if let Some(c) = self.child.as_mut() {
-                    c.send_ack_with(&self.me, &self.cfg, sub, now, Some(r), &mut self.io);
-                    self.io.stats.rate_reports += 1;
-                }
+        let mut sub = None;
+        for _ in 0..MAX_REPORTS_PER_ROUND {
+            let Some(r) = self.cc.as_mut().and_then(|cc| cc.poll_report(now, me)) else { break };
+            let sub = *sub.get_or_insert_with(|| self.subtree());
+            if let Some(c) = self.child.as_mut() {
+                c.send_ack_with(&self.me, &self.cfg, sub, now, Some(r), &mut self.io);
+                self.io.stats.rate_reports += 1;
             }
         }
+        let next = self.cc.as_ref().and_then(|cc| cc.deadline(me)).map(|t| t.max(now + Duration::from_micros(100)));
+        self.io.timers.set_opt(Timer::RateReport, next);
     }
 
     /// Whether a packet of this type may come from this address (the exact
