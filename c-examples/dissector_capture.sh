@@ -8,7 +8,8 @@
 # Two connections at once, captured by dumpcap into WORK_DIR/cap.pcapng:
 #   - on PORT (group 239.255.10.10), a control tree (gserv -t 1) with a
 #     creation phase and HGT 100 ms: TU 1 is there first and becomes a repair
-#     agent (gclnt -A), takes a token after 500 ms (gclnt -t) and drops 5 % of
+#     agent (gclnt -A), takes a token after 500 ms (gclnt -t) and, once joined
+#     (so that its CCR is never the one dropped), drops 5 % of
 #     what it receives (gclnt -L 5: ACKs with holes, RDATA); TU 2 joins late,
 #     attaches under TU 1, drops 5 % too and leaves after 1.2 s (gclnt -x);
 #   - on KEYED_PORT (group 239.255.10.12), a flat connection with a group key

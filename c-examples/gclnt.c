@@ -82,8 +82,8 @@ static void usage(FILE *f)
 "                RTT) and a summary at the end\n"
 "  -K keyfile    the connection's group key (ECTP_GROUP_KEY): the file holds\n"
 "                exactly 16 or 32 bytes, the same as the TO's (gserv -K)\n"
-"  -L percent    drop that share of the datagrams received, on purpose\n"
-"                (ECTP_RX_LOSS, 0..100; a testing aid: repairs follow)\n"
+"  -L percent    once joined, drop that share of the datagrams received, on\n"
+"                purpose (ECTP_RX_LOSS, 0..100; a testing aid: repairs follow)\n"
 "  -h            this help\n"
 "\n"
 "Exit status: 0 end of the connection (or left with -x), 1 error, 2 usage,\n"
@@ -364,13 +364,6 @@ int main(int argc, char **argv)
     }
     if (key_file != NULL && set_group_key(sd, prog, key_file) == -1)
         return 1;
-    if (rx_loss >= 0) {
-        int v = (int)rx_loss;
-        if (msetsockopt(sd, SOL_ECTP, ECTP_RX_LOSS, &v, (socklen_t)sizeof v) == -1) {
-            fprintf(stderr, "%s: msetsockopt(ECTP_RX_LOSS): %s\n", prog, strerror(errno));
-            return 1;
-        }
-    }
     if (max_children > 0) {
         int v = (int)max_children;
         if (msetsockopt(sd, SOL_ECTP, ECTP_MAX_CHILDREN, &v, (socklen_t)sizeof v) == -1) {
@@ -388,6 +381,15 @@ int main(int argc, char **argv)
     }
     joined_ms = now_ms();
     last_flush_ms = joined_ms;
+    /* Once joined: a creation-phase CCR dropped on purpose would make the
+     * join a late one, and the dissector test's capture a different one. */
+    if (rx_loss >= 0) {
+        int v = (int)rx_loss;
+        if (msetsockopt(sd, SOL_ECTP, ECTP_RX_LOSS, &v, (socklen_t)sizeof v) == -1) {
+            fprintf(stderr, "%s: msetsockopt(ECTP_RX_LOSS): %s\n", prog, strerror(errno));
+            return 1;
+        }
+    }
 
     len = (socklen_t)sizeof user_id;
     if (mgetsockopt(sd, SOL_ECTP, ECTP_USER_ID, &user_id, &len) == -1) {

@@ -215,7 +215,7 @@ fn role_tcp_rx() {
     if !is_role("tcp_rx") {
         return;
     }
-    let l = std::net::TcpListener::bind(("0.0.0.0", TCP_PORT)).expect("listen");
+    let l = std::net::TcpListener::bind(("0.0.0.0", env_num::<u16>("ECTP_TCP_PORT"))).expect("listen");
     tell("listening");
     let (mut s, _) = l.accept().expect("accept");
     let (mut buf, mut bytes, mut last) = (vec![0u8; 1 << 16], 0usize, Instant::now());
@@ -243,7 +243,7 @@ fn role_tcp_tx() {
         return;
     }
     let to: std::net::IpAddr = env_str("ECTP_PEER").parse().unwrap();
-    let mut s = std::net::TcpStream::connect((to, TCP_PORT)).expect("connect");
+    let mut s = std::net::TcpStream::connect((to, env_num::<u16>("ECTP_TCP_PORT"))).expect("connect");
     // ECTP_TCP_CC=cubic (or bbr, reno): the TCP's congestion control; the
     // system's default (net.ipv4.tcp_congestion_control) without it.
     if let Some(cc) = std::env::var("ECTP_TCP_CC").ok().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()) {
@@ -348,20 +348,41 @@ fn netns_tfmcc_and_tcp_share_a_bottleneck_and_neither_starves() {
     // ECTP_TCP_SECS=60 for a longer run (measured over its second half):
     // BBR takes seconds to find its share, and loss events come seconds apart.
     let secs: f64 = std::env::var("ECTP_TCP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20.0);
-    let env = [
-        ("ECTP_PORT", port.to_string()),
-        ("ECTP_SECS", secs.to_string()),
-        ("ECTP_PEER", net.addr(1).to_string()),
-        ("ECTP_TCP_CC", std::env::var("ECTP_TCP_CC").unwrap_or_default()),
-    ];
+    let tcp_env = |cc: String, port: u16| {
+        [
+            ("ECTP_SECS", secs.to_string()),
+            ("ECTP_PEER", net.addr(1).to_string()),
+            ("ECTP_TCP_CC", cc),
+            ("ECTP_TCP_PORT", port.to_string()),
+        ]
+    };
+    let env = tcp_env(std::env::var("ECTP_TCP_CC").unwrap_or_default(), TCP_PORT);
     let mut rx = ChildRole::spawn(Some(&net.hosts[1]), "tcp_rx", &env);
     rx.expect_line("listening", 20);
     let mut tx = ChildRole::spawn(Some(&net.hosts[0]), "tcp_tx", &env);
     tx.expect_line("connected", 20);
-    let mut to = ChildRole::spawn(Some(&net.hosts[0]), "stream_to", &env);
-    to.expect_line("ready", 20);
-    let mut tu = ChildRole::spawn(Some(&net.hosts[1]), "stream_tu", &env);
-    tu.expect_line("joined", 30);
+    // ECTP_TCP_VS=reno (or cubic, bbr): the bed's baseline, a second TCP
+    // with that congestion control in TFMCC's place.
+    let vs = std::env::var("ECTP_TCP_VS").ok().filter(|v| !v.trim().is_empty());
+    let first = vs.as_ref().map_or("TFMCC".to_string(), |cc| format!("TCP {cc}"));
+    let (mut to, mut tu) = match vs {
+        Some(cc) => {
+            let env = tcp_env(cc, TCP_PORT + 1);
+            let tu = ChildRole::spawn(Some(&net.hosts[1]), "tcp_rx", &env);
+            tu.expect_line("listening", 20);
+            let to = ChildRole::spawn(Some(&net.hosts[0]), "tcp_tx", &env);
+            to.expect_line("connected", 20);
+            (to, tu)
+        }
+        None => {
+            let env = [("ECTP_PORT", port.to_string()), ("ECTP_SECS", secs.to_string())];
+            let to = ChildRole::spawn(Some(&net.hosts[0]), "stream_to", &env);
+            to.expect_line("ready", 20);
+            let tu = ChildRole::spawn(Some(&net.hosts[1]), "stream_tu", &env);
+            tu.expect_line("joined", 30);
+            (to, tu)
+        }
+    };
     let t0 = Instant::now();
     to.say("go");
     tx.say("go");
@@ -369,7 +390,7 @@ fn netns_tfmcc_and_tcp_share_a_bottleneck_and_neither_starves() {
     // The second half: both well under way.
     let (ectp, tcp) = (got[0].between(t0, secs / 2.0, secs), got[1].between(t0, secs / 2.0, secs));
     eprintln!(
-        "bottleneck {:.1} MB/s shared over {:.0}-{:.0} s: TFMCC {:.2} MB/s, TCP {:.2} MB/s (ratio {:.2}), together {:.0}%",
+        "bottleneck {:.1} MB/s shared over {:.0}-{:.0} s: {first} {:.2} MB/s, TCP {:.2} MB/s (ratio {:.2}), together {:.0}%",
         BOTTLENECK / 1e6,
         secs / 2.0,
         secs,
@@ -384,11 +405,13 @@ fn netns_tfmcc_and_tcp_share_a_bottleneck_and_neither_starves() {
     for r in [&mut to, &mut tu, &mut tx, &mut rx] {
         assert!(r.wait(30).is_some_and(|s| s.success()), "a role failed");
     }
-    // Measured here over 20 s (2026-12-03, the second half, 4 runs each):
-    // TFMCC/TCP 0.73-0.81 against CUBIC, 0.50-0.56 against Reno, and
-    // 0.69-5.2 over the day against BBR (this machine's default TCP;
-    // ECTP_TCP_CC=...); CUBIC over 60 s 0.40. Issue 8's "within a factor of
-    // 2" holds over 20 s against CUBIC and Reno, not always against BBR
+    // Measured here (2026-12-03, the second half): over 20 s TFMCC/TCP
+    // 0.53-1.51 against BBR (this machine's default TCP; 4.7-5.8 before the
+    // rate kept its window as a queue drained), 0.56-1.03 against CUBIC,
+    // 0.45-0.76 against Reno; over 60 s 1.40-1.55 (BBR), 0.70-0.75 (Reno),
+    // 0.41-0.49 (CUBIC; a Reno TCP in TFMCC's place, ECTP_TCP_VS=reno, got
+    // 0.55-0.89 of CUBIC). Issue 8's "within a factor of 2" holds except
+    // against CUBIC over 60 s, and Reno over 20 s in some runs
     // (docs/congestion.md, "Beside a TCP flow"). What holds always: neither
     // starves, and together they fill the bottleneck.
     assert!(
