@@ -588,8 +588,9 @@ pub(crate) struct RateControl {
     pacer: Pacer,
     /// Time of the last rate increase (bounds the increase per RTT).
     last_increase: Instant,
-    /// The CLR's round trip when the rate was last set.
-    rate_rtt: Duration,
+    /// The CLR's measured round trip when the rate was last set (none
+    /// before a measured report: a hinted one says nothing of a queue).
+    rate_rtt: Option<Duration>,
     /// The least round trip reported in slow start.
     min_rtt: Duration,
     /// The CLR's receive rates lately, and when each came.
@@ -629,7 +630,7 @@ impl RateControl {
             sent_since_announce: 0,
             pacer: Pacer { tokens: 4.0 * s, last: now, limited_at: None },
             last_increase: now,
-            rate_rtt: max_rtt,
+            rate_rtt: None,
             min_rtt: Duration::MAX,
             clr_recv: VecDeque::new(),
             ss_best_recv: 0.0,
@@ -712,7 +713,7 @@ impl RateControl {
                 self.rate = self.rate.min(x).max(self.floor());
                 self.clr = Some((r.member, now));
                 self.last_increase = now;
-                self.rate_rtt = rtt;
+                self.rate_rtt = r.measured.then_some(rtt);
             }
             return;
         }
@@ -774,12 +775,16 @@ impl RateControl {
                 // twelve).
                 let dt = now.saturating_duration_since(self.last_increase).as_secs_f64();
                 let secs = rtt.as_secs_f64().max(1e-6);
-                let drained = is_clr && r.measured && queue_stands(self.rate_rtt, self.min_rtt);
-                let held = if drained { self.rate * self.rate_rtt.as_secs_f64() / secs } else { self.rate };
+                let held = match self.rate_rtt {
+                    Some(was) if is_clr && r.measured && queue_stands(was, self.min_rtt) => {
+                        self.rate * was.as_secs_f64() / secs
+                    }
+                    _ => self.rate,
+                };
                 self.rate = target.min(self.rate.max(held) + self.s * dt / (secs * secs));
             }
             self.last_increase = now;
-            self.rate_rtt = rtt;
+            self.rate_rtt = r.measured.then_some(rtt);
         }
         self.rate = self.rate.max(self.floor());
     }
@@ -1147,6 +1152,15 @@ mod tests {
         rc.clr = None;
         rc.on_report(t, at(report(8, 9_000_000, 4_000_000, true), ms(10)));
         assert_eq!((rc.rate(), rc.clr()), (1_000_000.0 + 1000.0 * 0.01 / (0.01 * 0.01), Some(8)));
+        // Nor from a round trip that was only a hint (the CLR's report
+        // before its first echo): 40 ms hinted, then 10 ms measured.
+        let mut rc = start();
+        let hinted = RateReport { measured: false, ..at(report(7, 9_000_000, 4_000_000, true), ms(40)) };
+        rc.on_report(t0 + ms(1), hinted);
+        assert_eq!(rc.rate_rtt, None);
+        rc.on_report(t, at(report(7, 9_000_000, 4_000_000, true), ms(10)));
+        let added = 1000.0 * 0.001 / (0.04 * 0.04) + 1000.0 * 0.009 / (0.01 * 0.01);
+        assert!((rc.rate() - (1_000_000.0 + added)).abs() < 1e-3, "{}", rc.rate());
     }
 
     #[test]
