@@ -405,15 +405,15 @@ fn netns_tfmcc_and_tcp_share_a_bottleneck_and_neither_starves() {
     for r in [&mut to, &mut tu, &mut tx, &mut rx] {
         assert!(r.wait(30).is_some_and(|s| s.success()), "a role failed");
     }
-    // Measured here (2026-12-03, the second half): over 20 s TFMCC/TCP
-    // 0.53-1.51 against BBR (this machine's default TCP; 4.7-5.8 before the
-    // rate kept its window as a queue drained), 0.56-1.03 against CUBIC,
-    // 0.45-0.76 against Reno; over 60 s 1.40-1.55 (BBR), 0.70-0.75 (Reno),
-    // 0.41-0.49 (CUBIC; a Reno TCP in TFMCC's place, ECTP_TCP_VS=reno, got
-    // 0.55-0.89 of CUBIC). Issue 8's "within a factor of 2" holds except
-    // against CUBIC over 60 s, and Reno over 20 s in some runs
-    // (docs/congestion.md, "Beside a TCP flow"). What holds always: neither
-    // starves, and together they fill the bottleneck.
+    // Measured here (2026-12-03, evening, the second half): over 20 s
+    // TFMCC/TCP 0.66 against BBR (this machine's default TCP), 0.67 against
+    // CUBIC, 0.47-0.65 against Reno; over 60 s 1.55-1.60 (BBR), 0.96 (Reno),
+    // 0.53-0.56 (CUBIC; a Reno TCP in TFMCC's place, ECTP_TCP_VS=reno, got
+    // 0.55-0.89 of CUBIC). Issue 8's "within a factor of 2" held in every
+    // run but one against Reno over 20 s (docs/congestion.md, "Beside a TCP
+    // flow"); on a shared machine one run in a few strays, so what is
+    // asserted is what holds always: neither starves, and together they
+    // fill the bottleneck.
     assert!(
         ectp > 0.05 * BOTTLENECK && tcp > 0.05 * BOTTLENECK,
         "a flow starved: TFMCC {ectp:.0} B/s, TCP {tcp:.0} B/s"

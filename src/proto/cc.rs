@@ -83,6 +83,40 @@ fn queue_stands(rtt: Duration, min_rtt: Duration) -> bool {
     rtt > (min_rtt * 2).max(min_rtt + SLOW_START_QUEUE)
 }
 
+/// Whether a round trip shows the queue full: within a tenth of the deepest
+/// it was lately (`max_rtt`) above the least round trip. A TCP that only
+/// loss slows (Reno, CUBIC) keeps a drop-tail queue full; one that models
+/// the path (BBR) keeps it partly full, and its bursts overflow it for a
+/// moment.
+fn queue_full(rtt: Duration, min_rtt: Duration, max_rtt: Duration) -> bool {
+    rtt >= min_rtt + max_rtt.saturating_sub(min_rtt).mul_f64(0.9)
+}
+
+/// How long [`WindowedMax`] remembers: between this and twice it.
+const MAX_RTT_WINDOW: Duration = Duration::from_secs(5);
+
+/// The largest of values pushed over the last 5-10 s: two buckets, the
+/// older dropped when the newer is a window old.
+#[derive(Debug, Default)]
+struct WindowedMax {
+    buckets: [Option<Duration>; 2],
+    since: Option<Instant>,
+}
+
+impl WindowedMax {
+    fn push(&mut self, now: Instant, v: Duration) {
+        if self.since.is_none_or(|t| now.saturating_duration_since(t) >= MAX_RTT_WINDOW) {
+            self.buckets = [None, self.buckets[0]];
+            self.since = Some(now);
+        }
+        self.buckets[0] = Some(self.buckets[0].map_or(v, |m| m.max(v)));
+    }
+
+    fn get(&self) -> Option<Duration> {
+        self.buckets[0].max(self.buckets[1])
+    }
+}
+
 /// The first rate: four segments per round trip (RFC 5348 §4.2), at most
 /// [`MAX_INITIAL_RATE`], at least one segment per second.
 fn initial_rate(s: f64, rtt: Duration) -> f64 {
@@ -148,19 +182,20 @@ pub(crate) fn p_from_wire(p: u32) -> f64 {
 /// and multi-queue NICs reorder that much) is not a loss event.
 const NDUPACK: i64 = 3;
 
-/// While the receiver's round trip shows a standing queue, losses that keep
-/// coming, each at most this many RTTs after the one before, belong to one
-/// loss event ...
-const EVENT_CHAIN_RTTS: u32 = 8;
-/// ... until this many RTTs after its start (RFC 5348 §5.2: one RTT, which
-/// still holds for a loss that follows none). A drop-tail queue that a TCP
+/// While the receiver's round trip shows a queue standing and full, a loss
+/// event lasts half its window in RTTs, at most this many (RFC 5348 §5.2:
+/// one RTT, which still holds otherwise). A drop-tail queue that a TCP
 /// keeps full drops TFMCC's paced packets while the TCP's ACK clock refills
 /// each freed slot at once: TFMCC lost a packet every RTT or so until a
 /// Reno lost one and halved (2-3 events where the TCP had one recovery),
-/// and beside CUBIC, which stays near its last window for seconds, 3-4
-/// losses 4-10 RTTs apart (docs/congestion.md, "Beside a TCP flow").
-/// Without a queue (random loss on a path), RFC 5348's rule alone.
-const EVENT_MAX_RTTS: u32 = 32;
+/// and beside CUBIC, whose losses come in clusters up to a second long
+/// every few seconds, 2-3 events per cluster (docs/congestion.md, "Beside
+/// a TCP flow"). Half the window is how long a Reno of that window takes
+/// to grow back after its one halving; a fixed 32 RTTs would count one
+/// event where a Reno of 20 packets halves three times. Without a queue (random loss), RFC 5348's rule alone;
+/// with one only partly full (BBR's), too: its bursts overflow it now and
+/// then, and a TCP that loss does not slow is not matched by counting less.
+const EVENT_MAX_RTTS: f64 = 32.0;
 
 /// Loss intervals (RFC 5348 §5), in packets.
 #[derive(Debug, Default)]
@@ -169,10 +204,14 @@ pub(crate) struct LossHistory {
     /// PSNs skipped and not taken for lost yet (none NDUPACK past them
     /// arrived), in order: at most NDUPACK - 1 of them.
     missing: VecDeque<Psn>,
-    /// When the current loss event began, and when the last loss came.
+    /// When the current loss event began, and how many RTTs it lasts
+    /// while a queue stands full.
     event_at: Option<Instant>,
-    last_loss_at: Option<Instant>,
-    /// The receiver's round trip shows a standing queue: losses chain.
+    event_rtts: f64,
+    /// The receiver's window, packets per RTT at its receive rate.
+    pub(crate) window: f64,
+    /// The receiver's round trip shows a queue standing and full: a loss
+    /// event lasts longer.
     pub(crate) queue: bool,
     /// Closed intervals, the most recent first, at most eight.
     intervals: VecDeque<f64>,
@@ -216,13 +255,8 @@ impl LossHistory {
         }
         let mut new_event = false;
         let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
-        let same_event = since(self.event_at).is_some_and(|s| {
-            let chained = since(self.last_loss_at).is_some_and(|l| l <= rtt * EVENT_CHAIN_RTTS);
-            s <= rtt || (self.queue && s <= rtt * EVENT_MAX_RTTS && chained)
-        });
-        if lost > 0.0 {
-            self.last_loss_at = Some(now);
-        }
+        let same_event =
+            since(self.event_at).is_some_and(|s| s <= rtt || (self.queue && s <= rtt.mul_f64(self.event_rtts)));
         if lost > 0.0 && !same_event {
             if self.event_at.is_some() {
                 self.intervals.push_front(self.open.max(1.0));
@@ -231,6 +265,7 @@ impl LossHistory {
                 self.intervals.push_front(first().max(1.0));
             }
             self.event_at = Some(now);
+            self.event_rtts = (self.window / 2.0).clamp(1.0, EVENT_MAX_RTTS);
             self.open = 0.0;
             new_event = true;
         }
@@ -299,6 +334,8 @@ pub(crate) struct CcReceiver {
     /// least sample.
     rtt: Option<Duration>,
     min_rtt: Option<Duration>,
+    /// The largest round trip over the last 5-10 s.
+    max_rtt: WindowedMax,
 
     /// The estimate used before: a round trip to the parent, or the
     /// sender's largest.
@@ -328,6 +365,7 @@ impl CcReceiver {
             s: f64::from(mss.max(1)),
             rtt: None,
             min_rtt: None,
+            max_rtt: WindowedMax::default(),
             rtt_hint: rtt_hint.unwrap_or(DEFAULT_RTT),
             sender: None,
             reported: None,
@@ -369,7 +407,11 @@ impl CcReceiver {
         self.recv.on_bytes(now, len, rtt, span);
         if first {
             let (s, x_recv) = (self.s, self.recv.rate);
-            self.loss.queue = self.rtt.zip(self.min_rtt).is_some_and(|(r, m)| queue_stands(r, m));
+            self.loss.queue = self
+                .rtt
+                .zip(self.min_rtt)
+                .is_some_and(|(r, m)| queue_stands(r, m) && queue_full(r, m, self.max_rtt.get().unwrap_or(r)));
+            self.loss.window = x_recv * rtt.as_secs_f64() / s;
             self.loss.on_packet(psn, now, rtt, || {
                 // The interval that gives the rate data came at (RFC 5348 §6.3.1).
                 if x_recv > 0.0 { 1.0 / p_for_rate(s, rtt, x_recv) } else { 100.0 }
@@ -414,6 +456,9 @@ impl CcReceiver {
                     }
                     None => sample,
                 });
+                if let Some(r) = self.rtt {
+                    self.max_rtt.push(now, r);
+                }
             }
         }
         let new_round = self.sender.is_none_or(|s| s.round != info.round);
@@ -982,11 +1027,32 @@ mod tests {
     }
 
     #[test]
-    fn losses_that_keep_coming_into_a_queue_are_one_event_for_a_while() {
+    fn a_queue_is_full_within_a_tenth_of_the_deepest_it_was_lately() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut m = WindowedMax::default();
+        assert_eq!(m.get(), None);
+        m.push(t0, ms(50));
+        m.push(t0 + ms(100), ms(30));
+        assert_eq!(m.get(), Some(ms(50)));
+        // Remembered for one window at least, forgotten after two.
+        m.push(t0 + MAX_RTT_WINDOW + ms(1), ms(20));
+        assert_eq!(m.get(), Some(ms(50)));
+        m.push(t0 + MAX_RTT_WINDOW * 2 + ms(2), ms(25));
+        assert_eq!(m.get(), Some(ms(25)));
+        // 1 ms least, 51 ms deepest: full from 46 ms.
+        assert!(queue_full(ms(51), ms(1), ms(51)));
+        assert!(queue_full(ms(46), ms(1), ms(51)));
+        assert!(!queue_full(ms(45), ms(1), ms(51)));
+        assert!(!queue_full(ms(30), ms(1), ms(51)));
+    }
+
+    #[test]
+    fn losses_into_a_queue_are_one_event_for_half_the_window_in_rtts() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let rtt = ms(10);
-        let mut h = LossHistory { queue: true, ..LossHistory::default() };
+        let mut h = LossHistory { queue: true, window: 200.0, ..LossHistory::default() };
         let mut psn = Psn(1);
         let mut lose_one_at = |h: &mut LossHistory, t: Instant| {
             for _ in 0..50 {
@@ -1003,32 +1069,40 @@ mod tests {
             new
         };
         assert!(lose_one_at(&mut h, t0), "the first loss begins an event");
-        let (chain, max) = (rtt * EVENT_CHAIN_RTTS, rtt * EVENT_MAX_RTTS);
-        // Each just within the chain of the one before, up to the longest an
-        // event lasts: one event, as a TCP has one recovery.
-        let (mut t, mut chained) = (t0, 0);
-        while t + chain - ms(1) <= t0 + max {
-            t += chain - ms(1);
+        // A window of 200 packets: 100 RTTs, capped at EVENT_MAX_RTTS. Losses
+        // every 3 RTTs up to then are one event, as a TCP has one recovery.
+        let max = rtt.mul_f64(EVENT_MAX_RTTS);
+        let mut t = t0;
+        while t + rtt * 3 <= t0 + max {
+            t += rtt * 3;
             assert!(!lose_one_at(&mut h, t), "at {:?}", t - t0);
-            chained += 1;
         }
-        assert!(chained >= 3);
-        // Past that, though chained: a new one.
+        // Past that: a new one, however close to the last loss.
         let start = t0 + max + ms(1);
         assert!(lose_one_at(&mut h, start));
-        // A loss more than the chain after the last, and more than an RTT
-        // after the start of the event: a new event.
-        let start = start + chain + ms(1);
+        assert_eq!(h.intervals.len(), 2);
+        // A window of 12 packets begins the next event: it lasts 6 RTTs.
+        h.window = 12.0;
+        let start = start + max + ms(1);
         assert!(lose_one_at(&mut h, start));
-        // Within an RTT of the start: the same one, however many.
+        assert!(!lose_one_at(&mut h, start + ms(59)));
+        assert!(lose_one_at(&mut h, start + ms(61)));
+        // The smallest window still has RFC 5348's one RTT.
+        h.window = 0.5;
+        let start = start + ms(200);
+        assert!(lose_one_at(&mut h, start));
         assert!(!lose_one_at(&mut h, start + ms(9)));
-        assert_eq!(h.intervals.len(), 3);
+        assert!(lose_one_at(&mut h, start + ms(11)));
+        assert_eq!(h.intervals.len(), 6);
         // Without a standing queue (random loss on the path), RFC 5348's
-        // rule alone: 1.5 RTTs after the start, a new event.
+        // rule alone, whatever the window: 1.5 RTTs after the start, a new
+        // event.
         h.queue = false;
-        assert!(lose_one_at(&mut h, start + ms(30)));
-        assert!(lose_one_at(&mut h, start + ms(45)));
-        assert!(!lose_one_at(&mut h, start + ms(54)));
+        h.window = 200.0;
+        let start = start + ms(200);
+        assert!(lose_one_at(&mut h, start));
+        assert!(lose_one_at(&mut h, start + ms(15)));
+        assert!(!lose_one_at(&mut h, start + ms(24)));
     }
 
     #[test]
