@@ -407,13 +407,13 @@ fn netns_tfmcc_and_tcp_share_a_bottleneck_and_neither_starves() {
     }
     // Measured here (2026-12-03, evening, the second half): over 20 s
     // TFMCC/TCP 0.66 against BBR (this machine's default TCP), 0.67 against
-    // CUBIC, 0.47-0.65 against Reno; over 60 s 1.55-1.60 (BBR), 0.96 (Reno),
-    // 0.53-0.56 (CUBIC; a Reno TCP in TFMCC's place, ECTP_TCP_VS=reno, got
+    // CUBIC, 0.33-0.78 against Reno; over 60 s 1.55-1.60 (BBR), 0.96 (Reno),
+    // 0.52-0.56 (CUBIC; a Reno TCP in TFMCC's place, ECTP_TCP_VS=reno, got
     // 0.55-0.89 of CUBIC). Issue 8's "within a factor of 2" held in every
-    // run but one against Reno over 20 s (docs/congestion.md, "Beside a TCP
-    // flow"); on a shared machine one run in a few strays, so what is
-    // asserted is what holds always: neither starves, and together they
-    // fill the bottleneck.
+    // run except two of five against Reno over 20 s, where TFMCC converges
+    // slowly from its slow start (docs/congestion.md, "Beside a TCP flow").
+    // What is asserted is what holds always: neither starves, and together
+    // they fill the bottleneck.
     assert!(
         ectp > 0.05 * BOTTLENECK && tcp > 0.05 * BOTTLENECK,
         "a flow starved: TFMCC {ectp:.0} B/s, TCP {tcp:.0} B/s"

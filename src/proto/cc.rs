@@ -411,7 +411,9 @@ impl CcReceiver {
                 .rtt
                 .zip(self.min_rtt)
                 .is_some_and(|(r, m)| queue_stands(r, m) && queue_full(r, m, self.max_rtt.get().unwrap_or(r)));
-            self.loss.window = x_recv * rtt.as_secs_f64() / s;
+            // f64::max drops a NaN: the span it sets goes to Duration::mul_f64,
+            // which panics on one.
+            self.loss.window = (x_recv * rtt.as_secs_f64() / s).max(0.0);
             self.loss.on_packet(psn, now, rtt, || {
                 // The interval that gives the rate data came at (RFC 5348 §6.3.1).
                 if x_recv > 0.0 { 1.0 / p_for_rate(s, rtt, x_recv) } else { 100.0 }
