@@ -105,8 +105,11 @@ struct WindowedMax {
 
 impl WindowedMax {
     fn push(&mut self, now: Instant, v: Duration) {
-        if self.since.is_none_or(|t| now.saturating_duration_since(t) >= MAX_RTT_WINDOW) {
-            self.buckets = [None, self.buckets[0]];
+        let age = self.since.map(|t| now.saturating_duration_since(t));
+        if age.is_none_or(|a| a >= MAX_RTT_WINDOW) {
+            // After a silence of two windows the newer bucket is stale too.
+            let kept = if age.is_some_and(|a| a < MAX_RTT_WINDOW * 2) { self.buckets[0] } else { None };
+            self.buckets = [None, kept];
             self.since = Some(now);
         }
         self.buckets[0] = Some(self.buckets[0].map_or(v, |m| m.max(v)));
@@ -1042,6 +1045,9 @@ mod tests {
         assert_eq!(m.get(), Some(ms(50)));
         m.push(t0 + MAX_RTT_WINDOW * 2 + ms(2), ms(25));
         assert_eq!(m.get(), Some(ms(25)));
+        // A silence of two windows forgets everything before it.
+        m.push(t0 + MAX_RTT_WINDOW * 4 + ms(3), ms(10));
+        assert_eq!(m.get(), Some(ms(10)));
         // 1 ms least, 51 ms deepest: full from 46 ms.
         assert!(queue_full(ms(51), ms(1), ms(51)));
         assert!(queue_full(ms(46), ms(1), ms(51)));
