@@ -195,9 +195,10 @@ const NDUPACK: i64 = 3;
 /// every few seconds, 2-3 events per cluster (docs/congestion.md, "Beside
 /// a TCP flow"). Half the window is how long a Reno of that window takes
 /// to grow back after its one halving; a fixed 32 RTTs would count one
-/// event where a Reno of 20 packets halves three times. Without a queue (random loss), RFC 5348's rule alone;
-/// with one only partly full (BBR's), too: its bursts overflow it now and
-/// then, and a TCP that loss does not slow is not matched by counting less.
+/// event where a Reno of 20 packets halves three times. Without a queue
+/// (random loss), RFC 5348's rule alone; with one only partly full (BBR's),
+/// too: its bursts overflow it now and then, and a TCP that loss does not
+/// slow is not matched by counting less.
 const EVENT_MAX_RTTS: f64 = 32.0;
 
 /// Loss intervals (RFC 5348 §5), in packets.
@@ -257,9 +258,10 @@ impl LossHistory {
             lost += 1.0;
         }
         let mut new_event = false;
-        let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
-        let same_event =
-            since(self.event_at).is_some_and(|s| s <= rtt || (self.queue && s <= rtt.mul_f64(self.event_rtts)));
+        let same_event = self.event_at.is_some_and(|t| {
+            let s = now.saturating_duration_since(t);
+            s <= rtt || (self.queue && s <= rtt.mul_f64(self.event_rtts))
+        });
         if lost > 0.0 && !same_event {
             if self.event_at.is_some() {
                 self.intervals.push_front(self.open.max(1.0));
